@@ -1,0 +1,102 @@
+"""The `reidkd` command line."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from reid_kd.config import ConfigError, load_config
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit status 2: user errors are not tracebacks."""
+    click.echo(f"reidkd: {message}", err=True)
+    sys.exit(2)
+
+
+def _load(config: str | None, overrides: tuple[str, ...]) -> dict:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+class UserErrors(click.Group):
+    """Turns the errors a user can fix (bad config, missing data) into one line, no traceback."""
+
+    def invoke(self, ctx):
+        from reid_kd.data.datasets import DatasetLayoutError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, DatasetLayoutError, FileNotFoundError) as e:
+            _fail(str(e))
+
+
+@click.group(cls=UserErrors)
+def main() -> None:
+    """reid-kd: knowledge distillation benchmark for re-identification."""
+
+
+config_option = click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML config file.")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+
+
+@main.command()
+@config_option
+@set_option
+def run(config, overrides) -> None:
+    """Train (or reuse) the teacher, train the student, evaluate both."""
+    from reid_kd.engine.run import markdown_table, run_experiment
+
+    cfg = _load(config, overrides)
+    teacher_metrics, record = run_experiment(cfg)
+    click.echo("")
+    click.echo(markdown_table([("teacher", cfg["teacher"]["backbone"], teacher_metrics),
+                               (f"student ({record['method']})", cfg["model"]["backbone"], record)]))
+
+
+@main.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="student.pt or teacher.pt.")
+@config_option
+@set_option
+def eval_cmd(checkpoint, config, overrides) -> None:
+    """Evaluate a saved model on the config's dataset with FAISS."""
+    from reid_kd.data.image_dataset import build_loaders
+    from reid_kd.engine.run import load_model, markdown_table, setup_runtime
+    from reid_kd.evaluation import evaluate_model
+
+    cfg = _load(config, overrides)
+    if not Path(checkpoint).is_file():
+        _fail(f"checkpoint not found: {checkpoint}")
+    device = setup_runtime(cfg)
+    loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
+    model = load_model(checkpoint, device)
+    metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
+    click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
+    click.echo(f"valid queries: {metrics['num_valid_queries']}")
+
+
+@main.group()
+def data() -> None:
+    """Dataset tools."""
+
+
+@data.command()
+@config_option
+@set_option
+@click.option("--root", type=click.Path(file_okay=False), help="Output folder (default: <data.root>/synth_veri).")
+def synth(config, overrides, root) -> None:
+    """Generate the synthetic VeRi-layout dataset of a config."""
+    from reid_kd.data import synth as synth_mod
+    from reid_kd.data.image_dataset import synth_spec
+
+    cfg = _load(config, overrides)
+    target = Path(root) if root else Path(cfg["data"]["root"]) / "synth_veri"
+    synth_mod.generate(target, synth_spec(cfg["data"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Experiment configuration: YAML with `_base_` inheritance, dotted overrides, strict validation.
+
+Every key a config may hold is declared in `SCHEMA` with its default, so a typo such as
+`train.lrr` or a string where a number belongs stops the run before any work is done, with the
+key's dotted name in the message. Distillation methods declare their own options (see
+`reid_kd.distill`), which are validated the same way under `distill.<method>`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false; 'yes', 'no', 'on' and 'off' stay strings (and are rejected
+    where a boolean belongs) rather than silently becoming booleans."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _ch in "tTfF":
+    _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), [_ch])
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending key."""
+
+
+class Typed:
+    """A schema leaf whose default alone does not tell its type (None, or a list)."""
+
+    def __init__(self, kind: type | tuple[type, ...], default: Any = None, *, optional: bool = True,
+                 item: type | None = None, choices: Iterable[Any] | None = None):
+        self.kind, self.default, self.optional, self.item = kind, default, optional, item
+        self.choices = tuple(choices) if choices is not None else None
+
+
+def Choice(default: str, *choices: str) -> Typed:
+    return Typed(str, default, optional=False, choices=(default, *choices))
+
+
+TRAIN_SCHEMA: dict[str, Any] = {
+    "epochs": 12,
+    "optimizer": Choice("adam", "sgd"),
+    "lr": 3.5e-4,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "warmup_epochs": 2,
+    "warmup_factor": 0.1,
+    "scheduler": Choice("cosine", "step"),
+    "milestones": Typed(list, [40, 70], optional=False, item=int),
+    "gamma": 0.1,
+    "id_loss_weight": 1.0,
+    "label_smooth": 0.1,
+    "triplet_weight": 1.0,
+    "triplet_margin": 0.3,
+    "triplet_soft_margin": False,
+    "grad_clip": Typed(float, None),
+}
+
+SCHEMA: dict[str, Any] = {
+    "experiment": {
+        "name": "default",
+        "output_dir": "runs",
+        "seed": 0,
+        "device": Choice("auto", "cpu", "cuda"),
+        "amp": False,
+        "deterministic": False,
+        "threads": Typed(int, None),
+    },
+    "data": {
+        "dataset": "synth_veri",
+        "root": "datasets",
+        "height": 128,
+        "width": 128,
+        "batch_p": 16,
+        "batch_k": 4,
+        "test_batch_size": 128,
+        "workers": 0,
+        "cache_images": True,
+        "flip_prob": 0.5,
+        "pad": 10,
+        "random_erasing_prob": 0.5,
+        "synth": {
+            "train_ids": 200,
+            "test_ids": 100,
+            "cameras": 8,
+            "images_per_id": 12,
+            "image_size": 128,
+            "seed": 0,
+        },
+    },
+    "model": {
+        "backbone": "resnet18",
+        "pretrained": Typed(str, None),
+        "last_stride": 1,
+        "neck": Choice("bnneck", "none"),
+    },
+    "teacher": {
+        "backbone": "resnet50",
+        "pretrained": Typed(str, None),
+        "last_stride": 1,
+        "neck": Choice("bnneck", "none"),
+        "checkpoint": Typed(str, None),
+        "train": TRAIN_SCHEMA,
+    },
+    "train": TRAIN_SCHEMA,
+    "distill": {"method": "none"},
+    "eval": {
+        "metric": Choice("cosine", "euclidean"),
+        "max_rank": 50,
+        "query_chunk": 1024,
+        "faiss_gpu": Choice("auto", "never"),
+    },
+}
+
+
+def _leaf_default(spec: Any) -> Any:
+    if isinstance(spec, Typed):
+        return copy.deepcopy(spec.default)
+    if isinstance(spec, dict):
+        return {k: _leaf_default(v) for k, v in spec.items()}
+    return spec
+
+
+def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full default config (a fresh copy)."""
+    return _leaf_default(SCHEMA if schema is None else schema)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _check_leaf(key: str, spec: Any, value: Any) -> Any:
+    if isinstance(spec, Typed):
+        if value is None:
+            if spec.optional:
+                return None
+            raise ConfigError(f"config key '{key}' must not be null")
+        if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
+            raise ConfigError(f"config key '{key}' expects {_type_name(spec.kind)}, "
+                              f"got {type(value).__name__} {value!r}")
+        if spec.item is not None:
+            for v in value:
+                if not isinstance(v, spec.item) or isinstance(v, bool):
+                    raise ConfigError(f"config key '{key}' expects a list of "
+                                      f"{_type_name(spec.item)}, got {v!r} in it")
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"config key '{key}' must be one of {list(spec.choices)}, got {value!r}")
+        return value
+    expected = type(spec)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(f"config key '{key}' expects {expected.__name__}, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Fill defaults and check every key and type against the schema; returns a new dict."""
+    schema = SCHEMA if schema is None else schema
+    if prefix == "" and "distill" in cfg:
+        schema = {**schema, "distill": distill_schema(cfg["distill"])}
+    out = defaults(schema)
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"unknown config key '{dotted}'" + _suggest(key, schema))
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' expects a mapping, got {value!r}")
+            out[key] = validate(value, spec, dotted + ".")
+        else:
+            out[key] = _check_leaf(dotted, spec, value)
+    return out
+
+
+def distill_schema(distill_cfg: Any) -> dict[str, Any]:
+    """The `distill` block's schema: the method's name plus that method's own options."""
+    from reid_kd.distill import registry  # the registry imports torch; keep config import light
+
+    method = distill_cfg.get("method", "none") if isinstance(distill_cfg, dict) else "none"
+    if method == "none":
+        return {"method": "none"}
+    if method not in registry.DISTILLERS:
+        raise ConfigError(f"config key 'distill.method': unknown method {method!r}; "
+                          f"registered: {sorted(registry.DISTILLERS)}")
+    return {"method": "none", method: registry.DISTILLERS[method].options}
+
+
+def _suggest(key: str, schema: dict[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(schema), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(schema)})"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config inheritance cycle through {path}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = _yaml(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = deep_merge(merged, _read_yaml(path.parent / base, seen + (path,)))
+    return deep_merge(merged, data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value) with the value read as YAML (so 3, 1e-3, true, [1, 2])."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), _yaml(raw) if raw.strip() else None
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = cfg
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a mapping")
+        node[path[-1]] = value
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read, inherit, override and validate a config; returns the complete resolved dict."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    return validate(apply_overrides(raw, overrides))
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """A short stable hash of a resolved config, to tell whether a stored result still matches."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,11 @@
+"""Dataset loaders, one module per family; importing this package registers them all."""
+from reid_kd.data.datasets import market, veri  # noqa: F401  (registration side effects)
+from reid_kd.data.datasets.base import DATASETS, DatasetLayoutError, Item, ReIDDataset, register
+
+__all__ = ["DATASETS", "DatasetLayoutError", "Item", "ReIDDataset", "register", "build_dataset"]
+
+
+def build_dataset(name: str, root, **options) -> ReIDDataset:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
+    return DATASETS[name](root, **options)

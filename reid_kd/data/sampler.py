@@ -1,0 +1,53 @@
+"""P×K identity sampling: every batch holds P distinct identities with K images each.
+
+Batch-hard triplet mining and relation-based distillation need several positives per identity in
+a batch; this guarantees it. Identities with fewer than K images are sampled with replacement.
+The order is a function of (seed, epoch), so a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class PKBatchSampler(Sampler[list[int]]):
+    def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
+        self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        by_pid: dict[int, list[int]] = defaultdict(list)
+        for index, pid in enumerate(pids):
+            by_pid[int(pid)].append(index)
+        self.by_pid = {pid: np.asarray(ix) for pid, ix in sorted(by_pid.items())}
+        if len(self.by_pid) < p:
+            raise ValueError(f"P×K sampling needs at least P={p} identities, the train split has {len(self.by_pid)}")
+        # groups of K per identity, as many as its images fill (at least one)
+        self._groups_per_pid = {pid: max(1, len(ix) // k) for pid, ix in self.by_pid.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _groups(self, rng: np.random.Generator) -> dict[int, list[np.ndarray]]:
+        groups = {}
+        for pid, ix in self.by_pid.items():
+            chosen = rng.permutation(ix) if len(ix) >= self.k else rng.choice(ix, size=self.k, replace=True)
+            n = self._groups_per_pid[pid]
+            groups[pid] = [chosen[g * self.k:(g + 1) * self.k] for g in range(n)]
+        return groups
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        groups = self._groups(rng)
+        available = [pid for pid in groups]
+        while len(available) >= self.p:
+            picked = rng.choice(len(available), size=self.p, replace=False)
+            batch: list[int] = []
+            for j in sorted(picked):
+                batch.extend(int(i) for i in groups[available[j]].pop())
+            available = [pid for pid in available if groups[pid]]
+            yield batch
+
+    def __len__(self) -> int:
+        """Upper bound used for progress bars: all groups packed P at a time."""
+        return sum(self._groups_per_pid.values()) // self.p

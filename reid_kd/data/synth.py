@@ -1,0 +1,260 @@
+"""Procedurally rendered vehicles in VeRi-776's exact on-disk layout.
+
+Why: the whole pipeline (loader, sampler, training, distillation, FAISS evaluation) must run on a
+fresh machine with no download, on a task hard enough that a small student trails a large
+teacher. The data is written exactly as VeRi-776 ships (`image_train/`, `image_query/`,
+`image_test/`, `name_*.txt`, files `VVVV_cCCC_FFFFFFFF_0.jpg`) so the real loader reads it.
+
+What makes the task non-trivial:
+- an identity fixes body type and proportions, paint colour from a small shared palette (many
+  identities share a colour), and small marks (stickers, stripe, roof rack, rim colour, tint), so
+  colour alone does not identify a vehicle and fine detail matters;
+- a camera fixes the viewpoint (left, right, front or rear), lighting, background and blur, so a
+  query must be matched across views and conditions;
+- every image adds pose jitter, partial occlusion, crop noise and sensor noise.
+
+Everything is a function of the seed: the same parameters give byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PALETTE = {  # BGR; ten paints shared by all identities
+    "white": (235, 235, 235), "black": (35, 35, 35), "silver": (180, 180, 175),
+    "grey": (110, 110, 110), "red": (40, 40, 200), "blue": (170, 80, 30),
+    "green": (60, 140, 50), "yellow": (40, 200, 230), "brown": (40, 75, 120),
+    "orange": (30, 130, 240),
+}
+BODY_TYPES = ("sedan", "suv", "hatchback", "van", "truck")
+VIEWS = ("left", "right", "front", "rear")
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Size of the generated dataset; stored beside the data to tell whether it is current."""
+
+    train_ids: int = 200
+    test_ids: int = 100
+    cameras: int = 8
+    images_per_id: int = 12
+    image_size: int = 128
+    seed: int = 0
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(keys)))
+
+
+def _identity(seed: int, vid: int) -> dict:
+    r = _rng(seed, 1, vid)
+    body = BODY_TYPES[r.integers(len(BODY_TYPES))]
+    base = {"sedan": (0.86, 0.26, 0.45), "suv": (0.80, 0.36, 0.55), "hatchback": (0.70, 0.30, 0.55),
+            "van": (0.86, 0.44, 0.80), "truck": (0.90, 0.34, 0.35)}[body]
+    colour_name = list(PALETTE)[r.integers(len(PALETTE))]
+    colour = np.clip(np.array(PALETTE[colour_name]) + r.normal(0, 8, 3), 0, 255)
+    marks = []
+    for _ in range(r.integers(1, 4)):
+        marks.append({"x": r.uniform(0.1, 0.85), "y": r.uniform(0.15, 0.75), "w": r.uniform(0.05, 0.14),
+                      "h": r.uniform(0.05, 0.16), "colour": tuple(int(c) for c in r.integers(0, 256, 3)),
+                      "round": bool(r.random() < 0.4)})
+    return {
+        "body": body, "colour": tuple(float(c) for c in colour),
+        "length": base[0] + r.uniform(-0.05, 0.05), "height": base[1] + r.uniform(-0.04, 0.04),
+        "cabin": base[2] + r.uniform(-0.08, 0.08), "cabin_offset": r.uniform(0.1, 0.3),
+        "marks": marks, "stripe": bool(r.random() < 0.35),
+        "stripe_colour": tuple(int(c) for c in r.integers(0, 256, 3)),
+        "roof_rack": bool(r.random() < 0.3), "rim": tuple(int(c) for c in r.integers(60, 256, 3)),
+        "tint": tuple(int(c) for c in r.integers(20, 120, 3)),
+        "lamp": tuple(int(c) for c in r.integers(150, 256, 3)),
+    }
+
+
+def _camera(seed: int, cam: int) -> dict:
+    r = _rng(seed, 2, cam)
+    return {
+        "view": VIEWS[cam % len(VIEWS)] if cam < 2 * len(VIEWS) else VIEWS[r.integers(len(VIEWS))],
+        "gain": r.uniform(0.65, 1.25), "tint": r.uniform(0.85, 1.15, 3), "gamma": r.uniform(0.8, 1.25),
+        "bg": tuple(int(c) for c in r.integers(40, 200, 3)), "bg2": tuple(int(c) for c in r.integers(40, 200, 3)),
+        "bg_stripes": int(r.integers(0, 6)), "horizon": r.uniform(0.2, 0.6),
+        "blur": r.uniform(0.0, 1.4), "scale": r.uniform(0.75, 0.95), "noise": r.uniform(2, 8),
+    }
+
+
+def _poly(img: np.ndarray, pts, colour) -> None:
+    cv2.fillPoly(img, [np.round(np.asarray(pts)).astype(np.int32)], colour, lineType=cv2.LINE_AA)
+
+
+def _draw_side(img, ident, box) -> None:
+    x0, y0, w, h = box
+    body_top = y0 + h * (1 - ident["height"] * 1.6)
+    body_bottom = y0 + h * 0.82
+    length = w
+    _poly(img, [(x0, body_bottom), (x0, body_top + 0.15 * h), (x0 + 0.04 * length, body_top),
+                (x0 + length, body_top), (x0 + length, body_bottom)], ident["colour"])
+    cab_x = x0 + length * ident["cabin_offset"]
+    cab_w = length * ident["cabin"]
+    cab_top = body_top - h * 0.28
+    _poly(img, [(cab_x, body_top), (cab_x + 0.15 * cab_w, cab_top), (cab_x + cab_w, cab_top),
+                (cab_x + cab_w + 0.12 * cab_w, body_top)], ident["colour"])
+    _poly(img, [(cab_x + 0.08 * cab_w, body_top - 2), (cab_x + 0.2 * cab_w, cab_top + 0.05 * h),
+                (cab_x + 0.95 * cab_w, cab_top + 0.05 * h), (cab_x + 1.02 * cab_w, body_top - 2)], ident["tint"])
+    if ident["roof_rack"]:
+        cv2.rectangle(img, (int(cab_x + 0.15 * cab_w), int(cab_top - 0.06 * h)),
+                      (int(cab_x + cab_w), int(cab_top - 0.01 * h)), (30, 30, 30), -1, cv2.LINE_AA)
+    if ident["stripe"]:
+        ys = int(body_top + 0.45 * (body_bottom - body_top))
+        cv2.line(img, (int(x0 + 2), ys), (int(x0 + length - 2), ys), ident["stripe_colour"],
+                 max(1, int(0.035 * h)), cv2.LINE_AA)
+    for m in ident["marks"]:
+        cx, cy = x0 + m["x"] * length, body_top + m["y"] * (body_bottom - body_top)
+        mw, mh = m["w"] * length, m["h"] * h
+        if m["round"]:
+            cv2.ellipse(img, (int(cx), int(cy)), (max(1, int(mw / 2)), max(1, int(mh / 2))), 0, 0, 360,
+                        m["colour"], -1, cv2.LINE_AA)
+        else:
+            cv2.rectangle(img, (int(cx - mw / 2), int(cy - mh / 2)), (int(cx + mw / 2), int(cy + mh / 2)),
+                          m["colour"], -1, cv2.LINE_AA)
+    radius = max(2, int(0.11 * h))
+    for fx in (0.2, 0.8):
+        c = (int(x0 + fx * length), int(body_bottom))
+        cv2.circle(img, c, radius, (20, 20, 20), -1, cv2.LINE_AA)
+        cv2.circle(img, c, max(1, radius // 2), ident["rim"], -1, cv2.LINE_AA)
+
+
+def _draw_end(img, ident, box, rear: bool) -> None:
+    x0, y0, w, h = box
+    width = w * (0.55 + 0.35 * ident["height"])
+    x0 = x0 + (w - width) / 2
+    body_top = y0 + h * (1 - ident["height"] * 1.8)
+    body_bottom = y0 + h * 0.85
+    cab_top = body_top - h * 0.3
+    inset = width * (0.18 - 0.1 * ident["cabin"])
+    _poly(img, [(x0, body_bottom), (x0, body_top), (x0 + width, body_top), (x0 + width, body_bottom)],
+          ident["colour"])
+    _poly(img, [(x0 + 0.04 * width, body_top), (x0 + inset, cab_top), (x0 + width - inset, cab_top),
+                (x0 + 0.96 * width, body_top)], ident["colour"])
+    _poly(img, [(x0 + 0.1 * width, body_top - 1), (x0 + inset + 0.04 * width, cab_top + 0.05 * h),
+                (x0 + width - inset - 0.04 * width, cab_top + 0.05 * h), (x0 + 0.9 * width, body_top - 1)],
+          ident["tint"])
+    lamp = (40, 40, 220) if rear else ident["lamp"]
+    ly = int(body_top + 0.25 * (body_bottom - body_top))
+    lw, lh = int(0.16 * width), max(2, int(0.07 * h))
+    for lx in (x0 + 0.06 * width, x0 + 0.94 * width - lw):
+        cv2.rectangle(img, (int(lx), ly), (int(lx) + lw, ly + lh), lamp, -1, cv2.LINE_AA)
+    px, py = int(x0 + 0.38 * width), int(body_top + 0.6 * (body_bottom - body_top))
+    cv2.rectangle(img, (px, py), (px + int(0.24 * width), py + max(2, int(0.08 * h))), (225, 225, 225), -1)
+    if ident["roof_rack"]:
+        cv2.rectangle(img, (int(x0 + inset), int(cab_top - 0.06 * h)), (int(x0 + width - inset), int(cab_top)),
+                      (30, 30, 30), -1, cv2.LINE_AA)
+    if ident["stripe"]:
+        sx = int(x0 + width / 2)
+        cv2.line(img, (sx, int(body_top)), (sx, int(body_bottom)), ident["stripe_colour"],
+                 max(1, int(0.05 * width)), cv2.LINE_AA)
+    m = ident["marks"][0]  # the first mark is visible from every side, as a windscreen or bumper sticker
+    mx = x0 + m["x"] * width
+    my = body_top + (0.15 if rear else 0.75) * (body_bottom - body_top)
+    s = max(2, int(m["w"] * width))
+    cv2.rectangle(img, (int(mx - s / 2), int(my - s / 2)), (int(mx + s / 2), int(my + s / 2)), m["colour"], -1)
+
+
+def render(ident: dict, cam: dict, rng: np.random.Generator, size: int) -> np.ndarray:
+    """One BGR image of a vehicle seen by a camera, with per-image jitter, occlusion and noise."""
+    img = np.empty((size, size, 3), np.uint8)
+    horizon = int(size * cam["horizon"])
+    img[:horizon] = cam["bg"]
+    img[horizon:] = cam["bg2"]
+    for i in range(cam["bg_stripes"]):
+        y = horizon + int((i + 1) * (size - horizon) / (cam["bg_stripes"] + 1))
+        cv2.line(img, (0, y), (size, y + size // 6), (200, 200, 200), 1, cv2.LINE_AA)
+    scale = cam["scale"] * rng.uniform(0.9, 1.08)
+    w = h = size * scale
+    box = ((size - w) / 2 + rng.normal(0, 0.03) * size, (size - h) / 2 + rng.normal(0, 0.03) * size, w, h)
+    if cam["view"] in ("left", "right"):
+        _draw_side(img, ident, box)
+        if cam["view"] == "right":
+            img = np.ascontiguousarray(img[:, ::-1])
+    else:
+        _draw_end(img, ident, box, rear=cam["view"] == "rear")
+    angle = rng.normal(0, 4)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+    m[:, 2] += rng.normal(0, 0.03 * size, 2)
+    img = cv2.warpAffine(img, m, (size, size), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.35:  # partial occlusion: a pole, a sign or another car's edge
+        ow, oh = int(rng.uniform(0.08, 0.3) * size), int(rng.uniform(0.2, 0.7) * size)
+        ox, oy = int(rng.uniform(0, size - ow)), int(rng.uniform(0, size - oh))
+        cv2.rectangle(img, (ox, oy), (ox + ow, oy + oh), tuple(int(c) for c in rng.integers(0, 256, 3)), -1)
+    left, top, right, bottom = rng.integers(0, int(0.08 * size) + 1, 4)  # crop noise: a loose or tight box
+    img = cv2.resize(img[top:size - bottom, left:size - right], (size, size))
+    light = img.astype(np.float32) / 255.0
+    light = np.power(light, cam["gamma"]) * cam["gain"] * cam["tint"] * rng.uniform(0.9, 1.1)
+    light = light * 255.0 + rng.normal(0, cam["noise"], light.shape)
+    img = np.clip(light, 0, 255).astype(np.uint8)
+    if cam["blur"] > 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), cam["blur"])
+    return img
+
+
+def _plan(spec: SynthSpec, vid: int) -> list[int]:
+    """Camera of each image of one identity: at least two cameras, so queries always have a match."""
+    r = _rng(spec.seed, 3, vid)
+    n_cams = int(r.integers(2, max(3, min(spec.cameras, 6) + 1)))
+    cams = sorted(r.choice(spec.cameras, size=min(n_cams, spec.cameras), replace=False).tolist())
+    assert len(cams) >= 2, "the synthetic dataset needs at least two cameras"
+    per_image = [cams[i % len(cams)] for i in range(spec.images_per_id)]
+    return sorted(per_image)
+
+
+def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False) -> Path:
+    """Write the dataset under `root` (atomically: into a temporary folder, then renamed)."""
+    root = Path(root)
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("image_train", "image_query", "image_test"):
+        (tmp / sub).mkdir(parents=True)
+    cams = [_camera(spec.seed, c) for c in range(spec.cameras)]
+    names: dict[str, list[str]] = {"train": [], "query": [], "test": []}
+    all_ids = _rng(spec.seed, 4).permutation(np.arange(1, 10 * (spec.train_ids + spec.test_ids) + 1))
+    vids = sorted(all_ids[: spec.train_ids + spec.test_ids].tolist())
+    order = _rng(spec.seed, 5).permutation(len(vids))
+    train_vids = sorted(vids[i] for i in order[: spec.train_ids])
+    test_vids = sorted(vids[i] for i in order[spec.train_ids:])
+    for split, split_vids in (("train", train_vids), ("test", test_vids)):
+        for vid in split_vids:
+            ident = _identity(spec.seed, vid)
+            rng = _rng(spec.seed, 6, vid)
+            queried: set[int] = set()
+            for i, cam in enumerate(_plan(spec, vid)):
+                frame = int(rng.integers(0, 10**8))
+                name = f"{vid:04d}_c{cam + 1:03d}_{frame:08d}_0.jpg"
+                img = render(ident, cams[cam], _rng(spec.seed, 7, vid, i), spec.image_size)
+                folder = "image_train" if split == "train" else "image_test"
+                cv2.imwrite(str(tmp / folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                names[split].append(name)
+                if split == "test" and cam not in queried:  # one query per identity and camera, as VeRi
+                    queried.add(cam)
+                    shutil.copyfile(tmp / folder / name, tmp / "image_query" / name)
+                    names["query"].append(name)
+    for split, listed in names.items():
+        (tmp / f"name_{split}.txt").write_text("".join(n + "\n" for n in listed))
+    (tmp / "synth_spec.json").write_text(json.dumps(asdict(spec), indent=1))
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    if not quiet:
+        print(f"synthetic VeRi written to {root}: {len(names['train'])} train, "
+              f"{len(names['query'])} query, {len(names['test'])} gallery images")
+    return root
+
+
+def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False) -> Path:
+    """Generate the dataset unless `root` already holds one made from the same spec."""
+    root = Path(root)
+    meta = root / "synth_spec.json"
+    if meta.is_file() and json.loads(meta.read_text()) == asdict(spec):
+        return root
+    return generate(root, spec, quiet=quiet)

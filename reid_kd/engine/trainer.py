@@ -1,0 +1,175 @@
+"""One training loop for a teacher, a plain student (the baseline) and a distilled student.
+
+Each epoch is a function of (seed, epoch): the sampler order, the augmentation stream and torch's
+RNG are reseeded at its start, so a run resumed from its last checkpoint continues exactly as an
+uninterrupted one would. A checkpoint (model, optimizer, schedule, distiller buffers) is written
+atomically after every epoch, with a per-epoch CSV log beside it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from reid_kd.engine.io import save_torch
+from reid_kd.losses import reid_losses
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("experiment.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                               nesterov=True)
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
+    """Linear warmup from `warmup_factor`, then cosine to zero or step decay at `milestones` (epochs)."""
+    epoch = iteration / iters_per_epoch
+    warmup = cfg["warmup_epochs"]
+    if epoch < warmup:
+        return cfg["warmup_factor"] + (1 - cfg["warmup_factor"]) * epoch / warmup
+    if cfg["scheduler"] == "cosine":
+        span = max(cfg["epochs"] - warmup, 1e-8)
+        return 0.5 * (1 + math.cos(math.pi * min((epoch - warmup) / span, 1.0)))
+    return cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
+                 *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
+                 amp: bool = False, desc: str = "train"):
+        self.model, self.loader, self.cfg, self.device = model.to(device), train_loader, train_cfg, device
+        self.out_dir, self.seed, self.desc = Path(out_dir), seed, desc
+        self.teacher = teacher.to(device).eval() if teacher is not None else None
+        if self.teacher is not None:
+            self.teacher.requires_grad_(False)
+        self.distiller = distiller.to(device) if distiller is not None else None
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.distiller is not None:
+            params += self.distiller.extra_parameters()
+        self.optimizer = build_optimizer(params, train_cfg)
+        self.iters_per_epoch = max(len(train_loader), 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(train_cfg, it, self.iters_per_epoch))
+        self.amp = amp and device.type == "cuda"
+        self.start_epoch = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.csv"
+
+    def save_checkpoint(self, epoch: int, train_seconds: float) -> None:
+        state = {"epoch": epoch, "train_seconds": train_seconds, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.distiller is not None:
+            state["distiller"] = self.distiller.state_dict()
+        save_torch(state, self.checkpoint_path)
+
+    def try_resume(self) -> float:
+        """Continue from the last complete epoch if a checkpoint exists; returns seconds already spent."""
+        if not self.checkpoint_path.is_file():
+            return 0.0
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state["distiller"])
+        self.start_epoch = state["epoch"] + 1
+        return float(state["train_seconds"])
+
+    def _seed_epoch(self, epoch: int) -> None:
+        torch.manual_seed(self.seed * 100_003 + epoch)
+        self.loader.batch_sampler.set_epoch(epoch)
+        self.loader.dataset.transform.set_random_seed(self.seed * 100_003 + epoch)
+        if self.loader.generator is not None:
+            self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def _step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, float], float]:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.model(images)
+            losses = reid_losses(out, targets, self.cfg)
+            if self.distiller is not None:
+                with torch.no_grad():
+                    teacher_out = self.teacher(images)
+                losses.update(self.distiller(out, teacher_out, targets))
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"{self.desc}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg["grad_clip"]:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        acc = (out.logits.argmax(1) == targets).float().mean().item() if out.logits is not None else float("nan")
+        return {k: v.item() for k, v in losses.items()} | {"loss": total.item()}, acc
+
+    def fit(self, resume: bool = True) -> float:
+        """Train to `epochs`; returns total training seconds (across resumes)."""
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        train_seconds = self.try_resume() if resume else 0.0
+        epochs = self.cfg["epochs"]
+        self._trim_log(self.start_epoch)
+        for epoch in range(self.start_epoch, epochs):
+            self._seed_epoch(epoch)
+            self.model.train()
+            sums: dict[str, float] = defaultdict(float)
+            n_batches, n_images, start = 0, 0, time.perf_counter()
+            bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+            for images, targets, _, _ in bar:
+                images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+                terms, acc = self._step(images, targets)
+                for k, v in terms.items():
+                    sums[k] += v
+                sums["acc"] += acc
+                n_batches += 1
+                n_images += len(images)
+                bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{n_images / (time.perf_counter() - start):.0f}")
+            seconds = time.perf_counter() - start
+            train_seconds += seconds
+            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row |= {k: v / max(n_batches, 1) for k, v in sums.items()}
+            row |= {"images_per_sec": n_images / max(seconds, 1e-9), "seconds": seconds}
+            self._log(row)
+            self.save_checkpoint(epoch, train_seconds)
+        return train_seconds
+
+    def _trim_log(self, epochs_done: int) -> None:
+        """Keep only the log rows of epochs that the checkpoint holds (a kill may fall in between)."""
+        if not self.log_path.is_file():
+            return
+        with self.log_path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+        self.log_path.unlink()
+        for r in rows:
+            self._log(r)
+
+    def _log(self, row: dict) -> None:
+        new = not self.log_path.is_file()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})

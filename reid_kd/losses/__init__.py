@@ -1,0 +1,50 @@
+"""Re-ID losses: label-smoothed identity loss and batch-hard triplet loss (vectorised)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
+    """Cross-entropy against (1 - eps) one-hot + eps / C uniform (Szegedy et al., 2016)."""
+    log_probs = F.log_softmax(logits, dim=1)
+    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
+    uniform = -log_probs.mean(dim=1)
+    return ((1 - epsilon) * nll + epsilon * uniform).mean()
+
+
+def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
+    """N×N Euclidean distances, clamped before the square root so gradients stay finite."""
+    sq = (x * x).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.t()
+    return d2.clamp_min(1e-12).sqrt()
+
+
+def batch_hard_triplet(feats: torch.Tensor, targets: torch.Tensor, margin: float = 0.3,
+                       soft_margin: bool = False) -> torch.Tensor:
+    """Hermans et al., 2017: each anchor's farthest positive against its nearest negative.
+
+    `soft_margin` replaces the hinge by log(1 + exp(d_ap - d_an)).
+    """
+    dist = pairwise_euclidean(feats)
+    same = targets[:, None] == targets[None, :]
+    hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
+    valid = torch.isfinite(hardest_neg)  # an anchor needs a negative in the batch
+    diff = hardest_pos[valid] - hardest_neg[valid]
+    if diff.numel() == 0:
+        return feats.sum() * 0.0
+    if soft_margin:
+        return F.softplus(diff).mean()
+    return F.relu(diff + margin).mean()
+
+
+def reid_losses(out, targets: torch.Tensor, train_cfg: dict) -> dict[str, torch.Tensor]:
+    """The BNNeck recipe: ID loss on the logits (after the neck), triplet on the pooled feature."""
+    losses = {}
+    if train_cfg["id_loss_weight"] > 0 and out.logits is not None:
+        losses["id"] = train_cfg["id_loss_weight"] * label_smoothed_ce(out.logits, targets, train_cfg["label_smooth"])
+    if train_cfg["triplet_weight"] > 0:
+        losses["triplet"] = train_cfg["triplet_weight"] * batch_hard_triplet(
+            out.global_feat, targets, train_cfg["triplet_margin"], train_cfg["triplet_soft_margin"])
+    return losses

@@ -1,0 +1,77 @@
+"""torchvision backbones cut into stages, so every stage's feature map can be distilled.
+
+A backbone here is an `nn.ModuleList` of stages plus its output width. ResNets use the last-stride-1
+trick (the last stage keeps its resolution, as the re-ID bag of tricks does). Pretrained weights
+are never downloaded: pass a local file (a torchvision state dict) to load them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
+BACKBONES = RESNETS + MOBILENETS
+
+
+def _resnet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
+    net = getattr(torchvision.models, name)(weights=None)
+    if last_stride != 2:
+        block = net.layer4[0]
+        (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (last_stride, last_stride)
+        block.downsample[0].stride = (last_stride, last_stride)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+    return nn.ModuleList([stem, net.layer2, net.layer3, net.layer4]), net
+
+
+def _mobilenet(name: str) -> tuple[nn.ModuleList, nn.Module]:
+    net = getattr(torchvision.models, name)(weights=None)
+    for m in net.modules():  # torchvision's 0.01 suits ImageNet-length schedules, not short re-ID ones
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    feats = net.features
+    # a stage ends where the next block halves the resolution
+    cuts = [i for i, block in enumerate(feats) if i > 0 and _block_stride(block) == 2]
+    bounds = [0] + cuts[-3:] + [len(feats)]  # four stages at strides 4 (or 8), 8, 16, 32
+    stages = [nn.Sequential(*feats[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return nn.ModuleList(stages), net
+
+
+def _block_stride(block: nn.Module) -> int:
+    return max((m.stride[0] for m in block.modules() if isinstance(m, nn.Conv2d)), default=1)
+
+
+def _load_local(net: nn.Module, path: str) -> None:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {file} (give a local torchvision state dict)")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{file} holds no weights matching this backbone")
+    net.load_state_dict(usable, strict=False)
+    missing = [k for k in own if k not in usable and not k.startswith(("fc.", "classifier."))]
+    if missing:
+        raise ValueError(f"{file} lacks {len(missing)} backbone weights, e.g. {missing[:3]}")
+
+
+def build_backbone(name: str, last_stride: int = 1, pretrained: str | None = None) -> tuple[nn.ModuleList, int]:
+    """Stages of a torchvision network and the width of its last stage."""
+    if name in RESNETS:
+        stages, net = _resnet(name, last_stride)
+    elif name in MOBILENETS:
+        stages, net = _mobilenet(name)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    if pretrained:
+        _load_local(net, pretrained)  # stages share modules with `net`, so they receive the weights
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 64, 64)
+        for stage in stages:
+            x = stage(x)
+    return stages, x.shape[1]

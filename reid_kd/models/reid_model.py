@@ -1,0 +1,69 @@
+"""The BNNeck re-ID model (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-ID").
+
+global average pooling -> `global_feat` (triplet loss) -> BatchNorm neck -> `bn_feat` (retrieval
+feature) -> bias-free classifier -> `logits` (ID loss). Every stage's feature map is kept in
+`feats` so distillers can read any layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from reid_kd.models.backbones import build_backbone
+
+
+@dataclass
+class ModelOutput:
+    feats: list[torch.Tensor]
+    global_feat: torch.Tensor
+    bn_feat: torch.Tensor
+    logits: torch.Tensor | None
+
+
+class ReIDModel(nn.Module):
+    def __init__(self, backbone: str, num_classes: int, last_stride: int = 1, neck: str = "bnneck",
+                 pretrained: str | None = None):
+        super().__init__()
+        self.backbone_name, self.num_classes = backbone, num_classes
+        self.stages, self.feat_dim = build_backbone(backbone, last_stride, pretrained)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        if neck == "bnneck":
+            self.neck = nn.BatchNorm1d(self.feat_dim)
+            self.neck.bias.requires_grad_(False)  # no shift, as in the BNNeck paper
+            nn.init.constant_(self.neck.weight, 1.0)
+            nn.init.constant_(self.neck.bias, 0.0)
+        elif neck == "none":
+            self.neck = nn.Identity()
+        else:
+            raise ValueError(f"unknown neck {neck!r}; use 'bnneck' or 'none'")
+        self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False) if num_classes > 0 else None
+        if self.classifier is not None:
+            nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def stage_channels(self) -> list[int]:
+        """Width of each stage's output, for distillers that build regressors or projections."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            widths = [f.shape[1] for f in self.forward(torch.zeros(1, 3, 64, 64)).feats]
+        self.train(was_training)
+        return widths
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        feats = []
+        x = images
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        global_feat = self.pool(x).flatten(1)
+        bn_feat = self.neck(global_feat)
+        # logits in eval mode too: a frozen teacher runs in eval mode, and KD-style methods need them
+        logits = self.classifier(bn_feat) if self.classifier is not None else None
+        return ModelOutput(feats, global_feat, bn_feat, logits)
+
+
+def build_model(model_cfg: dict, num_classes: int) -> ReIDModel:
+    return ReIDModel(model_cfg["backbone"], num_classes, model_cfg["last_stride"], model_cfg["neck"],
+                     model_cfg["pretrained"])

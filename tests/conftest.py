@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny images written in the real on-disk layouts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def write_jpeg(path: Path, seed: int = 0, size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+
+
+@pytest.fixture
+def jpeg():
+    return write_jpeg
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tmp_path_factory) -> list[str]:
+    """A run small enough for a test: tiny synthetic data, tiny schedules, output in a temp folder."""
+    out = tmp_path_factory.mktemp("runs")
+    data = tmp_path_factory.mktemp("data")
+    return [f"experiment.output_dir={out}", f"data.root={data}", "data.height=32", "data.width=32",
+            "data.batch_p=4", "data.batch_k=2", "data.pad=2", "data.synth.train_ids=8", "data.synth.test_ids=6",
+            "data.synth.cameras=4", "data.synth.images_per_id=4", "data.synth.image_size=32",
+            "teacher.backbone=resnet18", "teacher.train.epochs=1", "model.backbone=mobilenet_v3_small",
+            "train.epochs=1"]
