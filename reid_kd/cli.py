@@ -87,15 +87,38 @@ def data() -> None:
 @data.command()
 @config_option
 @set_option
-@click.option("--root", type=click.Path(file_okay=False), help="Output folder (default: <data.root>/synth_veri).")
-def synth(config, overrides, root) -> None:
-    """Generate the synthetic VeRi-layout dataset of a config."""
+@click.option("--root", type=click.Path(file_okay=False),
+              help="Output folder (default: <data.root>/synth_veri, or <data.root>/synth_market with --persons).")
+@click.option("--persons", is_flag=True, help="Generate the synthetic persons (Market-1501 layout) instead.")
+def synth(config, overrides, root, persons) -> None:
+    """Generate the synthetic VeRi-layout dataset of a config (or the Market-layout persons)."""
     from reid_kd.data import synth as synth_mod
+    from reid_kd.data import synth_person
     from reid_kd.data.image_dataset import synth_spec
 
     cfg = _load(config, overrides)
-    target = Path(root) if root else Path(cfg["data"]["root"]) / "synth_veri"
-    synth_mod.generate(target, synth_spec(cfg["data"]))
+    target = Path(root) if root else Path(cfg["data"]["root"]) / ("synth_market" if persons else "synth_veri")
+    (synth_person if persons else synth_mod).generate(target, synth_spec(cfg["data"]))
+
+
+@data.command()
+@click.argument("name")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Data root holding the dataset folder.")
+@config_option
+@set_option
+@click.option("--skip-images", is_flag=True, help="Do not decode every image (faster on a full dataset).")
+def check(name, root, config, overrides, skip_images) -> None:
+    """Load dataset NAME, print its table beside the official counts and what is wrong (exit 1 if anything)."""
+    from reid_kd.data.check import check_dataset
+    from reid_kd.data.datasets import DATASETS
+    from reid_kd.data.image_dataset import dataset_options
+
+    if name not in DATASETS:
+        _fail(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
+    cfg = _load(config, overrides)
+    report = check_dataset(name, root, dataset_options(cfg["data"]), read_images=not skip_images)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,16 @@ SCHEMA: dict[str, Any] = {
             "image_size": 128,
             "seed": 0,
         },
+        # Options of particular loaders (see datasets/README.md); other loaders ignore them.
+        "vehicleid_test_size": Typed(int, 800, optional=False, choices=(800, 1600, 2400, 13164)),
+        "vehicleid_draws": 10,  # gallery draws (one image per identity) averaged in evaluation
+        "vehicleid_draw_seed": 0,  # draw i uses the seed (vehicleid_draw_seed, i)
+        "veriwild_test_size": Typed(int, 3000, optional=False, choices=(3000, 5000, 10000)),
+        "msmt17_version": Choice("auto", "v1", "v2"),
+        "cuhk03_variant": Choice("labeled", "detected"),
+        "custom_csv": Typed(str, None),  # `custom_csv`: the CSV file, relative paths from data.root
+        "custom_dir": Typed(str, None),  # `custom_folder`: the folder, relative paths from data.root
+        "train_datasets": Typed(list, [], optional=False, item=str),  # train on these too (ids prefixed)
     },
     "model": {
         "backbone": "resnet18",

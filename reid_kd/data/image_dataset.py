@@ -1,7 +1,7 @@
 """Images on disk -> tensors, plus the train and test DataLoaders of one experiment."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid_kd.data import synth
 from reid_kd.data.datasets import Item, ReIDDataset, build_dataset
+from reid_kd.data.datasets.base import combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
 
@@ -29,8 +30,9 @@ class ImageDataset(Dataset):
     not by JPEG decoding, which matters on a 2-core machine.
     """
 
-    def __init__(self, items: list[Item], transform, cache: bool = False):
+    def __init__(self, items: list[Item], transform, cache: bool = False, source: ReIDDataset | None = None):
         self.items, self.transform = items, transform
+        self.source = source  # the dataset the items come from: evaluation reads its protocol flags
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -53,8 +55,27 @@ def synth_spec(data_cfg: dict) -> synth.SynthSpec:
     return synth.SynthSpec(**data_cfg["synth"])
 
 
+DATASET_OPTIONS = ("vehicleid_test_size", "vehicleid_draws", "vehicleid_draw_seed", "veriwild_test_size",
+                   "msmt17_version", "cuhk03_variant", "custom_csv", "custom_dir")
+
+
+def dataset_options(data_cfg: dict) -> dict:
+    """The keyword options every loader receives (each takes the ones it needs)."""
+    return {"synth_spec": synth_spec(data_cfg), **{k: data_cfg[k] for k in DATASET_OPTIONS}}
+
+
 def load_dataset(data_cfg: dict) -> ReIDDataset:
-    return build_dataset(data_cfg["dataset"], Path(data_cfg["root"]), synth_spec=synth_spec(data_cfg))
+    """`data.dataset`, its train split joined by those of `data.train_datasets` when listed.
+
+    Evaluation stays on `data.dataset`'s query and gallery.
+    """
+    root, options = Path(data_cfg["root"]), dataset_options(data_cfg)
+    dataset = build_dataset(data_cfg["dataset"], root, **options)
+    if not data_cfg["train_datasets"]:
+        return dataset
+    extra = [build_dataset(name, root, **options) for name in data_cfg["train_datasets"]]
+    return replace(dataset, name="+".join(ds.name for ds in [dataset, *extra]),
+                   train=combine_train([dataset, *extra]))
 
 
 @dataclass
@@ -81,7 +102,7 @@ def build_loaders(data_cfg: dict, seed: int, dataset: ReIDDataset | None = None)
                        generator=generator, persistent_workers=workers > 0)
 
     def test_loader(items: list[Item]) -> DataLoader:
-        return DataLoader(ImageDataset(items, build_transform(data_cfg, train=False)),
+        return DataLoader(ImageDataset(items, build_transform(data_cfg, train=False), source=dataset),
                           batch_size=data_cfg["test_batch_size"], shuffle=False, num_workers=workers)
 
     return Loaders(dataset, train, test_loader(dataset.query), test_loader(dataset.gallery))

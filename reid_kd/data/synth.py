@@ -21,6 +21,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -163,15 +164,21 @@ def _draw_end(img, ident, box, rear: bool) -> None:
     cv2.rectangle(img, (int(mx - s / 2), int(my - s / 2)), (int(mx + s / 2), int(my + s / 2)), m["colour"], -1)
 
 
-def render(ident: dict, cam: dict, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One BGR image of a vehicle seen by a camera, with per-image jitter, occlusion and noise."""
-    img = np.empty((size, size, 3), np.uint8)
-    horizon = int(size * cam["horizon"])
+def background(cam: dict, height: int, width: int) -> np.ndarray:
+    """A camera's scene: two-tone ground and sky with its road markings."""
+    img = np.empty((height, width, 3), np.uint8)
+    horizon = int(height * cam["horizon"])
     img[:horizon] = cam["bg"]
     img[horizon:] = cam["bg2"]
     for i in range(cam["bg_stripes"]):
-        y = horizon + int((i + 1) * (size - horizon) / (cam["bg_stripes"] + 1))
-        cv2.line(img, (0, y), (size, y + size // 6), (200, 200, 200), 1, cv2.LINE_AA)
+        y = horizon + int((i + 1) * (height - horizon) / (cam["bg_stripes"] + 1))
+        cv2.line(img, (0, y), (width, y + height // 6), (200, 200, 200), 1, cv2.LINE_AA)
+    return img
+
+
+def render(ident: dict, cam: dict, rng: np.random.Generator, size: int) -> np.ndarray:
+    """One BGR image of a vehicle seen by a camera, with per-image jitter, occlusion and noise."""
+    img = background(cam, size, size)
     scale = cam["scale"] * rng.uniform(0.9, 1.08)
     w = h = size * scale
     box = ((size - w) / 2 + rng.normal(0, 0.03) * size, (size - h) / 2 + rng.normal(0, 0.03) * size, w, h)
@@ -181,16 +188,23 @@ def render(ident: dict, cam: dict, rng: np.random.Generator, size: int) -> np.nd
             img = np.ascontiguousarray(img[:, ::-1])
     else:
         _draw_end(img, ident, box, rear=cam["view"] == "rear")
+    return camera_effects(img, cam, rng)
+
+
+def camera_effects(img: np.ndarray, cam: dict, rng: np.random.Generator) -> np.ndarray:
+    """Per-image pose jitter, partial occlusion and crop noise, then the camera's light, noise and blur."""
+    height, width = img.shape[:2]
+    size = min(height, width)
     angle = rng.normal(0, 4)
-    m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+    m = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
     m[:, 2] += rng.normal(0, 0.03 * size, 2)
-    img = cv2.warpAffine(img, m, (size, size), borderMode=cv2.BORDER_REPLICATE)
-    if rng.random() < 0.35:  # partial occlusion: a pole, a sign or another car's edge
-        ow, oh = int(rng.uniform(0.08, 0.3) * size), int(rng.uniform(0.2, 0.7) * size)
-        ox, oy = int(rng.uniform(0, size - ow)), int(rng.uniform(0, size - oh))
+    img = cv2.warpAffine(img, m, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.35:  # partial occlusion: a pole, a sign or another object's edge
+        ow, oh = int(rng.uniform(0.08, 0.3) * width), int(rng.uniform(0.2, 0.7) * height)
+        ox, oy = int(rng.uniform(0, width - ow)), int(rng.uniform(0, height - oh))
         cv2.rectangle(img, (ox, oy), (ox + ow, oy + oh), tuple(int(c) for c in rng.integers(0, 256, 3)), -1)
     left, top, right, bottom = rng.integers(0, int(0.08 * size) + 1, 4)  # crop noise: a loose or tight box
-    img = cv2.resize(img[top:size - bottom, left:size - right], (size, size))
+    img = cv2.resize(img[top:height - bottom, left:width - right], (width, height))
     light = img.astype(np.float32) / 255.0
     light = np.power(light, cam["gamma"]) * cam["gain"] * cam["tint"] * rng.uniform(0.9, 1.1)
     light = light * 255.0 + rng.normal(0, cam["noise"], light.shape)
@@ -210,12 +224,34 @@ def _plan(spec: SynthSpec, vid: int) -> list[int]:
     return sorted(per_image)
 
 
-def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False) -> Path:
+@dataclass(frozen=True)
+class Kind:
+    """What a synthetic dataset draws and how it lays its files out (vehicles in VeRi's layout here,
+    persons in Market-1501's in `synth_person`); identities, cameras and splits are shared."""
+
+    label: str
+    identity: Callable[[int, int], dict]  # (seed, id) -> identity description
+    render: Callable[[dict, dict, np.random.Generator, int], np.ndarray]  # (identity, camera, rng, size)
+    folders: tuple[str, str, str]  # train, query, gallery
+    file_name: Callable[[int, int, int, int], str]  # (id, 0-based camera, frame, image index) -> name
+    name_lists: bool  # write VeRi's name_train.txt, name_query.txt, name_test.txt
+    max_cameras: int = 999
+
+
+VEHICLES = Kind("VeRi", _identity, render, ("image_train", "image_query", "image_test"),
+                lambda vid, cam, frame, _: f"{vid:04d}_c{cam + 1:03d}_{frame:08d}_0.jpg", name_lists=True)
+
+
+def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
     """Write the dataset under `root` (atomically: into a temporary folder, then renamed)."""
+    if spec.cameras > kind.max_cameras:
+        raise ValueError(f"synthetic {kind.label} names cameras with at most {kind.max_cameras} values; "
+                         f"got cameras={spec.cameras}")
     root = Path(root)
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for sub in ("image_train", "image_query", "image_test"):
+    train_dir, query_dir, test_dir = kind.folders
+    for sub in kind.folders:
         (tmp / sub).mkdir(parents=True)
     cams = [_camera(spec.seed, c) for c in range(spec.cameras)]
     names: dict[str, list[str]] = {"train": [], "query": [], "test": []}
@@ -226,35 +262,36 @@ def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = F
     test_vids = sorted(vids[i] for i in order[spec.train_ids:])
     for split, split_vids in (("train", train_vids), ("test", test_vids)):
         for vid in split_vids:
-            ident = _identity(spec.seed, vid)
+            ident = kind.identity(spec.seed, vid)
             rng = _rng(spec.seed, 6, vid)
             queried: set[int] = set()
             for i, cam in enumerate(_plan(spec, vid)):
                 frame = int(rng.integers(0, 10**8))
-                name = f"{vid:04d}_c{cam + 1:03d}_{frame:08d}_0.jpg"
-                img = render(ident, cams[cam], _rng(spec.seed, 7, vid, i), spec.image_size)
-                folder = "image_train" if split == "train" else "image_test"
+                name = kind.file_name(vid, cam, frame, i)
+                img = kind.render(ident, cams[cam], _rng(spec.seed, 7, vid, i), spec.image_size)
+                folder = train_dir if split == "train" else test_dir
                 cv2.imwrite(str(tmp / folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 names[split].append(name)
                 if split == "test" and cam not in queried:  # one query per identity and camera, as VeRi
                     queried.add(cam)
-                    shutil.copyfile(tmp / folder / name, tmp / "image_query" / name)
+                    shutil.copyfile(tmp / folder / name, tmp / query_dir / name)
                     names["query"].append(name)
-    for split, listed in names.items():
-        (tmp / f"name_{split}.txt").write_text("".join(n + "\n" for n in listed))
+    if kind.name_lists:
+        for split, listed in names.items():
+            (tmp / f"name_{split}.txt").write_text("".join(n + "\n" for n in listed))
     (tmp / "synth_spec.json").write_text(json.dumps(asdict(spec), indent=1))
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     if not quiet:
-        print(f"synthetic VeRi written to {root}: {len(names['train'])} train, "
+        print(f"synthetic {kind.label} written to {root}: {len(names['train'])} train, "
               f"{len(names['query'])} query, {len(names['test'])} gallery images")
     return root
 
 
-def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False) -> Path:
+def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
     """Generate the dataset unless `root` already holds one made from the same spec."""
     root = Path(root)
     meta = root / "synth_spec.json"
     if meta.is_file() and json.loads(meta.read_text()) == asdict(spec):
         return root
-    return generate(root, spec, quiet=quiet)
+    return generate(root, spec, quiet=quiet, kind=kind)

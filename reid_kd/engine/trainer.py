@@ -125,13 +125,13 @@ class Trainer:
         acc = (out.logits.argmax(1) == targets).float().mean().item() if out.logits is not None else float("nan")
         return {k: v.item() for k, v in losses.items()} | {"loss": total.item()}, acc
 
-    def fit(self, resume: bool = True) -> float:
-        """Train to `epochs`; returns total training seconds (across resumes)."""
+    def fit(self, resume: bool = True, stop_after: int | None = None) -> float:
+        """Train to `epochs` (or only up to epoch `stop_after`); returns training seconds across resumes."""
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         train_seconds = self.try_resume() if resume else 0.0
         epochs = self.cfg["epochs"]
         self._trim_log(self.start_epoch)
-        for epoch in range(self.start_epoch, epochs):
+        for epoch in range(self.start_epoch, min(epochs, stop_after or epochs)):
             self._seed_epoch(epoch)
             self.model.train()
             sums: dict[str, float] = defaultdict(float)

@@ -24,13 +24,40 @@ def extract_features(model, loader, device: torch.device) -> tuple[np.ndarray, n
 
 
 def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device) -> dict:
-    """Metrics of one model in the metrics.json vocabulary (mAP, mINP, rank1/5/10, cmc)."""
+    """Metrics of one model in the metrics.json vocabulary (mAP, mINP, rank1/5/10, cmc).
+
+    The loaders' `source` (the ReIDDataset, set by `build_loaders`) says whether the dataset has
+    cameras and whether it asks for the mean over several (query, gallery) draws; features are then
+    extracted once for all test images and each draw is scored from them.
+    """
+    source = getattr(query_loader.dataset, "source", None)
     qf, q_pids, q_camids = extract_features(model, query_loader, device)
     gf, g_pids, g_camids = extract_features(model, gallery_loader, device)
-    result = evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=eval_cfg["metric"],
-                      max_rank=eval_cfg["max_rank"], query_chunk=eval_cfg["query_chunk"],
-                      use_gpu=eval_cfg["faiss_gpu"] == "auto")
-    cmc = result["cmc"]
-    return {"mAP": result["mAP"], "mINP": result["mINP"], "rank1": float(cmc[0]),
-            "rank5": float(cmc[min(4, len(cmc) - 1)]), "rank10": float(cmc[min(9, len(cmc) - 1)]),
-            "num_valid_queries": result["num_valid_queries"], "cmc": [float(c) for c in cmc]}
+    options = dict(metric=eval_cfg["metric"], max_rank=eval_cfg["max_rank"], query_chunk=eval_cfg["query_chunk"],
+                   use_gpu=eval_cfg["faiss_gpu"] == "auto",
+                   same_camera_is_junk=source.has_cameras if source is not None else True)
+    if source is None or not source.draws:
+        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)])
+    items = list(query_loader.dataset.items) + list(gallery_loader.dataset.items)
+    row = {it.path: i for i, it in enumerate(items)}
+    feats = np.concatenate([qf, gf])
+    results = []
+    for query, gallery in source.draws:
+        qi = np.array([row[it.path] for it in query])
+        gi = np.array([row[it.path] for it in gallery])
+        results.append(evaluate(feats[qi], feats[gi], [it.pid for it in query], [it.pid for it in gallery],
+                                [it.camid for it in query], [it.camid for it in gallery], **options))
+    return _record(results)
+
+
+def _record(results: list[dict]) -> dict:
+    """One result, or the mean over several draws (with `num_draws`)."""
+    cmc = np.mean([r["cmc"] for r in results], 0)
+    out = {"mAP": float(np.mean([r["mAP"] for r in results])), "mINP": float(np.mean([r["mINP"] for r in results])),
+           "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
+           "rank10": float(cmc[min(9, len(cmc) - 1)]),
+           "num_valid_queries": int(round(np.mean([r["num_valid_queries"] for r in results]))),
+           "cmc": [float(c) for c in cmc]}
+    if len(results) > 1:
+        out["num_draws"] = len(results)
+    return out

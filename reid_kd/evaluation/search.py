@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit; larger galleries are ranked on the CPU
-MAX_CHUNK_ELEMENTS = 1 << 24  # about 128 MB per chunk×gallery int64 array
+MAX_CHUNK_ELEMENTS = 1 << 22  # ranked entries per chunk: a few hundred MB of working arrays
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

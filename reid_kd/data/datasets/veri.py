@@ -16,7 +16,7 @@ LAYOUT = "image_train/, image_query/, image_test/ holding VVVV_cCCC_FFFFFFFF_0.j
 PATTERN = re.compile(r"^(\d+)_c(\d+)_\d+_\d+\.jpg$")
 
 
-def _read_split(root: Path, folder: str, listing: str) -> list[Item]:
+def _read_split(root: Path, folder: str, listing: str, bad: list[str]) -> list[Item]:
     names_file = root / listing
     if names_file.is_file():
         names = [n.strip() for n in names_file.read_text().split() if n.strip()]
@@ -26,19 +26,22 @@ def _read_split(root: Path, folder: str, listing: str) -> list[Item]:
     for name in names:
         m = PATTERN.match(name)
         if m is None:
-            continue  # `reidkd data check` reports such files; training skips them
+            bad.append(str(root / folder / name))  # `reidkd data check` reports such files; training skips them
+            continue
         items.append(Item(str(root / folder / name), int(m.group(1)), int(m.group(2)) - 1))
     return items
 
 
 def load_veri_layout(root: Path, name: str) -> ReIDDataset:
     require_dirs(root, name, LAYOUT, "image_train", "image_query", "image_test")
+    bad: list[str] = []
     return ReIDDataset(
         name=name,
-        train=relabel(_read_split(root, "image_train", "name_train.txt")),
-        query=_read_split(root, "image_query", "name_query.txt"),
-        gallery=_read_split(root, "image_test", "name_test.txt"),
+        train=relabel(_read_split(root, "image_train", "name_train.txt", bad)),
+        query=_read_split(root, "image_query", "name_query.txt", bad),
+        gallery=_read_split(root, "image_test", "name_test.txt", bad),
         root=root,
+        bad_files=bad,
     )
 
 

@@ -1,0 +1,42 @@
+import pytest
+import torch
+import torchvision
+
+from reid_kd.models.backbones import BACKBONES
+from reid_kd.models.reid_model import ReIDModel
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_four_stages_bnneck_and_logits(name):
+    model = ReIDModel(name, num_classes=7).eval()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert len(out.feats) == 4 and all(f.dim() == 4 for f in out.feats)
+    assert out.global_feat.shape == out.bn_feat.shape == (2, model.feat_dim)
+    assert out.logits.shape == (2, 7)
+    assert model.classifier.bias is None and not model.neck.bias.requires_grad
+
+
+def test_resnet_last_stride_one_keeps_resolution():
+    out = ReIDModel("resnet34", 3, last_stride=1)(torch.randn(2, 3, 64, 64))
+    assert out.feats[3].shape[-1] == out.feats[2].shape[-1] == 4
+    out = ReIDModel("resnet34", 3, last_stride=2)(torch.randn(2, 3, 64, 64))
+    assert out.feats[3].shape[-1] == 2
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = ReIDModel("resnet18", 5, pretrained=str(path))
+    assert torch.equal(model.stages[0][0].weight, reference.conv1.weight)
+    assert torch.equal(model.stages[3][1].conv2.weight, reference.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="no weights matching"):
+        ReIDModel("mobilenet_v3_small", 5, pretrained=str(path))
+    with pytest.raises(FileNotFoundError):
+        ReIDModel("resnet18", 5, pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_unknown_backbone_lists_the_available_ones():
+    with pytest.raises(ValueError, match="resnet101"):
+        ReIDModel("vgg16", 3)
+    assert {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_small", "mobilenet_v3_large"} <= set(BACKBONES)
