@@ -40,3 +40,9 @@ def test_unknown_backbone_lists_the_available_ones():
     with pytest.raises(ValueError, match="resnet101"):
         ReIDModel("vgg16", 3)
     assert {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_small", "mobilenet_v3_large"} <= set(BACKBONES)
+
+
+def test_mobilenet_last_stride_one_keeps_resolution():
+    one = ReIDModel("mobilenet_v3_small", 3, last_stride=1)(torch.randn(2, 3, 64, 64))
+    two = ReIDModel("mobilenet_v3_small", 3, last_stride=2)(torch.randn(2, 3, 64, 64))
+    assert one.feats[3].shape[-1] == one.feats[2].shape[-1] == 4 and two.feats[3].shape[-1] == 2

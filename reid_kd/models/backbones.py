@@ -1,7 +1,8 @@
 """torchvision backbones cut into stages, so every stage's feature map can be distilled.
 
 A backbone here is an `nn.ModuleList` of stages plus its output width. ResNets use the last-stride-1
-trick (the last stage keeps its resolution, as the re-ID bag of tricks does). Pretrained weights
+trick (the last stage keeps its resolution, as the re-ID bag of tricks does); MobileNets take the
+same option on their last downsampling block. Pretrained weights
 are never downloaded: pass a local file (a torchvision state dict) to load them.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _resnet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
     return nn.ModuleList([stem, net.layer2, net.layer3, net.layer4]), net
 
 
-def _mobilenet(name: str) -> tuple[nn.ModuleList, nn.Module]:
+def _mobilenet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
     net = getattr(torchvision.models, name)(weights=None)
     for m in net.modules():  # torchvision's 0.01 suits ImageNet-length schedules, not short re-ID ones
         if isinstance(m, nn.BatchNorm2d):
@@ -35,7 +36,11 @@ def _mobilenet(name: str) -> tuple[nn.ModuleList, nn.Module]:
     feats = net.features
     # a stage ends where the next block halves the resolution
     cuts = [i for i, block in enumerate(feats) if i > 0 and _block_stride(block) == 2]
-    bounds = [0] + cuts[-3:] + [len(feats)]  # four stages at strides 4 (or 8), 8, 16, 32
+    bounds = [0] + cuts[-3:] + [len(feats)]  # four stages at strides 4, 8, 16, 32
+    if last_stride != 2:  # the same trick as for ResNets: the last stage keeps its input resolution
+        for m in feats[cuts[-1]].modules():
+            if isinstance(m, nn.Conv2d) and m.stride[0] == 2:
+                m.stride = (last_stride, last_stride)
     stages = [nn.Sequential(*feats[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     return nn.ModuleList(stages), net
 
@@ -65,7 +70,7 @@ def build_backbone(name: str, last_stride: int = 1, pretrained: str | None = Non
     if name in RESNETS:
         stages, net = _resnet(name, last_stride)
     elif name in MOBILENETS:
-        stages, net = _mobilenet(name)
+        stages, net = _mobilenet(name, last_stride)
     else:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
     if pretrained:
