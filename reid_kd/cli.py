@@ -62,7 +62,11 @@ def run(config, overrides) -> None:
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="student.pt or teacher.pt.")
 @config_option
 @set_option
-def eval_cmd(checkpoint, config, overrides) -> None:
+@click.option("--visualize", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also write N queries' top-10 ranked lists as PNG (green: same id, red: not).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the --visualize PNGs (default: ranked_lists/ beside the checkpoint).")
+def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset with FAISS."""
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.run import load_model, markdown_table, setup_runtime
@@ -77,6 +81,56 @@ def eval_cmd(checkpoint, config, overrides) -> None:
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
     click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
     click.echo(f"valid queries: {metrics['num_valid_queries']}")
+    if visualize:
+        from reid_kd.evaluation.visualize import visualize_ranked_lists
+
+        folder = Path(out) if out else Path(checkpoint).parent / "ranked_lists"
+        files = visualize_ranked_lists(model, loaders.query, loaders.gallery, cfg["eval"], device, visualize, folder)
+        click.echo(f"ranked lists: {len(files)} PNG files in {folder}")
+
+
+@main.command()
+@click.option("--suite", "suite_file", required=True, type=click.Path(dir_okay=False),
+              help="Suite YAML, e.g. configs/suites/synth_cpu.yaml.")
+@set_option
+def bench(suite_file, overrides) -> None:
+    """Run a benchmark suite: the teacher once, then the baseline and every method for every seed.
+
+    Runs already done (metrics.json of the same config) are skipped; interrupted runs resume from
+    their last checkpoint, so the command can simply be run again.
+    """
+    from reid_kd.bench.suite import load_suite, run_suite
+
+    suite = load_suite(suite_file)
+    records = run_suite(suite, tuple(overrides))
+    click.echo(f"suite {suite.name}: {len(records)} runs complete; `reidkd leaderboard` rebuilds its leaderboard")
+
+
+@main.command()
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder holding <suite>/suite.yaml.")
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the <suite>.md files and CMC plots.")
+def leaderboard(runs_dir, out_dir) -> None:
+    """Rebuild every suite's leaderboard (markdown + CMC plot) from the stored runs."""
+    from reid_kd.bench.leaderboard import rebuild_all
+
+    written = rebuild_all(runs_dir, out_dir)
+    if not written:
+        _fail(f"no suite runs under {runs_dir} (run `reidkd bench --suite FILE` first)")
+    for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+def methods() -> None:
+    """List every registered distillation method with its one-line description."""
+    from reid_kd.distill import describe_methods
+
+    rows = describe_methods()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        click.echo(f"{name.ljust(width)}  {description}")
 
 
 @main.group()

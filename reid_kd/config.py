@@ -73,6 +73,7 @@ TRAIN_SCHEMA: dict[str, Any] = {
 SCHEMA: dict[str, Any] = {
     "experiment": {
         "name": "default",
+        "run_name": Typed(str, None),  # the run's folder under <output_dir>/<name>/; null: the method's name
         "output_dir": "runs",
         "seed": 0,
         "device": Choice("auto", "cpu", "cuda"),
@@ -124,6 +125,7 @@ SCHEMA: dict[str, Any] = {
         "last_stride": 1,
         "neck": Choice("bnneck", "none"),
         "checkpoint": Typed(str, None),
+        "seed": Typed(int, None),  # seed of the teacher's training; null: experiment.seed
         "train": TRAIN_SCHEMA,
     },
     "train": TRAIN_SCHEMA,

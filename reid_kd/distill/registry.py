@@ -27,8 +27,17 @@ class Distiller(nn.Module):
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def __call__(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`forward` on a detached teacher output: no loss can send a gradient into the teacher."""
+        return super().__call__(student, detach_output(teacher), targets)
+
     def extra_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def detach_output(out: ModelOutput) -> ModelOutput:
+    return ModelOutput([f.detach() for f in out.feats], out.global_feat.detach(), out.bn_feat.detach(),
+                       out.logits.detach() if out.logits is not None else None)
 
 
 DISTILLERS: dict[str, type[Distiller]] = {}
@@ -41,8 +50,17 @@ def register(cls: type[Distiller]) -> type[Distiller]:
     return cls
 
 
+def describe_methods() -> list[tuple[str, str]]:
+    """(name, one-line description) of every registered method, sorted by name."""
+    import reid_kd.distill  # noqa: F401  (importing the package registers every method)
+
+    return [(name, DISTILLERS[name].description) for name in sorted(DISTILLERS)]
+
+
 def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module) -> Distiller | None:
     method = distill_cfg["method"]
     if method == "none":
         return None
+    if method not in DISTILLERS:
+        raise ValueError(f"unknown distillation method {method!r}; registered: {sorted(DISTILLERS)}")
     return DISTILLERS[method](student, teacher, distill_cfg[method])

@@ -33,6 +33,10 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     return _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    return _atomic(path, lambda f: f.write(data), "wb")
+
+
 def write_text(text: str, path: str | Path) -> Path:
     return _atomic(path, lambda f: f.write(text), "w")
 

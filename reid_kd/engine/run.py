@@ -67,9 +67,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     return model.to(device)
 
 
+def teacher_seed(cfg: dict) -> int:
+    """`teacher.seed`, or the experiment's seed when it is null (then each seed has its own teacher)."""
+    seed = cfg["teacher"]["seed"]
+    return cfg["experiment"]["seed"] if seed is None else seed
+
+
 def teacher_key(cfg: dict) -> str:
-    t = cfg["teacher"]
-    shaping = {"data": cfg["data"], "teacher": t, "seed": cfg["experiment"]["seed"]}
+    t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
+    shaping = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
     return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
 
 
@@ -85,13 +91,19 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
         log(f"teacher: reusing {model_file}")
         return load_model(model_file, device), json.loads(metrics_file.read_text())
     log(f"teacher: training {t_cfg['backbone']} into {folder}")
+    seed = teacher_seed(cfg)
+    train_loader = loaders.train
+    if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
+        train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
+    torch.manual_seed(seed)
     teacher = build_model(t_cfg, loaders.dataset.num_train_pids)
-    trainer = Trainer(teacher, loaders.train, t_cfg["train"], device, folder, seed=cfg["experiment"]["seed"],
-                      amp=cfg["experiment"]["amp"], desc="teacher")
+    trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
+                      amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg))
     seconds = trainer.fit()
     metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
     metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
-                "backbone": t_cfg["backbone"]}
+                "backbone": t_cfg["backbone"], "seed": seed,
+                "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device)}
     write_text(dump_config(cfg), folder / "config.yaml")
     save_model(teacher, t_cfg, model_file)
     write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
@@ -99,13 +111,53 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     return teacher, metrics
 
 
+def run_name(cfg: dict) -> str:
+    """The run's folder name: `experiment.run_name` (a suite's entry, e.g. an ablation) or the method."""
+    return cfg["experiment"]["run_name"] or method_name(cfg)
+
+
 def run_dir(cfg: dict) -> Path:
     exp = cfg["experiment"]
-    return Path(exp["output_dir"]) / exp["name"] / method_name(cfg) / f"seed{exp['seed']}"
+    return Path(exp["output_dir"]) / exp["name"] / run_name(cfg) / f"seed{exp['seed']}"
 
 
-def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device) -> dict:
-    """Train (or resume) the student of `cfg`, evaluate it and write the run's files."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def inference_speed(model: torch.nn.Module, loader, device: torch.device, max_images: int = 2048) -> float:
+    """Images/s of the retrieval forward pass over (up to `max_images` of) a test loader, after a warm-up.
+
+    Measured once when a run is evaluated and stored in its metrics, so leaderboards are rebuilt from
+    stored numbers. Only the forward pass is timed, not image decoding.
+    """
+    was_training = model.training
+    model.eval()
+    model(next(iter(loader))[0].to(device))  # warm-up: allocator, cuDNN autotuning, lazy inits
+    n, seconds = 0, 0.0
+    for images, *_ in loader:
+        images = images.to(device)
+        _sync(device)
+        start = time.perf_counter()
+        model(images)
+        _sync(device)
+        seconds += time.perf_counter() - start
+        n += len(images)
+        if n >= max_images:
+            break
+    model.train(was_training)
+    return n / max(seconds, 1e-9)
+
+
+def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
+                  teacher_metrics: dict | None = None, stop_after: int | None = None) -> dict | None:
+    """Train (or resume) the student of `cfg`, evaluate it and write the run's files.
+
+    With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
+    run killed there would have.
+    """
     exp, out = cfg["experiment"], run_dir(cfg)
     torch.manual_seed(exp["seed"])
     student = build_model(cfg["model"], loaders.dataset.num_train_pids)
@@ -113,16 +165,26 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     write_text(dump_config(cfg), out / "config.yaml")
     trainer = Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
                       teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
-                      desc=method_name(cfg))
-    seconds = trainer.fit()
+                      desc=run_name(cfg), tag=config_hash(cfg))
+    seconds = trainer.fit(stop_after=stop_after)
+    if stop_after is not None and stop_after < cfg["train"]["epochs"]:
+        return None
     metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
+    teacher_summary = None
+    if teacher_metrics is not None:
+        teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
+                                                               "inference_images_per_sec", "train_seconds")}
+        teacher_summary |= {"backbone": cfg["teacher"]["backbone"],
+                            "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
     record = {
-        "method": method_name(cfg), "dataset": cfg["data"]["dataset"],
+        "method": method_name(cfg), "run_name": run_name(cfg), "dataset": cfg["data"]["dataset"],
         "teacher_backbone": cfg["teacher"]["backbone"], "student_backbone": cfg["model"]["backbone"],
         "seed": exp["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
         "num_valid_queries": metrics["num_valid_queries"], "params": count_params(student),
-        "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "git_commit": git_commit(),
-        "config_hash": config_hash(cfg), "device": device.type,
+        "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
+        "inference_images_per_sec": inference_speed(student, loaders.gallery, device),
+        "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
+        "teacher": teacher_summary,
     }
     save_model(student, cfg["model"], out / "student.pt")
     write_json(record, out / "metrics.json")
@@ -136,7 +198,7 @@ def run_experiment(cfg: dict, log=print) -> tuple[dict, dict]:
     loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
     log(loaders.dataset.summary())
     teacher, teacher_metrics = get_teacher(cfg, loaders, device, log)
-    record = train_student(cfg, loaders, teacher, device)
+    record = train_student(cfg, loaders, teacher, device, teacher_metrics)
     log(f"done in {time.perf_counter() - start:.0f} s; results in {run_dir(cfg)}")
     return teacher_metrics, record
 

@@ -51,7 +51,8 @@ def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
 class Trainer:
     def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
                  *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
-                 amp: bool = False, desc: str = "train"):
+                 amp: bool = False, desc: str = "train", tag: str | None = None):
+        self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         self.model, self.loader, self.cfg, self.device = model.to(device), train_loader, train_cfg, device
         self.out_dir, self.seed, self.desc = Path(out_dir), seed, desc
         self.teacher = teacher.to(device).eval() if teacher is not None else None
@@ -77,7 +78,7 @@ class Trainer:
         return self.out_dir / "log.csv"
 
     def save_checkpoint(self, epoch: int, train_seconds: float) -> None:
-        state = {"epoch": epoch, "train_seconds": train_seconds, "model": self.model.state_dict(),
+        state = {"epoch": epoch, "train_seconds": train_seconds, "tag": self.tag, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.distiller is not None:
             state["distiller"] = self.distiller.state_dict()
@@ -88,6 +89,9 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return 0.0
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state.get("tag") != self.tag:  # left by a run of another config: start afresh
+            self.checkpoint_path.unlink()
+            return 0.0
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -160,7 +164,8 @@ class Trainer:
         if not self.log_path.is_file():
             return
         with self.log_path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+            rows = [r for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()
+                    and int(r["epoch"]) <= epochs_done]  # a kill mid-write may leave a partial last row
         self.log_path.unlink()
         for r in rows:
             self._log(r)

@@ -1,0 +1,215 @@
+"""Leaderboards rebuilt from `runs/`: one markdown file and one CMC plot per benchmark suite.
+
+Everything shown comes from files the runs wrote (runs/<suite>/suite.yaml and each run's
+metrics.json, which also carries its teacher's metrics), nothing is measured or dated here, so
+rebuilding from the same runs gives the same bytes.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from reid_kd.engine.io import write_bytes, write_text
+
+METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
+CMC_RANKS = 20  # ranks drawn in the CMC plot
+DASH = "—"
+
+
+def load_runs(suite_dir: Path, suite: dict) -> pd.DataFrame:
+    """One row per completed run of the suite's entries and seeds (missing runs are simply absent)."""
+    rows = []
+    for entry in suite["methods"]:
+        for seed in suite["seeds"]:
+            path = suite_dir / entry["name"] / f"seed{seed}" / "metrics.json"
+            if path.is_file():
+                rows.append(json.loads(path.read_text()) | {"entry": entry["name"], "seed": seed})
+    return pd.DataFrame(rows)
+
+
+def _pct(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return DASH
+    if len(values) == 1:
+        return f"{100 * values.iloc[0]:.2f}"
+    return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1):.2f}"
+
+
+def _params(n) -> str:
+    return DASH if n is None or pd.isna(n) else f"{n / 1e6:.2f}M"
+
+
+def _speed(values: pd.Series) -> str:
+    values = values.dropna()
+    return DASH if values.empty else f"{values.mean():.0f}"
+
+
+def _duration(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return DASH
+    s = values.mean()
+    if s < 10:
+        return f"{s:.1f} s"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _delta(mean: float | None, reference: float | None) -> str:
+    if mean is None or reference is None or pd.isna(mean) or pd.isna(reference):
+        return DASH
+    return f"{100 * (mean - reference):+.2f}"
+
+
+def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
+    """The distinct teachers the runs distilled from (normally one), from the records they carry."""
+    if runs.empty or "teacher" not in runs:
+        return pd.DataFrame()
+    rows = [t for t in runs["teacher"] if isinstance(t, dict)]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates("source").sort_values("source", kind="stable").reset_index(drop=True)
+
+
+def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, reference: float | None,
+                  delta_name: str = "Δ mAP") -> list[dict]:
+    rows = []
+    for entry in entries:
+        mine = runs[runs["entry"] == entry["name"]] if not runs.empty else runs
+        n = len(mine)
+        row = {"Method": entry["label"], "Seeds": f"{n}/{n_seeds}"}
+        if n == 0:
+            row |= {label: DASH for _, label in METRICS}
+            row |= {delta_name: DASH, "Params": DASH, "Images/s": DASH, "Train time": DASH, "_sort": float("-inf")}
+            row["Seeds"] = f"missing (0/{n_seeds})"
+            rows.append(row)
+            continue
+        row |= {label: _pct(mine[key]) for key, label in METRICS}
+        row |= {delta_name: _delta(mine["mAP"].mean(), reference), "Params": _params(mine["params"].iloc[0]),
+                "Images/s": _speed(mine.get("inference_images_per_sec", pd.Series(dtype=float))),
+                "Train time": _duration(mine["train_seconds"]), "_sort": mine["mAP"].mean()}
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    frame = pd.DataFrame(rows).drop(columns="_sort", errors="ignore")
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def _sorted(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (-r["_sort"], r["Method"]))
+
+
+def cmc_plot(runs: pd.DataFrame, teachers: pd.DataFrame, entries: list[dict], title: str) -> bytes:
+    """CMC curves (mean over seeds) of the teacher and every student entry with runs, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    curves = [(f"teacher ({t['backbone']})", np.asarray(t["cmc"], dtype=float))
+              for _, t in teachers.iterrows() if isinstance(t.get("cmc"), list)]
+    for entry in entries:
+        mine = runs[runs["entry"] == entry["name"]] if not runs.empty else runs
+        if len(mine):
+            curves.append((entry["name"], np.mean([np.asarray(c, dtype=float) for c in mine["cmc"]], axis=0)))
+    for i, (label, cmc) in enumerate(curves):
+        ranks = np.arange(1, min(CMC_RANKS, len(cmc)) + 1)
+        ax.plot(ranks, 100 * cmc[:len(ranks)], marker="o", markersize=3, linewidth=1.5,
+                linestyle="--" if label.startswith("teacher") else "-", color=plt.get_cmap("tab10")(i % 10),
+                label=label)
+    ax.set_xticks([1, *range(5, CMC_RANKS + 1, 5)])
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Write <out_dir>/<suite>.md and <out_dir>/<suite>_cmc.png from the runs under `suite_dir`."""
+    suite_text = (suite_dir / "suite.yaml").read_text()
+    suite = yaml.safe_load(suite_text)
+    name, seeds = suite["name"], suite["seeds"]
+    runs = load_runs(suite_dir, suite)
+    teachers = _teachers(runs)
+    entries = [dict(e, label=e["name"]) for e in suite["methods"]]
+    baseline = next(e for e in entries if e["method"] == "none")
+    base_runs = runs[runs["entry"] == baseline["name"]] if not runs.empty else runs
+    reference = base_runs["mAP"].mean() if len(base_runs) else None
+
+    main_entries = [e for e in entries if not e.get("ablation_of")]
+    teacher_rows = []
+    for _, t in teachers.iterrows():
+        row = {"Method": f"teacher ({t['backbone']})", "Seeds": "1"}
+        row |= {label: f"{100 * t[key]:.2f}" for key, label in METRICS}
+        row |= {"Δ mAP": _delta(t["mAP"], reference), "Params": _params(t.get("params")),
+                "Images/s": DASH if pd.isna(t.get("inference_images_per_sec")) else
+                f"{t['inference_images_per_sec']:.0f}",
+                "Train time": _duration(pd.Series([t.get("train_seconds")], dtype=float)), "_sort": float("inf")}
+        teacher_rows.append(row)
+    for e in main_entries:
+        if e is baseline:
+            e["label"] = f"{e['name']} (student)"
+    students = _sorted(_student_rows(runs, main_entries, len(seeds), reference))
+
+    first = runs.iloc[0] if not runs.empty else None
+    commits = sorted(set(runs["git_commit"])) if not runs.empty else []
+    devices = sorted(set(runs["device"])) if not runs.empty and "device" in runs else []
+    plot_name = f"{name}_cmc.png"
+    lines = [f"# Leaderboard: {name}", ""]
+    if suite.get("description"):
+        lines += [suite["description"].strip(), ""]
+    if first is not None:
+        lines += [f"Dataset `{first['dataset']}`; teacher `{first['teacher_backbone']}`, student "
+                  f"`{first['student_backbone']}`, {int(first['epochs'])} epochs.", ""]
+    lines += [f"Seeds: {', '.join(map(str, seeds))}; metrics in % as mean ± sample std over the seeds run. "
+              f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
+              f"chosen on the test set).",
+              f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}.",
+              "",
+              _table(teacher_rows + students),
+              "",
+              "Δ mAP: points over the baseline student's mean mAP. Params: inference parameters (classifier "
+              "excluded). Images/s: retrieval forward pass over the gallery, measured when the run was evaluated. "
+              "Train time: mean per run.",
+              "",
+              f"![CMC curves of {name}]({plot_name})",
+              ""]
+    parents = [e for e in entries if any(a.get("ablation_of") == e["name"] for a in entries)]
+    for parent in parents:
+        parent_runs = runs[runs["entry"] == parent["name"]] if not runs.empty else runs
+        parent_map = parent_runs["mAP"].mean() if len(parent_runs) else None
+        family = [dict(parent, label=f"{parent['name']} (full)")]
+        family += [e for e in entries if e.get("ablation_of") == parent["name"]]
+        delta_name = f"Δ mAP vs {parent['name']}"
+        rows = _sorted(_student_rows(runs, family, len(seeds), parent_map, delta_name))
+        lines += [f"## Ablations of {parent['name']}", ""]
+        lines += [f"- `{e['name']}`: {', '.join(f'`{s}`' for s in e.get('set', [])) or 'all components on'}"
+                  for e in family]
+        lines += ["", _table(rows), ""]
+    lines += ["## Suite", "", f"As run (`{suite_dir.name}/suite.yaml`):", "", "```yaml", suite_text.rstrip(), "```",
+              ""]
+    md = write_text("\n".join(lines), out_dir / f"{name}.md")
+    png = write_bytes(cmc_plot(runs, teachers, main_entries, f"CMC: {name}"), out_dir / plot_name)
+    return md, png
+
+
+def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboards") -> list[Path]:
+    """Rebuild the leaderboard of every suite found under `runs_dir`; returns the markdown files."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    return [build_leaderboard(p.parent, out_dir)[0] for p in sorted(runs_dir.glob("*/suite.yaml"))]

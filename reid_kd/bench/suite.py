@@ -1,0 +1,247 @@
+"""Benchmark suites: one dataset, one teacher, one student backbone, every method, several seeds.
+
+A suite file (see configs/suites/) holds:
+
+    name: synth_cpu                  # runs go to <output_dir>/<name>/<entry>/seed<k>/
+    base: ../quickstart.yaml         # the config every run starts from (relative to the suite file)
+    set: [train.epochs=10]           # overrides applied to every run
+    seeds: [0, 1, 2]                 # one student run per entry and seed
+    teacher_seed: 0                  # the one teacher shared by every run (default 0)
+    report: last                     # the epoch reported: the last one (no selection on the test set)
+    methods:
+      - {name: baseline, method: none}
+      - {name: gird, method: gird}
+      - {name: gird_no_memory, method: gird, set: [distill.gird.use_memory=false], ablation_of: gird}
+
+A run's config is `load_config(base, suite set + entry set + experiment.name/run_name/seed +
+teacher.seed + distill.method)`. `run_suite` trains (or reuses) the teacher once, then every run in
+turn: a run whose metrics.json holds the config hash of its resolved config is skipped, any other
+run trains, resuming from its checkpoint.pt when one of the same config is there.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reid_kd.config import ConfigError, _yaml, config_hash, load_config
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
+              "methods": list, "description": str}
+REQUIRED = ("name", "base", "seeds", "methods")
+ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str}
+RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    method: str
+    set: tuple[str, ...] = ()
+    ablation_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    base: Path
+    set: tuple[str, ...]
+    seeds: tuple[int, ...]
+    teacher_seed: int
+    report: str
+    entries: tuple[Entry, ...]
+    description: str = ""
+    base_as_written: str = ""  # `base` as the suite file gives it (recorded, so records stay machine-neutral)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved suite, as recorded in runs/<suite>/suite.yaml."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out |= {"base": self.base_as_written or str(self.base), "set": list(self.set), "seeds": list(self.seeds),
+                "teacher_seed": self.teacher_seed, "report": self.report, "methods": []}
+        for e in self.entries:
+            item: dict[str, Any] = {"name": e.name, "method": e.method}
+            if e.set:
+                item["set"] = list(e.set)
+            if e.ablation_of:
+                item["ablation_of"] = e.ablation_of
+            out["methods"].append(item)
+        return out
+
+    def run_config(self, entry: Entry, seed: int, extra: tuple[str, ...] = ()) -> dict:
+        """The resolved config of one run."""
+        overrides = [*self.set, *extra, *entry.set, f"experiment.name={self.name}",
+                     f"experiment.run_name={entry.name}", f"experiment.seed={seed}",
+                     f"teacher.seed={self.teacher_seed}", f"distill.method={entry.method}"]
+        try:
+            return load_config(self.base, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"suite {self.name!r}, method {entry.name!r}: {e}") from None
+
+    def runs(self, extra: tuple[str, ...] = ()) -> list[tuple[Entry, int, dict]]:
+        """Every (entry, seed, config), seeds outermost, validated before any work starts."""
+        return [(e, s, self.run_config(e, s, extra)) for s in self.seeds for e in self.entries]
+
+
+def _check_type(where: str, key: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: key '{key}' expects {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _check_overrides(where: str, key: str, items: list) -> tuple[str, ...]:
+    for item in items:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(f"{where}: key '{key}' expects a list of 'key.path=value' strings, got {item!r}")
+    return tuple(items)
+
+
+def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) -> Suite:
+    """Validate a suite mapping strictly; errors are one line naming the key."""
+    from reid_kd.distill import DISTILLERS
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a suite file must hold a mapping at the top level")
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise ConfigError(f"{source}: unknown suite key '{key}' (known: {', '.join(SUITE_KEYS)})")
+    for key in REQUIRED:
+        if key not in data:
+            raise ConfigError(f"{source}: missing suite key '{key}'")
+    for key, value in data.items():
+        _check_type(source, key, value, SUITE_KEYS[key])
+    name = data["name"]
+    if not NAME_RE.match(name) or name in RESERVED_NAMES:
+        raise ConfigError(f"{source}: key 'name' must be a folder name (letters, digits, _ . -) other than "
+                          f"{', '.join(RESERVED_NAMES)}, got {name!r}")
+    seeds = data["seeds"]
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ConfigError(f"{source}: key 'seeds' expects a non-empty list of non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: key 'seeds' lists a seed twice: {seeds!r}")
+    report = data.get("report", "last")
+    if report != "last":
+        raise ConfigError(f"{source}: key 'report' must be 'last' (the model after the final epoch), got {report!r}")
+    entries = []
+    for i, item in enumerate(data["methods"]):
+        where = f"{source}: methods[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expects a mapping with 'name' and 'method', got {item!r}")
+        for key in item:
+            if key not in ENTRY_KEYS:
+                raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(ENTRY_KEYS)})")
+        for key in ("name", "method"):
+            if key not in item:
+                raise ConfigError(f"{where}: missing key '{key}'")
+        for key, value in item.items():
+            _check_type(where, key, value, ENTRY_KEYS[key])
+        if not NAME_RE.match(item["name"]):
+            raise ConfigError(f"{where}: key 'name' must be a folder name (letters, digits, _ . -), "
+                              f"got {item['name']!r}")
+        entries.append(Entry(item["name"], item["method"], _check_overrides(where, "set", item.get("set", [])),
+                             item.get("ablation_of")))
+    if not entries:
+        raise ConfigError(f"{source}: key 'methods' is empty")
+    names = [e.name for e in entries]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ConfigError(f"{source}: key 'methods' names {', '.join(doubled)} more than once")
+    if [e.method for e in entries].count("none") != 1:
+        raise ConfigError(f"{source}: key 'methods' must list the baseline student (method: none) exactly once")
+    for e in entries:
+        if e.ablation_of is not None and (e.ablation_of not in names or e.ablation_of == e.name):
+            raise ConfigError(f"{source}: methods entry {e.name!r}: key 'ablation_of' names no other entry "
+                              f"({e.ablation_of!r})")
+    missing = sorted({e.method for e in entries if e.method != "none" and e.method not in DISTILLERS})
+    if missing:
+        raise ConfigError(f"{source}: methods not registered: {', '.join(missing)} "
+                          f"(registered: {', '.join(sorted(DISTILLERS)) or 'none'})")
+    base = Path(data["base"])
+    if not base.is_absolute() and base_dir is not None:
+        base = base_dir / base
+    if not base.is_file():
+        raise ConfigError(f"{source}: key 'base': config file not found: {base}")
+    return Suite(name, base.resolve(), _check_overrides(source, "set", data.get("set", [])), tuple(seeds),
+                 data.get("teacher_seed", 0), report, tuple(entries), data.get("description", ""), data["base"])
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}")
+    try:
+        data = _yaml(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse_suite(data, str(path), path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes a killed process left behind (never a complete file)."""
+    stale = sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def run_state(cfg: dict) -> str:
+    """'done' (metrics.json of this very config), 'resume' (a checkpoint to continue) or 'new'."""
+    from reid_kd.engine.run import run_dir
+
+    out = run_dir(cfg)
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        try:
+            if json.loads(metrics.read_text()).get("config_hash") == config_hash(cfg):
+                return "done"
+        except json.JSONDecodeError:
+            pass
+        metrics.unlink()  # another config's result (or unreadable): it must not stand for this run
+    return "resume" if (out / "checkpoint.pt").is_file() else "new"
+
+
+def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict]:
+    """Train the teacher once and every (entry, seed) run not done yet; returns every run's metrics record."""
+    from reid_kd.data.image_dataset import build_loaders, load_dataset
+    from reid_kd.engine.io import write_text
+    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_student
+
+    runs = suite.runs(extra)  # every config validated before any work starts
+    output_dir = Path(runs[0][2]["experiment"]["output_dir"])
+    suite_dir = output_dir / suite.name
+    for folder in (suite_dir, output_dir / "teachers"):
+        for p in remove_stale_temporaries(folder):
+            log(f"removed the stale temporary file {p}")
+    record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
+    write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
+    datasets: dict[str, Any] = {}
+    teachers: dict[str, tuple] = {}
+    records = []
+    for i, (entry, seed, cfg) in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {entry.name} seed{seed}"
+        state = run_state(cfg)
+        if state == "done":
+            log(f"{tag}: done, skipped ({run_dir(cfg)})")
+            records.append(json.loads((run_dir(cfg) / "metrics.json").read_text()))
+            continue
+        log(f"{tag}: {'resuming from its checkpoint' if state == 'resume' else 'training'}")
+        device = setup_runtime(cfg)
+        data_key = config_hash(cfg["data"])
+        if data_key not in datasets:
+            datasets[data_key] = load_dataset(cfg["data"])
+        loaders = build_loaders(cfg["data"], seed, dataset=datasets[data_key])
+        t_key = cfg["teacher"]["checkpoint"] or teacher_key(cfg)
+        if t_key not in teachers:
+            log(loaders.dataset.summary())
+            teachers[t_key] = get_teacher(cfg, loaders, device, log)
+        teacher, teacher_metrics = teachers[t_key]
+        record = train_student(copy.deepcopy(cfg), loaders, teacher, device, teacher_metrics)
+        log(f"{tag}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} ({run_dir(cfg)})")
+        records.append(record)
+    return records

@@ -1,0 +1,47 @@
+"""CC: Peng et al., "Correlation Congruence for Knowledge Distillation", ICCV 2019.
+
+The batch correlation matrix of the L2-normalised embeddings under the paper's Gaussian RBF kernel
+k(x, y) = exp(−γ‖x − y‖²), computed through its P-th order Taylor expansion: for unit vectors
+k(x, y) = e^{−2γ} e^{2γ x·y} ≈ Σ_{p=0..P} e^{−2γ} (2γ)^p / p! · (x·y)^p (not the linear x·y shortcut
+some ports use). Loss: MSE between the student's and the teacher's B×B matrices. Defaults:
+`gamma = 0.4`, `order = 2` (the paper's), `weight = 0.02` (RepDistiller's β for CC).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid_kd.config import Choice
+from reid_kd.distill.registry import Distiller, register
+from reid_kd.models.reid_model import ModelOutput
+
+
+def rbf_correlation(e: torch.Tensor, gamma: float, order: int) -> torch.Tensor:
+    e = F.normalize(e.float(), dim=1)
+    dot = e @ e.t()
+    out = torch.zeros_like(dot)
+    for p in range(order + 1):  # a loop over the expansion's terms, not over the batch
+        out = out + math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * dot.pow(p)
+    return out
+
+
+@register
+class CC(Distiller):
+    name = "cc"
+    description = "CC (Peng et al., ICCV 2019): Gaussian-RBF correlation congruence (Taylor-expanded)"
+    options = {"weight": 0.02, "gamma": 0.4, "order": 2, "embedding": Choice("global_feat", "bn_feat")}
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
+        super().__init__(student, teacher, cfg)
+        self.weight, self.gamma, self.order = cfg["weight"], cfg["gamma"], cfg["order"]
+        self.embedding = cfg["embedding"]
+        if self.order < 0:
+            raise ValueError("distill.cc.order must be at least 0")
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        c_s = rbf_correlation(getattr(student, self.embedding), self.gamma, self.order)
+        c_t = rbf_correlation(getattr(teacher, self.embedding), self.gamma, self.order)
+        return {"cc": self.weight * F.mse_loss(c_s, c_t)}

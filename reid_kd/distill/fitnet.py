@@ -1,0 +1,38 @@
+"""FitNet: Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
+
+The student's hint-layer map passes through a learned regressor to the teacher's width and is
+matched to the teacher's map with MSE. The regressor is a 3×3 convolution + BatchNorm + ReLU (as in
+RepDistiller's `ConvReg`); when the maps' H×W differ the student map is first resized bilinearly
+to the teacher's (our choice). Defaults: `weight = 100` (RepDistiller's FitNet β) and
+`hint_layer = 2` (stage 3, the middle of the hierarchy; our choice for 4-stage backbones).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid_kd.distill.common import matching_map, model_widths
+from reid_kd.distill.registry import Distiller, register
+from reid_kd.models.reid_model import ModelOutput
+
+
+@register
+class FitNet(Distiller):
+    name = "fitnet"
+    description = "FitNet (Romero et al., ICLR 2015): MSE hint on an intermediate map through a conv regressor"
+    options = {"weight": 100.0, "hint_layer": 2}
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
+        super().__init__(student, teacher, cfg)
+        self.weight, self.layer = cfg["weight"], cfg["hint_layer"]
+        if not 0 <= self.layer <= 3:
+            raise ValueError("distill.fitnet.hint_layer must be a stage index in 0..3")
+        c_s, c_t = model_widths(student)[0][self.layer], model_widths(teacher)[0][self.layer]
+        self.regressor = nn.Sequential(nn.Conv2d(c_s, c_t, 3, padding=1, bias=False), nn.BatchNorm2d(c_t),
+                                       nn.ReLU(inplace=True))
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = teacher.feats[self.layer]
+        s = self.regressor(matching_map(student.feats[self.layer], t))
+        return {"fitnet": self.weight * F.mse_loss(s.float(), t.float())}

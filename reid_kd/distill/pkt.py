@@ -1,0 +1,39 @@
+"""PKT: Passalis and Tefas, "Learning Deep Representations with Probabilistic Knowledge Transfer", ECCV 2018.
+
+Cosine similarities of the L2-normalised embeddings, mapped to [0, 1] by (s + 1) / 2 and normalised
+per row into conditional probabilities; loss: KL(teacher ‖ student) summed per row, averaged over
+all entries (as in the authors' code). Defaults: `weight = 30000` (RepDistiller's β for PKT),
+`eps = 1e-7`, on the `embedding` (`global_feat`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid_kd.config import Choice
+from reid_kd.distill.registry import Distiller, register
+from reid_kd.models.reid_model import ModelOutput
+
+
+def conditional_probabilities(e: torch.Tensor) -> torch.Tensor:
+    e = F.normalize(e.float(), dim=1)
+    sim = (e @ e.t() + 1.0) / 2.0
+    return sim / sim.sum(1, keepdim=True)
+
+
+@register
+class PKT(Distiller):
+    name = "pkt"
+    description = "PKT (Passalis & Tefas, ECCV 2018): KL between cosine-kernel conditional probabilities"
+    options = {"weight": 30000.0, "eps": 1e-7, "embedding": Choice("global_feat", "bn_feat")}
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
+        super().__init__(student, teacher, cfg)
+        self.weight, self.eps, self.embedding = cfg["weight"], cfg["eps"], cfg["embedding"]
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        p_s = conditional_probabilities(getattr(student, self.embedding))
+        p_t = conditional_probabilities(getattr(teacher, self.embedding))
+        kl = p_t * torch.log((p_t + self.eps) / (p_s + self.eps))
+        return {"pkt": self.weight * kl.mean()}

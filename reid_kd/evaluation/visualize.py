@@ -1,0 +1,80 @@
+"""Ranked lists as images: a query beside its top-k gallery images, green border = same identity, red = not.
+
+Gallery items of the query's identity under the query's camera are junk under the protocol and are
+skipped, as in the metrics (datasets without cameras skip nothing).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reid_kd.data.image_dataset import read_image
+from reid_kd.engine.io import write_bytes
+from reid_kd.evaluation.extract import extract_features
+from reid_kd.evaluation.search import ranked_chunks
+
+TILE_H, TILE_W = 128, 128  # each image, border included
+BORDER = 4
+GAP = 12  # between the query and its ranked list, and around the panel
+LABEL_H = 18  # a caption strip under each tile
+GREEN, RED, GREY = (0, 170, 0), (220, 0, 0), (128, 128, 128)  # RGB
+
+
+def panel_size(top_k: int) -> tuple[int, int]:
+    """(height, width) of one ranked-list image."""
+    return GAP + TILE_H + LABEL_H + GAP, GAP + TILE_W + GAP + top_k * TILE_W + (top_k - 1) * 2 + GAP
+
+
+def _tile(path: str, color: tuple[int, int, int], caption: str) -> np.ndarray:
+    img = cv2.resize(read_image(path), (TILE_W - 2 * BORDER, TILE_H - 2 * BORDER), interpolation=cv2.INTER_AREA)
+    tile = np.full((TILE_H + LABEL_H, TILE_W, 3), 255, np.uint8)
+    tile[:TILE_H] = color
+    tile[BORDER:TILE_H - BORDER, BORDER:TILE_W - BORDER] = img
+    cv2.putText(tile, caption, (2, TILE_H + LABEL_H - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def draw_ranked_list(query_item, gallery_items: list, matches: list[bool], top_k: int) -> np.ndarray:
+    """An RGB panel of `panel_size(top_k)`: the query (grey border), then the gallery items in rank order."""
+    h, w = panel_size(top_k)
+    panel = np.full((h, w, 3), 255, np.uint8)
+    x = GAP
+    caption = f"query id {query_item.pid} c{query_item.camid}"
+    panel[GAP:GAP + TILE_H + LABEL_H, x:x + TILE_W] = _tile(query_item.path, GREY, caption)
+    x += TILE_W + GAP
+    for rank, (item, same) in enumerate(zip(gallery_items, matches), 1):
+        tile = _tile(item.path, GREEN if same else RED, f"{rank}: id {item.pid} c{item.camid}")
+        panel[GAP:GAP + TILE_H + LABEL_H, x:x + TILE_W] = tile
+        x += TILE_W + 2
+    return panel
+
+
+def visualize_ranked_lists(model, query_loader, gallery_loader, eval_cfg: dict, device, n: int, out_dir: str | Path,
+                           top_k: int = 10) -> list[Path]:
+    """Write PNGs of `n` queries (evenly spread over the query set) with their top-`top_k` gallery images."""
+    out_dir = Path(out_dir)
+    q_items, g_items = query_loader.dataset.items, gallery_loader.dataset.items
+    n = min(n, len(q_items))
+    if n <= 0:
+        return []
+    chosen = np.unique(np.linspace(0, len(q_items) - 1, n).round().astype(int))
+    source = getattr(query_loader.dataset, "source", None)
+    same_camera_is_junk = source.has_cameras if source is not None else True
+    qf, q_pids, q_cams = extract_features(model, query_loader, device)
+    gf, g_pids, g_cams = extract_features(model, gallery_loader, device)
+    written = []
+    for rows, _, ranked in ranked_chunks(qf[chosen], gf, eval_cfg["metric"], eval_cfg["query_chunk"],
+                                         eval_cfg["faiss_gpu"] == "auto"):
+        for qi, order in zip(chosen[rows], ranked):
+            junk = (g_pids[order] == q_pids[qi]) & (g_cams[order] == q_cams[qi]) if same_camera_is_junk else \
+                np.zeros(len(order), bool)
+            top = order[~junk][:top_k]
+            same = [bool(g_pids[j] == q_pids[qi]) for j in top]
+            panel = draw_ranked_list(q_items[qi], [g_items[j] for j in top], same, top_k)
+            ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise OSError("PNG encoding failed")
+            written.append(write_bytes(png.tobytes(), out_dir / f"query{qi:05d}_id{q_items[qi].pid}.png"))
+    return written
