@@ -13,8 +13,8 @@ EMBEDDINGS = ("global_feat", "bn_feat")
 def model_widths(model: nn.Module) -> tuple[list[int], int]:
     """(stage widths, embedding width) of a model, probed on the device it lives on.
 
-    `ReIDModel.stage_channels()` probes on the CPU; a teacher loaded from a checkpoint may already sit
-    on the GPU, so the probe here follows the model's own device and leaves its mode unchanged.
+    Any module returning a `ModelOutput` works; the probe follows the model's own device (a teacher
+    loaded from a checkpoint may already sit on the GPU) and leaves its mode unchanged.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -39,12 +39,6 @@ def check_layers(layers: list[int], n_stages: int = 4) -> None:
     bad = [i for i in layers if not 0 <= i <= n_stages]
     if bad:
         raise ValueError(f"layer indices must be in 0..{n_stages} (stages, then {n_stages} = embedding); got {bad}")
-
-
-def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """N×N squared Euclidean distances, clamped at zero against rounding."""
-    sq = (x * x).sum(1)
-    return (sq[:, None] + sq[None, :] - 2.0 * x @ x.t()).clamp_min(0.0)
 
 
 def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid_kd.config import Choice, Typed
-from reid_kd.distill.common import check_layers, layer_feature, squared_distances
+from reid_kd.distill.common import check_layers, layer_feature
 from reid_kd.distill.registry import Distiller, register
+from reid_kd.losses import squared_distances
 from reid_kd.models.reid_model import ModelOutput
 
 

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid_kd.config import Choice
-from reid_kd.distill.common import squared_distances
 from reid_kd.distill.registry import Distiller, register
+from reid_kd.losses import pairwise_euclidean
 from reid_kd.models.reid_model import ModelOutput
 
 
 def normalised_distance(e: torch.Tensor) -> torch.Tensor:
-    d = squared_distances(e.float()).clamp_min(1e-12).sqrt()
+    d = pairwise_euclidean(e.float())
     off = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
     d = d * off
     return d / d[off].mean().clamp_min(1e-12)

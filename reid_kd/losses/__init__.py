@@ -13,11 +13,15 @@ def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: floa
     return ((1 - epsilon) * nll + epsilon * uniform).mean()
 
 
+def squared_distances(x: torch.Tensor) -> torch.Tensor:
+    """N×N squared Euclidean distances, clamped at zero against rounding."""
+    sq = (x * x).sum(1)
+    return (sq[:, None] + sq[None, :] - 2.0 * x @ x.t()).clamp_min(0.0)
+
+
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
     """N×N Euclidean distances, clamped before the square root so gradients stay finite."""
-    sq = (x * x).sum(1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.t()
-    return d2.clamp_min(1e-12).sqrt()
+    return squared_distances(x).clamp_min(1e-12).sqrt()
 
 
 def batch_hard_triplet(feats: torch.Tensor, targets: torch.Tensor, margin: float = 0.3,

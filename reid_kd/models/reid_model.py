@@ -42,15 +42,6 @@ class ReIDModel(nn.Module):
         if self.classifier is not None:
             nn.init.normal_(self.classifier.weight, std=0.001)
 
-    def stage_channels(self) -> list[int]:
-        """Width of each stage's output, for distillers that build regressors or projections."""
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            widths = [f.shape[1] for f in self.forward(torch.zeros(1, 3, 64, 64)).feats]
-        self.train(was_training)
-        return widths
-
     def forward(self, images: torch.Tensor) -> ModelOutput:
         feats = []
         x = images
