@@ -111,11 +111,13 @@ def bench(suite_file, overrides) -> None:
               help="Runs folder holding <suite>/suite.yaml.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the <suite>.md files and CMC plots.")
-def leaderboard(runs_dir, out_dir) -> None:
+@click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
+              help="README whose `<!-- leaderboard:<suite> -->` blocks are rewritten (skipped if absent).")
+def leaderboard(runs_dir, out_dir, readme) -> None:
     """Rebuild every suite's leaderboard (markdown + CMC plot) from the stored runs."""
     from reid_kd.bench.leaderboard import rebuild_all
 
-    written = rebuild_all(runs_dir, out_dir)
+    written = rebuild_all(runs_dir, out_dir, readme)
     if not written:
         _fail(f"no suite runs under {runs_dir} (run `reidkd bench --suite FILE` first)")
     for path in written:

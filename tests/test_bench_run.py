@@ -141,6 +141,21 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
         assert "## Ablations of gird" in md and "| gird (full)" in md and "| gird_no_memory" in md
 
 
+def test_leaderboard_rewrites_the_readme_block_and_nothing_else(killed_then_resumed, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# intro\n\n<!-- leaderboard:tiny -->\nstale 99.99\n<!-- /leaderboard:tiny -->\n\nrest\n")
+    args = ("leaderboard", "--runs", str(killed_then_resumed["out"]), "--out", str(tmp_path / "leaderboards"),
+            "--readme", str(readme))
+    assert reidkd(*args).returncode == 0
+    text = readme.read_text()
+    main_table = next(chunk for chunk in (tmp_path / "leaderboards" / "tiny.md").read_text().split("\n\n")
+                      if chunk.startswith("| Method"))
+    assert text.startswith("# intro\n\n<!-- leaderboard:tiny -->\nSeeds: 0, 1; ") and "\n" + main_table + "\n" in text
+    assert text.endswith("![CMC curves of tiny](leaderboards/tiny_cmc.png)\n<!-- /leaderboard:tiny -->\n\nrest\n")
+    assert "stale" not in text and "[leaderboards/tiny.md](leaderboards/tiny.md)" in text
+    assert reidkd(*args).returncode == 0 and readme.read_text() == text
+
+
 def test_leaderboard_lists_methods_without_runs_as_missing(killed_then_resumed, tmp_path):
     suite_dir = tmp_path / "runs" / "tiny"
     shutil.copytree(killed_then_resumed["out"] / "tiny", suite_dir, ignore=shutil.ignore_patterns("*.pt"))

@@ -2,12 +2,15 @@
 
 Everything shown comes from files the runs wrote (runs/<suite>/suite.yaml and each run's
 metrics.json, which also carries its teacher's metrics), nothing is measured or dated here, so
-rebuilding from the same runs gives the same bytes.
+rebuilding from the same runs gives the same bytes. A README may carry a suite's table between the
+markers `<!-- leaderboard:<suite> -->` and `<!-- /leaderboard:<suite> -->`; the rebuild rewrites that
+block too, so no leaderboard number in the README is typed by hand.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -140,8 +143,11 @@ def cmc_plot(runs: pd.DataFrame, teachers: pd.DataFrame, entries: list[dict], ti
     return buf.getvalue()
 
 
-def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path]:
-    """Write <out_dir>/<suite>.md and <out_dir>/<suite>_cmc.png from the runs under `suite_dir`."""
+def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
+    """Write <out_dir>/<suite>.md and <out_dir>/<suite>_cmc.png from the runs under `suite_dir`.
+
+    Returns both paths and the summary (seeds, commit, main table) for the README block.
+    """
     suite_text = (suite_dir / "suite.yaml").read_text()
     suite = yaml.safe_load(suite_text)
     name, seeds = suite["name"], suite["seeds"]
@@ -177,16 +183,18 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     if first is not None:
         lines += [f"Dataset `{first['dataset']}`; teacher `{first['teacher_backbone']}`, student "
                   f"`{first['student_backbone']}`, {int(first['epochs'])} epochs.", ""]
-    lines += [f"Seeds: {', '.join(map(str, seeds))}; metrics in % as mean ± sample std over the seeds run. "
-              f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
-              f"chosen on the test set).",
-              f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}.",
-              "",
-              _table(teacher_rows + students),
-              "",
-              "Δ mAP: points over the baseline student's mean mAP. Params: inference parameters (classifier "
-              "excluded). Images/s: retrieval forward pass over the gallery, measured when the run was evaluated. "
-              "Train time: mean per run.",
+    summary = "\n".join([
+        f"Seeds: {', '.join(map(str, seeds))}; metrics in % as mean ± sample std over the seeds run. "
+        f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
+        f"chosen on the test set).",
+        f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}.",
+        "",
+        _table(teacher_rows + students),
+        "",
+        "Δ mAP: points over the baseline student's mean mAP. Params: inference parameters (classifier "
+        "excluded). Images/s: retrieval forward pass over the gallery, measured when the run was evaluated. "
+        "Train time: mean per run."])
+    lines += [summary,
               "",
               f"![CMC curves of {name}]({plot_name})",
               ""]
@@ -206,10 +214,36 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path]:
               ""]
     md = write_text("\n".join(lines), out_dir / f"{name}.md")
     png = write_bytes(cmc_plot(runs, teachers, main_entries, f"CMC: {name}"), out_dir / plot_name)
-    return md, png
+    return md, png, summary
 
 
-def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboards") -> list[Path]:
-    """Rebuild the leaderboard of every suite found under `runs_dir`; returns the markdown files."""
+def embed_in_readme(readme: Path, name: str, summary: str, md: Path, png: Path) -> bool:
+    """Rewrite the suite's marked block in `readme` with its table and CMC plot; False if it has no block."""
+    start, end = f"<!-- leaderboard:{name} -->", f"<!-- /leaderboard:{name} -->"
+    text = readme.read_text()
+    if start not in text or end not in text.split(start, 1)[1]:
+        return False
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    md_rel, png_rel = (Path(os.path.relpath(p, readme.parent)).as_posix() for p in (md, png))
+    block = (f"{start}\n{summary}\n\nThe full leaderboard, with its ablation tables and the suite as run: "
+             f"[{md_rel}]({md_rel}).\n\n![CMC curves of {name}]({png_rel})\n{end}")
+    write_text(head + block + tail, readme)
+    return True
+
+
+def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboards",
+                readme: str | Path | None = None) -> list[Path]:
+    """Rebuild the leaderboard of every suite found under `runs_dir` (and its README block, if any).
+
+    Returns the files written.
+    """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    return [build_leaderboard(p.parent, out_dir)[0] for p in sorted(runs_dir.glob("*/suite.yaml"))]
+    written = []
+    for suite_yaml in sorted(runs_dir.glob("*/suite.yaml")):
+        md, png, summary = build_leaderboard(suite_yaml.parent, out_dir)
+        written.append(md)
+        if readme is not None and Path(readme).is_file() and embed_in_readme(Path(readme), suite_yaml.parent.name,
+                                                                             summary, md, png):
+            written.append(Path(readme))
+    return written

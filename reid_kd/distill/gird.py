@@ -21,7 +21,9 @@ Choices that are ours, not the paper's (all configurable):
   consecutive pairs, so the weights do not scale with the number of layers.
 - Default weights `weight_sim = 1.0`, `weight_evo = 1.0`, and `temperature = 0.1` (cosine
   similarities lie in [−1, 1], so a small temperature sharpens the rows) are ours; the KL variant is
-  scaled by T² like Hinton's KD.
+  scaled by T² like Hinton's KD. A check on held-out data (the synthetic set drawn with seed 1, not the
+  seed-0 set the benchmarks report; 12 epochs, one seed) gave 10.41 / 10.78 / 7.21 mAP for weights
+  1 / 10 / 50 on both terms against 10.08 for the baseline student: no evidence to move from 1.
 - Memory size: 4096 by default (synthetic data); the VeRi configs use 24000.
 - The identity labels are stored beside the features (for analysis and label-aware variants); the
   default losses do not use them.

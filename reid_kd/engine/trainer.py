@@ -140,7 +140,8 @@ class Trainer:
             self.model.train()
             sums: dict[str, float] = defaultdict(float)
             n_batches, n_images, start = 0, 0, time.perf_counter()
-            bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+            bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                       disable=None)  # no bar when stderr is not a terminal (logs stay readable)
             for images, targets, _, _ in bar:
                 images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
                 terms, acc = self._step(images, targets)
