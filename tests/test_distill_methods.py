@@ -235,7 +235,7 @@ def test_dkd_warmup_ramps_by_step(outputs):
 
 def test_golden_irg(outputs):
     student, teacher, images, targets = outputs
-    d = make("irg", student, teacher, weight_vertex=0.1, weight_edge=5.0, weight_transform=5.0,
+    d = make("irg", student, teacher, weight_vertex=0.1, weight_edge=0.005, weight_transform=0.005,
              edge_layers="[2, 4]", transform_stages="[1, 3]")
     s, t = student(images), teacher(images)
     got = d(s, t, targets)
@@ -246,19 +246,25 @@ def test_golden_irg(outputs):
         return [[v / top for v in row] for row in dist]
 
     def transform(net, out, i):
-        first = net.stages[i][0](out.feats[i - 1])  # FakeNet: the first block already has the stage's width
-        d_i = [sum(((a - b) ** 2 for a, b in zip(first[n].flatten().tolist(), out.feats[i][n].flatten().tolist())))
-               for n in range(len(first))]
+        first = pooled(net.stages[i][0](out.feats[i - 1]))  # FakeNet: the first block has the stage's width
+        d_i = [sqdist(a, b) for a, b in zip(first, pooled(out.feats[i]))]
         return [v / max(d_i) for v in d_i]
 
+    def caffe_euclidean(a, b):  # Caffe EuclideanLoss: sum of squares / (2 * num)
+        if isinstance(a[0], list):
+            return sum((x - y) ** 2 for ra, rb in zip(a, b) for x, y in zip(ra, rb)) / (2 * len(a))
+        return sum((x - y) ** 2 for x, y in zip(a, b)) / 2
+
     vertex = mse(lists(s.logits), lists(t.logits))
-    edge = mean([mse(edges(pooled(s.feats[2])), edges(pooled(t.feats[2]))),
-                 mse(edges(lists(s.global_feat)), edges(lists(t.global_feat)))])
+    edge = (caffe_euclidean(edges(pooled(s.feats[2])), edges(pooled(t.feats[2])))
+            + caffe_euclidean(edges(lists(s.global_feat)), edges(lists(t.global_feat))))
     with torch.no_grad():
-        tran = mean(mse(transform(student, s, i), transform(teacher, t, i)) for i in (1, 3))
+        tran = sum(caffe_euclidean(transform(student, s, i), transform(teacher, t, i)) for i in (1, 3))
     assert got["irg_vertex"].item() == pytest.approx(0.1 * vertex, rel=1e-4)
-    assert got["irg_edge"].item() == pytest.approx(5.0 * edge, rel=1e-4)
-    assert got["irg_transform"].item() == pytest.approx(5.0 * tran, rel=1e-4)
+    assert got["irg_edge"].item() == pytest.approx(0.005 * edge, rel=1e-4)
+    assert got["irg_transform"].item() == pytest.approx(0.005 * tran, rel=1e-4)
+    release = make("irg", student, teacher)  # the defaults: the release trains no vertex loss
+    assert "irg_vertex" not in release(student(images), teacher(images), targets)
 
 
 def test_golden_cskd(outputs):

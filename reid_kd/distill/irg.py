@@ -1,19 +1,23 @@
 """IRG: Liu et al., "Knowledge Distillation via Instance Relationship Graph", CVPR 2019.
 
-Three terms, all MSE between the teacher's and the student's graphs:
-- vertex: the instances themselves, here the ID logits (same classes for both networks);
+Three terms between the teacher's and the student's graphs:
+- vertex: the instances themselves, here the ID logits (same classes for both networks), MSE;
 - edge: per layer in `edge_layers` (0..3 pooled stage maps, 4 the embedding), the B×B squared
   Euclidean distance matrix of the pooled features, each divided by its maximum;
 - transformation: per stage in `transform_stages`, per instance the squared Euclidean distance
-  between the feature map of the stage's first block and of its last block (the stage output),
-  divided by the batch maximum - a B-vector per stage.
-Default weights vertex 0.1, edge 5.0, transformation 5.0: the values of the public PyTorch port
-of the official (Caffe) release in Knowledge-Distillation-Zoo (its `--w_irg_vert/edge/tran`
-defaults); we did not re-derive them from the Caffe solver files.
+  between the globally pooled output of the stage's first block and of its last block (the stage
+  output), divided by the batch maximum - a B-vector per stage.
+Edge and transformation terms use the official Caffe release's loss (yufanLIU/IRG: `EuclideanLoss`,
+sum of squared differences over 2·num: Σ/(2B) for a B×B map, Σ/2 for a B-vector), one loss per
+layer, summed. Default weights are the release's: 0.005 on every edge and transformation loss, and
+no vertex loss (`weight_vertex = 0`; the release trains none - set it to add the paper's vertex
+term; the Knowledge-Distillation-Zoo PyTorch port uses 0.1 / 5 / 5 on mean-squared errors).
 Our choices: the "first block" of a stage is the first block whose output already has the stage
 output's shape (for ResNets the stage's first block; in MobileNetV3 stages that widen midway, the
-first block at the final width), read with a forward hook; `edge_layers = [4]` (the embedding) and
-`transform_stages = [1, 2, 3]` (the stages after the stem) by default; each term averages its layers.
+first block at the final width), read with a forward hook; `edge_layers = [4]` (the embedding, as
+the release's last pooled layer) and `transform_stages = [1, 2, 3]` (the stages after the stem).
+The release's map layer back-propagates only half of the symmetric gradient; autograd here gives the
+full one.
 """
 from __future__ import annotations
 
@@ -34,9 +38,14 @@ def normalised_distances(feats: torch.Tensor) -> torch.Tensor:
 
 
 def transformation(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """Per-instance squared distance between two maps of one shape, divided by the batch maximum."""
-    d = (last.float() - first.float()).flatten(1).pow(2).sum(1)
+    """Per-instance squared distance between two maps' pooled features, divided by the batch maximum."""
+    d = (F.adaptive_avg_pool2d(last.float(), 1) - F.adaptive_avg_pool2d(first.float(), 1)).flatten(1).pow(2).sum(1)
     return d / d.max().clamp_min(1e-12)
+
+
+def euclidean_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Caffe's EuclideanLoss: the sum of squared differences over 2·num (num: a map's rows, 1 for a vector)."""
+    return (a - b).pow(2).sum() / (2 * (a.shape[0] if a.dim() > 1 else 1))
 
 
 def first_full_width_block(stage: nn.Module, x: torch.Tensor) -> int:
@@ -77,9 +86,9 @@ class IRG(Distiller):
     name = "irg"
     description = "IRG (Liu et al., CVPR 2019): instance vertices, distance edges and in-stage transformations"
     options = {
-        "weight_vertex": 0.1,
-        "weight_edge": 5.0,
-        "weight_transform": 5.0,
+        "weight_vertex": 0.0,
+        "weight_edge": 0.005,
+        "weight_transform": 0.005,
         "edge_layers": Typed(list, [4], optional=False, item=int),
         "transform_stages": Typed(list, [1, 2, 3], optional=False, item=int),
         "embedding": Choice("global_feat", "bn_feat"),
@@ -97,13 +106,16 @@ class IRG(Distiller):
         self._taps = (BlockTap(student, self.stages), BlockTap(teacher, self.stages)) if self.stages else None
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        losses = {"irg_vertex": self.w_v * F.mse_loss(student.logits.float(), teacher.logits.float())}
-        edge = [F.mse_loss(normalised_distances(layer_feature(student, i, self.embedding)),
-                           normalised_distances(layer_feature(teacher, i, self.embedding))) for i in self.edge_layers]
-        losses["irg_edge"] = self.w_e * torch.stack(edge).mean()
+        losses = {}
+        if self.w_v:
+            losses["irg_vertex"] = self.w_v * F.mse_loss(student.logits.float(), teacher.logits.float())
+        edge = [euclidean_loss(normalised_distances(layer_feature(student, i, self.embedding)),
+                               normalised_distances(layer_feature(teacher, i, self.embedding)))
+                for i in self.edge_layers]
+        losses["irg_edge"] = self.w_e * torch.stack(edge).sum()
         if self._taps is not None:
             tap_s, tap_t = self._taps
-            tran = [F.mse_loss(transformation(tap_s.outputs[i], student.feats[i]),
-                               transformation(tap_t.outputs[i].detach(), teacher.feats[i])) for i in self.stages]
-            losses["irg_transform"] = self.w_t * torch.stack(tran).mean()
+            tran = [euclidean_loss(transformation(tap_s.outputs[i], student.feats[i]),
+                                   transformation(tap_t.outputs[i].detach(), teacher.feats[i])) for i in self.stages]
+            losses["irg_transform"] = self.w_t * torch.stack(tran).sum()
         return losses
