@@ -5,10 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS_FIELDS = {"method", "dataset", "teacher_backbone", "student_backbone", "seed", "mAP", "mINP", "rank1",
-                  "rank5", "rank10", "params", "train_seconds", "epochs", "git_commit", "config_hash"}
+                  "rank5", "rank10", "params", "train_seconds", "epochs", "git_commit", "config_hash",
+                  "environment"}
 
 
 def reidkd(*args, cwd=ROOT):
@@ -33,6 +35,7 @@ def test_run_trains_teacher_and_student_and_writes_metrics(quick_run, tiny_overr
     assert METRICS_FIELDS <= set(record)
     assert record["method"] == "baseline" and record["student_backbone"] == "mobilenet_v3_small"
     assert 0.0 <= record["mAP"] <= 1.0 and record["params"] > 0
+    assert record["environment"]["torch"] == torch.__version__ and record["environment"]["threads"] >= 1
     for name in ("config.yaml", "student.pt", "log.csv"):
         assert (out / "quickstart" / "baseline" / "seed0" / name).is_file()
     table = quick_run.stdout

@@ -8,11 +8,14 @@ a comparison distils from the very same teacher.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import time
 from pathlib import Path
 
+import faiss
 import torch
+import torchvision
 
 from reid_kd.config import config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders
@@ -32,6 +35,15 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def software_environment(device: torch.device) -> dict:
+    """What a run's numbers also depend on: the same seed can give another mAP under another PyTorch."""
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "faiss": faiss.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
 
 
 def setup_runtime(cfg: dict) -> torch.device:
@@ -103,7 +115,8 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
     metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
                 "backbone": t_cfg["backbone"], "seed": seed,
-                "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device)}
+                "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
+                "environment": software_environment(device)}
     write_text(dump_config(cfg), folder / "config.yaml")
     save_model(teacher, t_cfg, model_file)
     write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
@@ -184,7 +197,7 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
         "inference_images_per_sec": inference_speed(student, loaders.gallery, device),
         "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
-        "teacher": teacher_summary,
+        "environment": software_environment(device), "teacher": teacher_summary,
     }
     save_model(student, cfg["model"], out / "student.pt")
     write_json(record, out / "metrics.json")
