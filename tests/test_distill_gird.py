@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_kd.config import load_config
+from reid_kd.config import ConfigError, load_config
 from reid_kd.distill.gird import GIRD
 from test_distill_methods import FakeNet, batch, dot, flat, lists, make, mean, norm, pair, pooled, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def features(out, i, embedding="global_feat"):
+def features(out, i, embedding="bn_feat"):
     """Plain pooled (stage) or embedding vectors, L2-normalised, as lists."""
     raw = lists(getattr(out, embedding)) if i == 4 else pooled(out.feats[i])
     return [norm(v) for v in raw]
@@ -50,12 +50,14 @@ def plain_gird(s_out, t_out, s_mem, t_mem, layers, loss="mse", temperature=0.1, 
     return mean(sims), evo
 
 
-def test_defaults_follow_the_issue():
-    assert GIRD.options["layers"].default == [1, 2, 3, 4]
-    assert GIRD.options["memory_size"] == 4096 and GIRD.options["loss"].default == "mse"
-    assert load_config("configs/synth_gird.yaml")["distill"]["gird"]["memory_size"] == 4096
+def test_defaults_are_distinct_layers_and_a_memory_below_one_epoch():
+    assert GIRD.options["layers"].default == [1, 2, 3, 4] and GIRD.options["embedding"].default == "bn_feat"
+    assert GIRD.options["memory_size"] == 1024 and GIRD.options["loss"].default == "mse"
+    synth = load_config("configs/synth_gird.yaml")
+    spec = synth["data"]["synth"]
+    assert synth["distill"]["gird"]["memory_size"] < spec["train_ids"] * spec["images_per_id"]  # 1024 < 1500
     veri = load_config("configs/veri_gird.yaml")
-    assert veri["distill"]["gird"]["memory_size"] == 24000
+    assert veri["distill"]["gird"]["memory_size"] == 24000 < 37778  # VeRi-776's training images
     assert (veri["teacher"]["backbone"], veri["model"]["backbone"]) == ("resnet101", "resnet18")
     assert (veri["data"]["height"], veri["data"]["width"]) == (256, 256)
 
@@ -81,7 +83,7 @@ def test_golden_two_batches_with_memory_and_evolution():
 
 def test_golden_kl_on_chosen_layers_without_evolution():
     student, teacher = pair()
-    d = make("gird", student, teacher, loss="kl", temperature=0.5, use_evolution=False, layers="[0, 4]",
+    d = make("gird", student, teacher, weight_sim=1.0, loss="kl", temperature=0.5, use_evolution=False, layers="[0, 4]",
              embedding="bn_feat", memory_size=50)
     (x1, y1), (x2, y2) = batch(seed=3), batch(seed=4)
     s1, t1 = student(x1), teacher(x1)
@@ -105,8 +107,8 @@ def test_golden_kl_on_chosen_layers_without_evolution():
 
 def test_memory_off_equals_the_batch_only_relation_loss():
     student, teacher = pair()
-    on = make("gird", student, teacher, memory_size=64)
-    off = make("gird", student, teacher, use_memory=False)
+    on = make("gird", student, teacher, weight_sim=1.0, memory_size=64)
+    off = make("gird", student, teacher, weight_sim=1.0, use_memory=False)
     assert not [n for n, _ in off.named_buffers()]
     for seed in (1, 2, 3):
         images, targets = batch(seed=seed)
@@ -181,7 +183,8 @@ def test_memory_survives_a_checkpoint_round_trip():
 
 def test_cross_memory_relates_the_student_to_the_teacher_memory():
     student, teacher = pair()  # widths differ at every layer: one projection per layer
-    d = make("gird", student, teacher, cross_memory=True, memory_size=40, layers="[2, 4]", use_evolution=False)
+    d = make("gird", student, teacher, weight_sim=1.0, cross_memory=True, memory_size=40, layers="[2, 4]",
+             use_evolution=False)
     assert sorted(d.proj) == ["2", "4"] and len(d.extra_parameters()) == 2
     (x1, y1), (x2, y2) = batch(seed=1), batch(seed=2)
     s1, t1 = student(x1), teacher(x1)
@@ -205,8 +208,38 @@ def test_cross_memory_relates_the_student_to_the_teacher_memory():
 
 def test_bad_layers_are_rejected():
     student, teacher = pair()
-    with pytest.raises(ValueError, match="layer indices"):
+    with pytest.raises(ConfigError, match="layer indices"):
         make("gird", student, teacher, layers="[1, 5]")
+    with pytest.raises(ConfigError, match=r"distill.gird.layers.*more than once"):
+        make("gird", student, teacher, layers="[2, 2, 4]")
+
+
+def test_layers_naming_one_feature_twice_are_rejected():
+    student, teacher = pair()
+    s, t = student(batch()[0]), teacher(batch()[0])
+    # what the check guards against: the pooled last stage is global_feat itself
+    assert torch.equal(s.feats[3].mean(dim=(2, 3)), s.global_feat)
+    with pytest.raises(ConfigError, match=r"layers 3 and 4 are the same feature.*global_feat"):
+        make("gird", student, teacher, layers="[1, 2, 3, 4]", embedding="global_feat")
+    make("gird", student, teacher, layers="[1, 2, 3, 4]", embedding="bn_feat")  # a BN neck: distinct
+    make("gird", student, teacher, layers="[1, 2, 4]", embedding="global_feat")  # no stage 3: distinct
+    no_neck = FakeNet(seed=4)
+    no_neck.neck = torch.nn.Identity()  # bn_feat is then global_feat
+    with pytest.raises(ConfigError, match="without a BN neck"):
+        make("gird", no_neck, teacher, layers="[3, 4]", embedding="bn_feat")
+    with pytest.raises(ConfigError, match="distill.irg.edge_layers"):  # IRG's edge layers share the check
+        make("irg", student, teacher, edge_layers="[3, 4]")
+
+
+def test_a_bad_layer_list_stops_reidkd_run_before_any_training(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
+    overrides += [f"experiment.output_dir={tmp_path}", "distill.gird.embedding=global_feat"]
+    args = [a for o in overrides for a in ("--set", o)]
+    result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "run", "--config", "configs/synth_gird.yaml", *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "distill.gird.layers" in result.stderr and "same feature" in result.stderr
+    assert not (tmp_path / "teachers").exists()  # stopped before the teacher trained
 
 
 def test_synth_gird_config_distills_and_evaluates_end_to_end(tiny_overrides, tmp_path):

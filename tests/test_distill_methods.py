@@ -18,7 +18,8 @@ from reid_kd.models.reid_model import ModelOutput
 
 ALL = sorted(DISTILLERS)
 EXPECTED = {"gird", "kd", "irg", "cskd", "fitnet", "at", "sp", "rkd", "pkt", "cc", "dkd", "crd"}
-LEARNED = {"fitnet", "crd"}  # learned parts between the two networks: no zero at equal outputs
+LEARNED = {"fitnet", "crd", "cskd"}  # learned parts between the two networks: no zero at equal outputs
+TRAIN_TARGETS = torch.arange(6).repeat_interleave(4)  # a fake training set: 6 classes of 4 images
 
 
 class FakeNet(nn.Module):
@@ -59,9 +60,18 @@ def batch(n_ids=4, per_id=2, size=16, seed=1):
     return images, targets
 
 
+def indices(targets):
+    """Dataset indices of a batch in TRAIN_TARGETS: the k-th sample of class c in the batch is image 4c + k."""
+    seen, out = {}, []
+    for y in targets.tolist():
+        out.append(4 * y + seen.get(y, 0))
+        seen[y] = seen.get(y, 0) + 1
+    return torch.tensor(out)
+
+
 def make(method, student, teacher, **options):
     cfg = load_config(None, [f"distill.method={method}"] + [f"distill.{method}.{k}={v}" for k, v in options.items()])
-    return build_distiller(cfg["distill"], student, teacher)
+    return build_distiller(cfg["distill"], student, teacher, TRAIN_TARGETS)
 
 
 def pair():
@@ -96,7 +106,7 @@ def test_zero_when_student_equals_teacher(method):
     images, targets = batch()
     for _ in range(2):  # twice: memory-based methods then relate to a non-empty memory
         out = net(images)
-        losses = d(out, out, targets)
+        losses = d(out, out, targets, indices(targets))
         assert losses
         for name, value in losses.items():
             assert value.item() == pytest.approx(0.0, abs=1e-6), name
@@ -108,7 +118,7 @@ def test_positive_when_student_differs(method):
     d = make(method, student, teacher)
     images, targets = batch()
     for _ in range(2):
-        losses = d(student(images), teacher(images), targets)
+        losses = d(student(images), teacher(images), targets, indices(targets))
         for name, value in losses.items():
             assert torch.isfinite(value) and value.item() > 0, name
 
@@ -118,9 +128,9 @@ def test_gradients_reach_student_and_extra_parameters_never_teacher(method):
     student, teacher = pair()
     d = make(method, student, teacher)
     images, targets = batch()
-    d(student(images), teacher(images), targets)  # fills memories where there are any
+    d(student(images), teacher(images), targets, indices(targets))  # fills memories where there are any
     student.zero_grad()
-    total = sum(d(student(images), teacher(images), targets).values())
+    total = sum(d(student(images), teacher(images), targets, indices(targets)).values())
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     for p in d.extra_parameters():
@@ -133,6 +143,7 @@ def test_learned_parts_are_extra_parameters():
     student, teacher = pair()
     assert len(make("fitnet", student, teacher).extra_parameters()) == 3  # conv, BN weight and bias
     assert len(make("crd", student, teacher).extra_parameters()) == 4  # two linear heads
+    assert len(make("cskd", student, teacher).extra_parameters()) == 1  # the bias-free 1×1 adapter
     assert make("rkd", student, teacher).extra_parameters() == []
 
 
@@ -267,26 +278,68 @@ def test_golden_irg(outputs):
     assert "irg_vertex" not in release(student(images), teacher(images), targets)
 
 
-def test_golden_cskd(outputs):
-    student, teacher, images, targets = outputs
+def test_golden_cskd_offsets_and_centre_cosines(outputs):
+    """The authors' form: offsets from correctly classified centres, a centre pull, raw-feature centre cosines."""
+    student, teacher, images, targets = outputs  # targets 0, 0, 1, 1, 2, 2
     s, t = student(images), teacher(images)
-    got = make("cskd", student, teacher, weight_intra=2.0, weight_inter=3.0)(s, t, targets)
+    # logits chosen so that the correct-only centres matter: class 0 has one sample right, class 1 none,
+    # class 2 both (student); the teacher gets class 0 wholly right and one of each other class
+    z_s = torch.tensor([[5., 0, 0, 0, 0], [0, 5, 0, 0, 0], [5, 0, 0, 0, 0], [0, 0, 5, 0, 0],
+                        [0, 0, 5, 0, 0], [0, 0, 5, 1, 0]]) + torch.linspace(0, 1, 30).view(6, 5)
+    z_t = torch.tensor([[4., 0, 0, 0, 0], [4, 0, 0, 0, 0], [0, 4, 0, 0, 0], [4, 0, 0, 0, 0],
+                        [0, 0, 4, 0, 0], [0, 0, 0, 4, 0]]) - torch.linspace(0, 2, 30).view(6, 5)
+    s = ModelOutput(s.feats, s.global_feat, s.bn_feat, z_s)
+    t = ModelOutput(t.feats, t.global_feat, t.bn_feat, z_t)
+    d = make("cskd", student, teacher, weight_intra=2.0, weight_pull=5.0, weight_inter=3.0)
+    got = d(s, t, targets)
 
-    def structure(feats):
-        f = [norm(v) for v in lists(feats)]
-        labels = targets.tolist()
-        classes = sorted(set(labels))
-        centres = {}
-        for c in classes:
-            members = [f[i] for i in range(len(f)) if labels[i] == c]
-            centres[c] = norm([sum(col) / len(members) for col in zip(*members)])
-        intra = [dot(f[i], centres[labels[i]]) for i in range(len(f))]
-        inter = [[dot(centres[a], centres[b]) for b in classes] for a in classes]
-        return intra, inter
+    x = nn.functional.interpolate(s.feats[3], size=t.feats[3].shape[-2:], mode="bilinear", align_corners=False)
+    w = lists(d.adapter.weight.flatten(1))
+    fs = [[dot(row, lists(x[n, :, i, j])) for row in w for i in range(x.shape[2]) for j in range(x.shape[3])]
+          for n in range(len(x))]
+    fs = [[v for o in range(len(w)) for v in row[o::len(w)]] for row in fs]  # channel-major, as flatten(1)
+    ft = [lists(t.feats[3][n].flatten()) for n in range(len(images))]
+    labels = targets.tolist()
 
-    (intra_s, inter_s), (intra_t, inter_t) = structure(s.global_feat), structure(t.global_feat)
-    assert got["cskd_intra"].item() == pytest.approx(2.0 * mse(intra_s, intra_t), rel=1e-4)
-    assert got["cskd_inter"].item() == pytest.approx(3.0 * mse(inter_s, inter_t), rel=1e-4)
+    def centre(rows, members):
+        return [sum(col) / len(members) for col in zip(*(rows[j] for j in members))]
+
+    def offsets(rows, logits=None):
+        out = []
+        for i, y in enumerate(labels):
+            members = [j for j in range(len(rows)) if labels[j] == y]
+            if logits is not None:  # correctly classified members only
+                members = [j for j in members if max(range(5), key=lambda k: logits[j][k]) == y]
+            c = centre(rows, members) if members else rows[i]
+            out.append([a - b for a, b in zip(rows[i], c)])
+        return out
+
+    def cosines(rows):
+        means = [norm(centre(rows, [j for j in range(len(rows)) if labels[j] == y])) for y in sorted(set(labels))]
+        return [[dot(a, b) for b in means] for a in means]
+
+    zs, zt = lists(z_s), lists(z_t)
+    intra = (mse(offsets(fs, zs), offsets(ft, zt)) / len(ft[0])
+             + mse(offsets(zs), offsets(zt)) / 5)
+    pull = mse(zs, [centre(zs, [j for j in range(6) if labels[j] == y]) for y in labels])
+    inter = (mse(cosines(fs), cosines(ft)) + mse(cosines(zs), cosines(zt))) / 3
+    assert got["cskd_intra"].item() == pytest.approx(2.0 * intra, rel=1e-4)
+    assert got["cskd_pull"].item() == pytest.approx(5.0 * pull, rel=1e-4)
+    assert got["cskd_inter"].item() == pytest.approx(3.0 * inter, rel=1e-4)
+    # with `correct_only: false` the feature centres count every sample: another value, also matched
+    every = make("cskd", student, teacher, weight_intra=2.0, correct_only=False)(s, t, targets)["cskd_intra"]
+    intra_every = mse(offsets(fs), offsets(ft)) / len(ft[0]) + mse(offsets(zs), offsets(zt)) / 5
+    assert every.item() == pytest.approx(2.0 * intra_every, rel=1e-4)
+    correct_part, every_part = mse(offsets(fs, zs), offsets(ft, zt)), mse(offsets(fs), offsets(ft))
+    assert abs(correct_part - every_part) > 0.05 * every_part
+
+
+def test_cskd_defaults_keep_the_authors_proportions():
+    from reid_kd.distill.cskd import CSKD
+
+    authors = {"weight_intra": 0.002, "weight_pull": 0.1, "weight_inter": 0.04}  # xeanzheng/CSKD train_cifar.py
+    assert {k: CSKD.options[k] for k in authors} == pytest.approx({k: 10 * v for k, v in authors.items()})
+    assert CSKD.options["correct_only"] is True
 
 
 def test_golden_fitnet(outputs):
@@ -381,7 +434,7 @@ def test_golden_pkt(outputs):
         k = [[(dot(a, b) + 1) / 2 for b in e] for a in e]
         return [[v / sum(row) for v in row] for row in k]
 
-    ps, pt = probabilities(lists(s.global_feat)), probabilities(lists(t.global_feat))
+    ps, pt = probabilities(lists(s.bn_feat)), probabilities(lists(t.bn_feat))  # the default embedding
     eps = 1e-7
     want = mean(b * math.log((b + eps) / (a + eps)) for a, b in zip(flat(ps), flat(pt)))
     assert got == pytest.approx(100.0 * want, rel=1e-4)
@@ -398,8 +451,8 @@ def test_golden_cc_and_taylor_expansion(outputs):
         return [[sum(math.exp(-0.8) * 0.8 ** p / math.factorial(p) * dot(a, b) ** p for p in range(order + 1))
                  for b in e] for a in e]
 
-    assert got == pytest.approx(mse(correlation(lists(s.global_feat), 2), correlation(lists(t.global_feat), 2)),
-                                rel=1e-4)
+    assert got == pytest.approx(mse(correlation(lists(s.bn_feat), 2), correlation(lists(t.bn_feat), 2)),
+                                rel=1e-4)  # the default embedding
     # a high order reaches the exact Gaussian RBF kernel
     from reid_kd.distill.cc import rbf_correlation
 
@@ -408,35 +461,75 @@ def test_golden_cc_and_taylor_expansion(outputs):
     assert flat(rbf_correlation(e, 0.4, 12).tolist()) == pytest.approx(flat(exact), abs=1e-6)
 
 
-def test_golden_crd(outputs):
+def test_golden_crd_memory_positives_and_other_class_negatives(outputs, monkeypatch):
+    """The official CRD: the positive is the other network's memory slot of the same image, the
+    negatives other classes' slots, NCE with Z from the first batch and K/N noise; momentum update."""
     student, teacher, images, targets = outputs
-    d = make("crd", student, teacher, nce_k=7, feat_dim=4, nce_t=0.5, weight=1.0)
-    q_s, q_t = lists(d.queue_s), lists(d.queue_t)
+    d = make("crd", student, teacher, nce_k=5, feat_dim=4, nce_t=0.5, nce_m=0.25, weight=1.0)
+    idx = indices(targets)
+    mem_s, mem_t = lists(d.memory_s), lists(d.memory_t)
+    drawn = []
+    draw = d.draw_negatives
+    monkeypatch.setattr(d, "draw_negatives", lambda y: drawn.append(draw(y)) or drawn[-1])
     s, t = student(images), teacher(images)
-    got = d(s, t, targets)["crd"].item()
+    got = d(s, t, targets, idx)["crd"].item()
+
+    labels, negatives = TRAIN_TARGETS.tolist(), drawn[0].tolist()
+    for y, row in zip(targets.tolist(), negatives):  # 5 of 20 other-class images: no repeats
+        assert all(labels[j] != y for j in row) and len(set(row)) == len(row) == 5
 
     def embed(linear, feats):
         w, b = lists(linear.weight), lists(linear.bias)
         return [norm([dot(row, f) + bias for row, bias in zip(w, b)]) for f in feats]
 
     es, et = embed(d.embed_s, lists(s.global_feat)), embed(d.embed_t, lists(t.global_feat))
+    n = len(labels)
 
-    def nce(anchors, positives, negatives):
-        z = mean(math.exp(dot(a, n) / 0.5) for a in anchors for n in negatives) * len(negatives)
+    def nce(anchors, memory):
+        scores = [[dot(a, memory[j]) for j in [i] + row] for a, i, row in zip(anchors, idx.tolist(), negatives)]
+        z = mean(math.exp(v / 0.5) for row in scores for v in row) * n
+        noise = 5 / n
         total = 0.0
-        for a, p in zip(anchors, positives):
-            pos = math.exp(dot(a, p) / 0.5) / z
-            total -= math.log(pos / (pos + 1.0))
-            for n in negatives:
-                neg = math.exp(dot(a, n) / 0.5) / z
-                total -= math.log(1.0 / (neg + 1.0))
-        return total / len(anchors)
+        for row in scores:
+            p = [math.exp(v / 0.5) / z for v in row]
+            total -= math.log(p[0] / (p[0] + noise + 1e-7))
+            total -= sum(math.log(noise / (q + noise + 1e-7)) for q in p[1:])
+        return total / len(scores)
 
-    assert got == pytest.approx(nce(es, et, q_t) + nce(et, es, q_s), rel=1e-4)
-    # FIFO: the batch (6) went into slots 0..5 of the 7-slot queues
-    assert flat(lists(d.queue_s)[:6]) == pytest.approx(flat(es), abs=1e-5)
-    assert lists(d.queue_s)[6] == pytest.approx(q_s[6])
-    assert int(d.ptr) == 6 and d.z_s.item() > 0
+    assert got == pytest.approx(nce(es, mem_t) + nce(et, mem_s), rel=1e-4)
+    new_s = lists(d.memory_s)
+    for j in range(n):
+        if j in idx.tolist():
+            e = es[idx.tolist().index(j)]
+            assert new_s[j] == pytest.approx(norm([0.25 * a + 0.75 * b for a, b in zip(mem_s[j], e)]), abs=1e-5)
+        else:
+            assert new_s[j] == pytest.approx(mem_s[j])
+    z_first = d.z_s.item()
+    d(student(images), teacher(images), targets, idx)
+    assert d.z_s.item() == z_first > 0  # Z is fixed by the first batch
+
+
+@pytest.mark.parametrize("k", [10, 50])
+def test_crd_negatives_are_uniform_over_other_classes(k):
+    """Without replacement when K fits in the other classes (10 of 20), with replacement otherwise (50)."""
+    student, teacher = pair()
+    d = make("crd", student, teacher, nce_k=k)
+    torch.manual_seed(0)
+    anchors = torch.zeros(400, dtype=torch.long)  # class 0: images 0..3
+    picks = torch.cat([d.draw_negatives(anchors) for _ in range(5)])
+    assert picks.shape == (2000, k) and bool((TRAIN_TARGETS[picks] != 0).all())
+    if k <= 20:
+        assert all(len(set(row)) == k for row in picks.tolist())
+    counts = torch.bincount(picks.flatten(), minlength=24)[4:].double()
+    expected = 2000 * k / 20
+    assert counts.sub(expected).abs().max() < 5 * math.sqrt(expected)  # each other image equally likely
+
+
+def test_crd_needs_the_batch_indices():
+    student, teacher = pair()
+    images, targets = batch()
+    with pytest.raises(ValueError, match="dataset indices"):
+        make("crd", student, teacher)(student(images), teacher(images), targets)
 
 
 # ------------------------------------------------------------------------------------ training smoke
@@ -451,6 +544,7 @@ def tiny_loaders(tiny_overrides):
 
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_overrides, tmp_path):
+    from reid_kd.engine.run import train_targets
     from reid_kd.engine.trainer import Trainer
     from reid_kd.models.reid_model import build_model
 
@@ -459,7 +553,7 @@ def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_
     torch.manual_seed(0)
     n = tiny_loaders.dataset.num_train_pids
     teacher, student = build_model(cfg["teacher"], n), build_model(cfg["model"], n)
-    distiller = build_distiller(cfg["distill"], student, teacher)
+    distiller = build_distiller(cfg["distill"], student, teacher, train_targets(tiny_loaders))
     trainer = Trainer(student, tiny_loaders.train, cfg["train"], torch.device("cpu"), tmp_path, teacher=teacher,
                       distiller=distiller)
     trainer.fit()  # raises FloatingPointError on a non-finite loss
@@ -488,14 +582,34 @@ def test_method_configs_hold_only_what_differs(method):
     assert veri["train"]["milestones"] == [40, 70] and veri["model"]["neck"] == "bnneck"
 
 
-def test_methods_listing_command():
+def test_methods_listing_command_states_every_default_and_its_source():
     import subprocess
     import sys
+
+    from reid_kd.distill.registry import default_values
 
     out = subprocess.run([sys.executable, "-m", "reid_kd.cli", "methods"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert len(lines) == len(EXPECTED)
-    for line, (name, description) in zip(lines, describe_methods()):
-        assert line.split()[0] == name and line.endswith(description)
+    blocks, current = {}, None
+    for line in out.stdout.splitlines():
+        if not line.startswith(" "):
+            current = line.split()[0]
+            blocks[current] = (line, [])
+        else:
+            blocks[current][1].append(line.strip())
+    assert list(blocks) == [name for name, _ in describe_methods()]
+    for name, description in describe_methods():
+        head, options = blocks[name]
+        assert head.endswith(description)
+        cls = DISTILLERS[name]
+        assert [o.split(" = ")[0] for o in options] == list(default_values(cls))
+        for option, line in zip(default_values(cls), options):
+            assert line.endswith(cls.sources[option])
+
+
+def test_every_default_names_its_source():
+    for name, cls in DISTILLERS.items():
+        assert set(cls.sources) == set(cls.options), name
+        for option, source in cls.sources.items():
+            assert source.strip(), (name, option)

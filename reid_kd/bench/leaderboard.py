@@ -68,6 +68,17 @@ def _delta(mean: float | None, reference: float | None) -> str:
     return f"{100 * (mean - reference):+.2f}"
 
 
+def _initialisation(runs: pd.DataFrame) -> str:
+    """How the runs' networks began: ImageNet weights (`pretrained`) or random initialisation."""
+    def say(role: str) -> str:
+        flags = {r.get(role) for r in runs.get("pretrained", pd.Series(dtype=object)) if isinstance(r, dict)}
+        flags.discard(None)
+        if not flags:
+            return f"{role} {DASH}"
+        return f"{role} " + " and ".join("ImageNet-pretrained" if f else "from scratch" for f in sorted(flags))
+    return f"Initialisation: {say('teacher')}, {say('student')}."
+
+
 def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
     """The distinct teachers the runs distilled from (normally one), from the records they carry."""
     if runs.empty or "teacher" not in runs:
@@ -193,7 +204,8 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
         f"Seeds: {', '.join(map(str, seeds))}; metrics in % as mean ± sample std over the seeds run. "
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
-        f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}.",
+        f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
+        f"{_initialisation(runs)}",
         "",
         _table(teacher_rows + students),
         "",

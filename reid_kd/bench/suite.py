@@ -210,7 +210,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
     """Train the teacher once and every (entry, seed) run not done yet; returns every run's metrics record."""
     from reid_kd.data.image_dataset import build_loaders, load_dataset
     from reid_kd.engine.io import write_text
-    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_student
+    from reid_kd.engine.run import check_distiller, get_teacher, run_dir, setup_runtime, teacher_key, train_student
 
     runs = suite.runs(extra)  # every config validated before any work starts
     output_dir = Path(runs[0][2]["experiment"]["output_dir"])
@@ -221,6 +221,15 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
     datasets: dict[str, Any] = {}
+
+    def loaders_for(cfg: dict, seed: int):
+        data_key = config_hash(cfg["data"])
+        if data_key not in datasets:
+            datasets[data_key] = load_dataset(cfg["data"])
+        return build_loaders(cfg["data"], seed, dataset=datasets[data_key])
+
+    for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
+        check_distiller(cfg, loaders_for(cfg, seed))  # every entry's method options, before any training
     teachers: dict[str, tuple] = {}
     records = []
     for i, (entry, seed, cfg) in enumerate(runs, 1):
@@ -232,10 +241,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
             continue
         log(f"{tag}: {'resuming from its checkpoint' if state == 'resume' else 'training'}")
         device = setup_runtime(cfg)
-        data_key = config_hash(cfg["data"])
-        if data_key not in datasets:
-            datasets[data_key] = load_dataset(cfg["data"])
-        loaders = build_loaders(cfg["data"], seed, dataset=datasets[data_key])
+        loaders = loaders_for(cfg, seed)
         t_key = cfg["teacher"]["checkpoint"] or teacher_key(cfg)
         if t_key not in teachers:
             log(loaders.dataset.summary())

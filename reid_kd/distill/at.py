@@ -29,6 +29,8 @@ class AT(Distiller):
     name = "at"
     description = "AT (Zagoruyko & Komodakis, ICLR 2017): spatial attention maps of each stage"
     options = {"weight": 1000.0, "p": 2.0, "layers": Typed(list, [0, 1, 2, 3], optional=False, item=int)}
+    sources = {"weight": "paper's β = 10³, also RepDistiller's", "p": "paper (2)",
+               "layers": "RepDistiller (every stage, feat[1:-1])"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

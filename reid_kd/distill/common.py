@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reid_kd.config import ConfigError
 from reid_kd.models.reid_model import ModelOutput
 
 EMBEDDINGS = ("global_feat", "bn_feat")
+N_STAGES = 4
 
 
 def model_widths(model: nn.Module) -> tuple[list[int], int]:
@@ -33,12 +35,28 @@ def layer_feature(out: ModelOutput, index: int, embedding: str = "global_feat") 
     return out.feats[index].mean(dim=(2, 3))
 
 
-def check_layers(layers: list[int], n_stages: int = 4) -> None:
+def check_layers(key: str, layers: list[int], embedding: str, *models: nn.Module) -> None:
+    """Reject a `layer_feature` list that is empty, out of range, or names one vector twice.
+
+    The pooled last stage (3) *is* `global_feat`, and `bn_feat` is `global_feat` where a model has no
+    BN neck; a relation counted twice weighs double, and its evolution between the pair is always 0.
+    """
     if not layers:
-        raise ValueError("at least one layer must be distilled")
-    bad = [i for i in layers if not 0 <= i <= n_stages]
+        raise ConfigError(f"config key '{key}': at least one layer must be distilled")
+    bad = [i for i in layers if not 0 <= i <= N_STAGES]
     if bad:
-        raise ValueError(f"layer indices must be in 0..{n_stages} (stages, then {n_stages} = embedding); got {bad}")
+        raise ConfigError(f"config key '{key}': layer indices must be in 0..{N_STAGES} "
+                          f"(stages, then {N_STAGES} = the embedding); got {bad}")
+    repeated = sorted({i for i in layers if layers.count(i) > 1})
+    if repeated:
+        raise ConfigError(f"config key '{key}' lists layer {repeated} more than once; list each layer once")
+    last, emb = N_STAGES - 1, N_STAGES
+    no_neck = any(isinstance(getattr(m, "neck", None), nn.Identity) for m in models)
+    if last in layers and emb in layers and (embedding == "global_feat" or no_neck):
+        why = "the pooled last stage is global_feat" if embedding == "global_feat" else \
+            "bn_feat is global_feat in a model without a BN neck (model.neck: none)"
+        raise ConfigError(f"config key '{key}': layers {last} and {emb} are the same feature here ({why}); "
+                          f"drop one of them" + (", or use embedding bn_feat with a BN neck" if not no_neck else ""))
 
 
 def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,83 +1,114 @@
 """CRD: Tian, Krishnan and Isola, "Contrastive Representation Distillation", ICLR 2020.
 
-Both embeddings pass through learned linear heads to `feat_dim` (128) and are L2-normalised. Each
-student embedding is contrasted with the teacher embedding of the same image (positive) against
-`nce_k` negatives, and symmetrically each teacher embedding against student negatives, with the
-paper's NCE objective at temperature `nce_t` (0.07): h(x) = P(x) / (P(x) + K·P_n), where
-P(x) = exp(x/τ) / Z, Z fixed from the first batch's mean, and the loss is
-−[log h(positive) + Σ log(1 − h(negative))].
-Our reading (documented choice): CRD indexes a memory of every training image by sample index;
-the distiller interface does not see sample indices, so the negatives are a FIFO queue of the last
-`nce_k` = 16384 embeddings of each network (noise distribution uniform over the queue, so
-K·P_n = 1), updated after the loss, initialised with random unit vectors, kept in buffers (with the
-constants Z) so they survive checkpoint and resume. Defaults: `weight = 0.8` (RepDistiller's β
-for CRD), `feat_dim = 128`, `nce_k = 16384`, `nce_t = 0.07` (the paper's).
+As the official code computes it (HobbitLong/RepDistiller: `crd/criterion.py`, `crd/memory.py`, and
+the CIFAR-100 sampler of `dataset/cifar100.py` in its default `exact` mode):
+- both embeddings pass through learned linear heads to `feat_dim` and are L2-normalised;
+- a memory holds one slot per training image and per network (N × feat_dim, initialised uniformly
+  in ±1/√(feat_dim/3)); after the loss, each batch image's slot moves to the normalised
+  `nce_m`·slot + (1 − `nce_m`)·embedding;
+- the student embedding of image i is contrasted with the *teacher's memory slot* of i (positive,
+  no gradient) against `nce_k` teacher slots drawn uniformly from the images of *other* classes
+  (without replacement when there are enough, as the official sampler); symmetrically the teacher
+  embedding against the student's memory;
+- NCE with P(x) = exp(x/τ) / Z, Z fixed from the first batch as mean(exp(x/τ)) · N, noise
+  P_n = 1/N: loss = −[log h(pos) + Σ log(1 − h(neg))] averaged over anchors, h = P / (P + K/N).
+Scores are read from the anchors' product with the whole memory (B × N), which equals the
+official gather of K+1 rows per anchor at a fraction of its memory. Negatives use torch's RNG,
+which the trainer reseeds every epoch, so a resumed run draws the same negatives.
+Defaults: `weight = 0.8` (RepDistiller's β for CRD), `feat_dim = 128`, `nce_k = 16384`,
+`nce_t = 0.07`, `nce_m = 0.5` (the official defaults), `embedding = global_feat` (ours: the pooled
+feature before the neck, as the official code's penultimate feature).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice
+from reid_kd.config import Choice, ConfigError
 from reid_kd.distill.common import model_widths
 from reid_kd.distill.registry import Distiller, register
 from reid_kd.models.reid_model import ModelOutput
 
 
-def nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
-             z: torch.Tensor) -> torch.Tensor:
-    """CRD's NCE loss with K = len(negatives) and uniform noise over them (K·P_n = 1); z: the constant Z."""
-    pos = torch.exp((anchor * positive).sum(1) / temperature) / z
-    neg = torch.exp(anchor @ negatives.t() / temperature) / z
-    log_h_pos = torch.log(pos / (pos + 1.0))
-    log_h_neg = torch.log(1.0 / (neg + 1.0))
-    return -(log_h_pos + log_h_neg.sum(1)).mean()
+def nce_loss(scores: torch.Tensor, z: torch.Tensor, temperature: float, n_data: int) -> torch.Tensor:
+    """CRD's ContrastLoss on B × (1+K) raw scores, column 0 the positive; `z` the constant Z."""
+    p = torch.exp(scores / temperature) / z
+    noise = (scores.shape[1] - 1) / n_data  # K · P_n
+    eps = 1e-7  # as the official code
+    log_pos = torch.log(p[:, 0] / (p[:, 0] + noise + eps))
+    log_neg = torch.log(noise / (p[:, 1:] + noise + eps))
+    return -(log_pos.sum() + log_neg.sum()) / scores.shape[0]
 
 
 @register
 class CRD(Distiller):
     name = "crd"
-    description = "CRD (Tian et al., ICLR 2020): NCE contrast of projected embeddings against queued negatives"
-    options = {"weight": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
+    description = "CRD (Tian et al., ICLR 2020): NCE against a momentum memory, negatives from other classes"
+    options = {"weight": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5,
                "embedding": Choice("global_feat", "bn_feat")}
+    sources = {"weight": "RepDistiller (β for CRD: 0.8)", "feat_dim": "official code (128)",
+               "nce_k": "official code (16384)", "nce_t": "official code (0.07)", "nce_m": "official code (0.5)",
+               "embedding": "ours: the pooled pre-neck feature, as the official penultimate feature"}
+    per_sample = True
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict, train_targets: torch.Tensor):
         super().__init__(student, teacher, cfg)
-        self.weight, self.t, self.embedding = cfg["weight"], cfg["nce_t"], cfg["embedding"]
-        dim, k = cfg["feat_dim"], cfg["nce_k"]
-        if k < 1:
-            raise ValueError("distill.crd.nce_k must be at least 1")
+        self.weight, self.t, self.m, self.k = cfg["weight"], cfg["nce_t"], cfg["nce_m"], cfg["nce_k"]
+        self.embedding = cfg["embedding"]
+        if self.k < 1:
+            raise ConfigError("config key 'distill.crd.nce_k' must be at least 1")
+        if not 0 <= self.m < 1:
+            raise ConfigError("config key 'distill.crd.nce_m' must be in [0, 1)")
+        dim = cfg["feat_dim"]
         self.embed_s = nn.Linear(model_widths(student)[1], dim)
         self.embed_t = nn.Linear(model_widths(teacher)[1], dim)
+        targets = torch.as_tensor(train_targets, dtype=torch.long)
+        if len(torch.unique(targets)) < 2:
+            raise ConfigError("CRD draws negatives from other classes: the training set needs at least two identities")
+        n, stdv = len(targets), 1.0 / math.sqrt(dim / 3)
         g = torch.Generator().manual_seed(0)  # a local stream: building CRD leaves torch's RNG untouched
-        self.register_buffer("queue_s", F.normalize(torch.randn(k, dim, generator=g), dim=1))
-        self.register_buffer("queue_t", F.normalize(torch.randn(k, dim, generator=g), dim=1))
-        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("memory_s", torch.rand(n, dim, generator=g) * 2 * stdv - stdv)
+        self.register_buffer("memory_t", torch.rand(n, dim, generator=g) * 2 * stdv - stdv)
+        self.register_buffer("labels", targets)
         self.register_buffer("z_s", torch.full((), -1.0))  # Z of the student-anchored NCE, set on first use
         self.register_buffer("z_t", torch.full((), -1.0))
 
-    @torch.no_grad()
-    def _init_z(self, z: torch.Tensor, anchor: torch.Tensor, negatives: torch.Tensor) -> None:
-        if z < 0:  # as CRD: Z = mean of exp(x/τ) over the first batch's pairs, times the noise size
-            z.copy_(torch.exp(anchor @ negatives.t() / self.t).mean() * negatives.shape[0])
+    def draw_negatives(self, targets: torch.Tensor) -> torch.Tensor:
+        """B × K dataset indices, uniform over the images of other classes than each anchor's."""
+        other = self.labels[None, :] != targets[:, None]  # B × N
+        n_other = other.sum(1)
+        if self.k <= int(n_other.min()):  # without replacement: the K smallest of uniform keys
+            keys = torch.rand(other.shape, device=other.device).masked_fill(~other, 2.0)
+            return keys.topk(self.k, dim=1, largest=False).indices
+        # with replacement: the j-th other-class image for uniform j, via the cumulative count
+        pick = (torch.rand(len(targets), self.k, device=other.device) * n_other[:, None]).long()
+        return torch.searchsorted(other.long().cumsum(1), pick + 1)
 
     @torch.no_grad()
-    def enqueue(self, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
-        k = self.queue_s.shape[0]
-        n = min(len(e_s), k)
-        slots = (self.ptr + torch.arange(n, device=e_s.device)) % k
-        self.queue_s[slots] = e_s[-n:].detach().float()
-        self.queue_t[slots] = e_t[-n:].detach().float()
-        self.ptr.copy_((self.ptr + n) % k)
+    def _init_z(self, z: torch.Tensor, scores: torch.Tensor) -> None:
+        if z < 0:  # as the official code: mean of exp(x/τ) over the first batch's scores, times N
+            z.copy_(torch.exp(scores / self.t).mean() * self.labels.numel())
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def update_memory(self, memory: torch.Tensor, indices: torch.Tensor, e: torch.Tensor) -> None:
+        memory[indices] = F.normalize(memory[indices] * self.m + e.detach().float() * (1 - self.m), dim=1)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor,
+                indices: torch.Tensor) -> dict[str, torch.Tensor]:
         e_s = F.normalize(self.embed_s(getattr(student, self.embedding).float()), dim=1)
         e_t = F.normalize(self.embed_t(getattr(teacher, self.embedding).float()), dim=1)
-        self._init_z(self.z_s, e_s.detach(), self.queue_t)
-        self._init_z(self.z_t, e_t.detach(), self.queue_s)
-        # copies: autograd keeps the negatives for backward, and the queues change in place below
-        q_s, q_t = self.queue_s.clone(), self.queue_t.clone()
-        loss = nce_loss(e_s, e_t, q_t, self.t, self.z_s) + nce_loss(e_t, e_s, q_s, self.t, self.z_t)
-        self.enqueue(e_s, e_t)
+        picks = torch.cat([indices[:, None], self.draw_negatives(targets)], dim=1)  # column 0: the positive
+        # products with the whole memory, then the picked columns. The memories are buffers (no gradient);
+        # copies, since autograd keeps them for backward and they are updated in place below
+        scores_s = (e_s @ self.memory_t.clone().t()).gather(1, picks)
+        scores_t = (e_t @ self.memory_s.clone().t()).gather(1, picks)
+        self._init_z(self.z_s, scores_s.detach())
+        self._init_z(self.z_t, scores_t.detach())
+        n = self.labels.numel()
+        loss = nce_loss(scores_s, self.z_s, self.t, n) + nce_loss(scores_t, self.z_t, self.t, n)
+        self.update_memory(self.memory_s, indices, e_s)
+        self.update_memory(self.memory_t, indices, e_t)
         return {"crd": self.weight * loss}

@@ -5,6 +5,9 @@ matched to the teacher's map with MSE. The regressor is a 3×3 convolution + Bat
 RepDistiller's `ConvReg`); when the maps' H×W differ the student map is first resized bilinearly
 to the teacher's (our choice). Defaults: `weight = 100` (RepDistiller's FitNet β) and
 `hint_layer = 2` (stage 3, the middle of the hierarchy; our choice for 4-stage backbones).
+Training is single-stage, as in RepDistiller: the hint loss is added to the re-ID losses from the
+first step. The paper's first stage (training the student up to the guided layer on the hint alone,
+then the whole student with KD) is not run.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ class FitNet(Distiller):
     name = "fitnet"
     description = "FitNet (Romero et al., ICLR 2015): MSE hint on an intermediate map through a conv regressor"
     options = {"weight": 100.0, "hint_layer": 2}
+    sources = {"weight": "RepDistiller's FitNet β (100)",
+               "hint_layer": "ours: stage 3, the middle of a 4-stage backbone (RepDistiller: 2, its 2nd of 3 stages)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

@@ -93,11 +93,19 @@ class IRG(Distiller):
         "transform_stages": Typed(list, [1, 2, 3], optional=False, item=int),
         "embedding": Choice("global_feat", "bn_feat"),
     }
+    sources = {
+        "weight_vertex": "official Caffe release (no vertex loss)",
+        "weight_edge": "official Caffe release (0.005 per EuclideanLoss)",
+        "weight_transform": "official Caffe release (0.005 per EuclideanLoss)",
+        "edge_layers": "ours: the embedding, as the release's last pooled layer",
+        "transform_stages": "ours: the stages after the stem",
+        "embedding": "ours: the pooled pre-neck feature",
+    }
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.edge_layers, self.stages = list(cfg["edge_layers"]), list(cfg["transform_stages"])
-        check_layers(self.edge_layers)
+        check_layers("distill.irg.edge_layers", self.edge_layers, cfg["embedding"], student, teacher)
         if any(not 0 <= i <= 3 for i in self.stages):
             raise ValueError("distill.irg.transform_stages must be stage indices in 0..3")
         self.w_v, self.w_e, self.w_t = cfg["weight_vertex"], cfg["weight_edge"], cfg["weight_transform"]

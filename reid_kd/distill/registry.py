@@ -4,6 +4,11 @@ A distiller turns (student output, teacher output, targets) into named, already 
 terms. Learnable parts (regressors, projections) are returned by `extra_parameters()` so the
 optimizer trains them with the student; state that must survive a resume (memories, queues) lives
 in buffers, so it travels in the checkpoint with `state_dict()`.
+
+Every option's default names where it comes from in `sources` (the paper, the authors' code, a peer
+implementation, or ours and why); `reidkd methods` prints them. A method that keeps a memory slot
+per training image (`per_sample = True`, CRD) is built with the training set's labels and called
+with each batch's dataset indices.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ class Distiller(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str]
     options: ClassVar[dict[str, Any]] = {}  # config schema of `distill.<name>`: defaults, typed
+    sources: ClassVar[dict[str, str]] = {}  # option -> where its default comes from
+    per_sample: ClassVar[bool] = False  # built with the training labels, called with dataset indices
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict[str, Any]):
         super().__init__()
@@ -27,9 +34,18 @@ class Distiller(nn.Module):
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def __call__(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`forward` on a detached teacher output: no loss can send a gradient into the teacher."""
-        return super().__call__(student, detach_output(teacher), targets)
+    def __call__(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor,
+                 indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`forward` on a detached teacher output: no loss can send a gradient into the teacher.
+
+        `indices` (each sample's index in the training set) reach only the per-sample methods.
+        """
+        if not self.per_sample:
+            return super().__call__(student, detach_output(teacher), targets)
+        if indices is None:
+            raise ValueError(f"{self.name} keeps a memory slot per training image: call it with the batch's "
+                             "dataset indices")
+        return super().__call__(student, detach_output(teacher), targets, indices)
 
     def extra_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -57,10 +73,27 @@ def describe_methods() -> list[tuple[str, str]]:
     return [(name, DISTILLERS[name].description) for name in sorted(DISTILLERS)]
 
 
-def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module) -> Distiller | None:
+def default_values(cls: type[Distiller]) -> dict[str, Any]:
+    """A method's option defaults as plain values (the config schema's leaves unwrapped)."""
+    from reid_kd.config import defaults
+
+    return defaults(cls.options)
+
+
+def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module,
+                    train_targets: torch.Tensor | None = None) -> Distiller | None:
+    """The configured method, or None for `method: none`.
+
+    `train_targets`: the label of every training image, by dataset index (per-sample methods need it).
+    """
     method = distill_cfg["method"]
     if method == "none":
         return None
     if method not in DISTILLERS:
         raise ValueError(f"unknown distillation method {method!r}; registered: {sorted(DISTILLERS)}")
-    return DISTILLERS[method](student, teacher, distill_cfg[method])
+    cls = DISTILLERS[method]
+    if not cls.per_sample:
+        return cls(student, teacher, distill_cfg[method])
+    if train_targets is None:
+        raise ValueError(f"{method} keeps a memory slot per training image: build it with the training labels")
+    return cls(student, teacher, distill_cfg[method], train_targets)

@@ -24,6 +24,8 @@ class SP(Distiller):
     name = "sp"
     description = "SP (Tung & Mori, ICCV 2019): row-normalised batch similarity of a stage map"
     options = {"weight": 3000.0, "layer": 3}
+    sources = {"weight": "paper's γ for CIFAR, also RepDistiller's β (3000)",
+               "layer": "RepDistiller (the last stage map, feat[-2])"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

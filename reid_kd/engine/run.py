@@ -76,6 +76,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     cfg = dict(state["model_cfg"], pretrained=None)
     model = build_model(cfg, state["num_classes"])
     model.load_state_dict(state["model"])
+    model.pretrained = state["model_cfg"].get("pretrained") is not None  # how it began, not how it is rebuilt
     return model.to(device)
 
 
@@ -114,7 +115,7 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     seconds = trainer.fit()
     metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
     metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
-                "backbone": t_cfg["backbone"], "seed": seed,
+                "backbone": t_cfg["backbone"], "seed": seed, "pretrained": teacher.pretrained,
                 "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
                 "environment": software_environment(device)}
     write_text(dump_config(cfg), folder / "config.yaml")
@@ -174,7 +175,7 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     exp, out = cfg["experiment"], run_dir(cfg)
     torch.manual_seed(exp["seed"])
     student = build_model(cfg["model"], loaders.dataset.num_train_pids)
-    distiller = build_distiller(cfg["distill"], student, teacher)
+    distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     write_text(dump_config(cfg), out / "config.yaml")
     trainer = Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
                       teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
@@ -187,11 +188,13 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     if teacher_metrics is not None:
         teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
                                                                "inference_images_per_sec", "train_seconds")}
-        teacher_summary |= {"backbone": cfg["teacher"]["backbone"],
+        teacher_summary |= {"backbone": cfg["teacher"]["backbone"], "pretrained": teacher.pretrained,
                             "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
     record = {
         "method": method_name(cfg), "run_name": run_name(cfg), "dataset": cfg["data"]["dataset"],
         "teacher_backbone": cfg["teacher"]["backbone"], "student_backbone": cfg["model"]["backbone"],
+        "pretrained": {"teacher": teacher.pretrained if teacher is not None else None,
+                       "student": student.pretrained},
         "seed": exp["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
         "num_valid_queries": metrics["num_valid_queries"], "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
@@ -204,12 +207,26 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     return record
 
 
+def train_targets(loaders: Loaders) -> torch.Tensor:
+    """The training label of every training image, by dataset index (per-sample distillers need it)."""
+    return torch.tensor([item.pid for item in loaders.train.dataset.items], dtype=torch.long)
+
+
+def check_distiller(cfg: dict, loaders: Loaders) -> None:
+    """Build the method on untrained networks, so its option errors stop a run before any training."""
+    n = loaders.dataset.num_train_pids
+    with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
+        build_distiller(cfg["distill"], build_model(cfg["model"], n), build_model(cfg["teacher"], n),
+                        train_targets(loaders))
+
+
 def run_experiment(cfg: dict, log=print) -> tuple[dict, dict]:
     """Teacher metrics and the student's metrics.json record of one config."""
     device = setup_runtime(cfg)
     start = time.perf_counter()
     loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
     log(loaders.dataset.summary())
+    check_distiller(cfg, loaders)
     teacher, teacher_metrics = get_teacher(cfg, loaders, device, log)
     record = train_student(cfg, loaders, teacher, device, teacher_metrics)
     log(f"done in {time.perf_counter() - start:.0f} s; results in {run_dir(cfg)}")

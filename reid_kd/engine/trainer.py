@@ -107,14 +107,15 @@ class Trainer:
         if self.loader.generator is not None:
             self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
 
-    def _step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, float], float]:
+    def _step(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+              ) -> tuple[dict[str, float], float]:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             out = self.model(images)
             losses = reid_losses(out, targets, self.cfg)
             if self.distiller is not None:
                 with torch.no_grad():
                     teacher_out = self.teacher(images)
-                losses.update(self.distiller(out, teacher_out, targets))
+                losses.update(self.distiller(out, teacher_out, targets, indices))
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise FloatingPointError(f"{self.desc}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })")
@@ -142,9 +143,9 @@ class Trainer:
             n_batches, n_images, start = 0, 0, time.perf_counter()
             bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                        disable=None)  # no bar when stderr is not a terminal (logs stay readable)
-            for images, targets, _, _ in bar:
+            for images, targets, _, indices in bar:
                 images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
-                terms, acc = self._step(images, targets)
+                terms, acc = self._step(images, targets, indices.to(self.device))
                 for k, v in terms.items():
                     sums[k] += v
                 sums["acc"] += acc

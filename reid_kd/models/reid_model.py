@@ -27,6 +27,7 @@ class ReIDModel(nn.Module):
                  pretrained: str | None = None):
         super().__init__()
         self.backbone_name, self.num_classes = backbone, num_classes
+        self.pretrained = pretrained is not None  # started from ImageNet weights, not from scratch
         self.stages, self.feat_dim = build_backbone(backbone, last_stride, pretrained)
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":
