@@ -122,6 +122,9 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert "](tiny_cmc.png)" in md and "Reported epoch: **last**" in md
     records = [json.loads(p.read_text()) for p in sorted((out / "tiny").glob("*/seed*/metrics.json"))]
     assert f"`{records[0]['git_commit']}`" in md
+    assert all(r["pretrained"] == {"teacher": False, "student": False} for r in records)
+    assert all(r["teacher"]["pretrained"] is False for r in records)
+    assert "Initialisation: teacher from scratch, student from scratch." in md
     for header in ("Method", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "Δ mAP", "Params", "Images/s",
                    "Train time"):
         assert f" {header} " in md
@@ -190,13 +193,15 @@ def resume_out(tmp_path_factory):
     return tmp_path_factory.mktemp("resume")  # shared: both methods distil from one cached teacher
 
 
-@pytest.mark.parametrize("method", ["none", *(["gird"] if "gird" in DISTILLERS else [])])
+@pytest.mark.parametrize("method", ["none", "gird", "crd"])
 def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(method, resume_out, tiny_overrides, one_thread):
     base = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     base += [f"experiment.output_dir={resume_out}", "train.epochs=3", "experiment.seed=1", "teacher.seed=0",
              f"distill.method={method}", "train.optimizer=sgd", "train.lr=0.01"]
     if method == "gird":
         base += ["distill.gird.memory_size=16"]  # fills and wraps within the run: the memory must resume too
+    if method == "crd":
+        base += ["distill.crd.nce_k=8"]  # per-image memory and negatives drawn from torch's RNG resume exactly
     straight = load_config(QUICKSTART, base + [f"experiment.run_name={method}_straight"])
     resumed = load_config(QUICKSTART, base + [f"experiment.run_name={method}_resumed"])
     device = torch.device("cpu")
