@@ -127,6 +127,8 @@ def leaderboard(runs_dir, out_dir, readme) -> None:
 @main.command()
 def methods() -> None:
     """List every registered distillation method, each default option and where the default comes from."""
+    import json
+
     from reid_kd.distill import DISTILLERS, describe_methods
     from reid_kd.distill.registry import default_values
 
@@ -135,17 +137,10 @@ def methods() -> None:
     for name, description in rows:
         click.echo(f"{name.ljust(width)}  {description}")
         cls = DISTILLERS[name]
-        values = {k: yaml_value(v) for k, v in default_values(cls).items()}
+        values = {k: json.dumps(v) for k, v in default_values(cls).items()}  # as written in YAML: true, [1, 2]
         key_width = max(len(f"{k} = {v}") for k, v in values.items())
         for key, value in values.items():
             click.echo(f"{' ' * width}    {f'{key} = {value}'.ljust(key_width)}  {cls.sources[key]}")
-
-
-def yaml_value(value) -> str:
-    """A default as it is written in a config file (true, [1, 2], 0.002)."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
 @main.group()
