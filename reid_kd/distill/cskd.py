@@ -74,15 +74,11 @@ class CSKD(Distiller):
         f_t = t_map.flatten(1)
         f_s = self.adapter(matching_map(student.feats[-1], t_map).float()).flatten(1)
         z_s, z_t = student.logits.float(), teacher.logits.float()
-        keep_s = z_s.argmax(1) == targets if self.correct_only else None
-        keep_t = z_t.argmax(1) == targets if self.correct_only else None
-
-        c_fs, _ = class_centres(f_s, targets, keep_s)
-        c_ft, _ = class_centres(f_t, targets, keep_t)
-        _, means_fs = class_centres(f_s, targets)
-        _, means_ft = class_centres(f_t, targets)
-        c_zs, means_zs = class_centres(z_s, targets)
-        c_zt, means_zt = class_centres(z_t, targets)
+        (c_fs, means_fs), (c_ft, means_ft) = class_centres(f_s, targets), class_centres(f_t, targets)
+        (c_zs, means_zs), (c_zt, means_zt) = class_centres(z_s, targets), class_centres(z_t, targets)
+        if self.correct_only:  # the offsets' feature centres: each network's correctly classified samples
+            c_fs, _ = class_centres(f_s, targets, z_s.argmax(1) == targets)
+            c_ft, _ = class_centres(f_t, targets, z_t.argmax(1) == targets)
 
         intra = (F.mse_loss(f_s - c_fs.detach(), f_t - c_ft) / f_t.shape[1]
                  + F.mse_loss(z_s - c_zs.detach(), z_t - c_zt) / z_t.shape[1])

@@ -214,6 +214,8 @@ def train_targets(loaders: Loaders) -> torch.Tensor:
 
 def check_distiller(cfg: dict, loaders: Loaders) -> None:
     """Build the method on untrained networks, so its option errors stop a run before any training."""
+    if cfg["distill"]["method"] == "none":
+        return
     n = loaders.dataset.num_train_pids
     with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
         build_distiller(cfg["distill"], build_model(cfg["model"], n), build_model(cfg["teacher"], n),
