@@ -1,16 +1,47 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Atomic file writes (a temporary file in the same folder, then a rename) and safe checkpoint reads.
 
 A crash mid-write leaves the previous file (or none), never a half-written one that looks complete.
+Files get the user's normal permissions (umask), not mkstemp's private 0600. Checkpoints are read
+with `weights_only=True`: tensors, numbers, strings and containers, never code.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+
+class UnsafeFileError(ValueError):
+    """A file that is not a checkpoint reid-kd wrote: truncated, corrupt, or asking to run code."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Read a checkpoint without running code: `weights_only=True`, one clear error for a bad file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused something: the file wants more than data
+        why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                   "objects other than weights")
+        raise UnsafeFileError(f"{path} is not a plain checkpoint ({why}); reid-kd loads only weights, numbers "
+                              "and strings and refuses it: use a student.pt, teacher.pt or checkpoint.pt it wrote"
+                              ) from None
+    except (OSError, MemoryError):  # missing or unreadable file: the caller's error names it
+        raise
+    except Exception as e:  # truncated zip, a text file, any other garbage
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:100]
+        raise UnsafeFileError(f"{path} is truncated or not a PyTorch checkpoint ({detail}); delete it, "
+                              "or run again to write it anew") from None
 
 
 def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> Path:
@@ -22,6 +53,7 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import torchvision
 from reid_kd.config import config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders
 from reid_kd.distill import build_distiller
-from reid_kd.engine.io import save_torch, write_json, write_text
+from reid_kd.engine.io import load_torch, save_torch, write_json, write_text
 from reid_kd.engine.trainer import Trainer, select_device
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.reid_model import ReIDModel, build_model
@@ -70,7 +70,7 @@ def save_model(model: ReIDModel, model_cfg: dict, path: Path) -> None:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
     """Rebuild a model saved by `save_model` (its architecture travels with the weights)."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_torch(path, device)
     if "model_cfg" not in state:
         raise ValueError(f"{path} is not a reid-kd model file (no 'model_cfg'); use student.pt or teacher.pt")
     cfg = dict(state["model_cfg"], pretrained=None)

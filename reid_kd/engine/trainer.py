@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reid_kd.engine.io import save_torch
+from reid_kd.engine.io import load_torch, save_torch
 from reid_kd.losses import reid_losses
 
 
@@ -88,7 +88,7 @@ class Trainer:
         """Continue from the last complete epoch if a checkpoint exists; returns seconds already spent."""
         if not self.checkpoint_path.is_file():
             return 0.0
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = load_torch(self.checkpoint_path, self.device)
         if state.get("tag") != self.tag:  # left by a run of another config: start afresh
             self.checkpoint_path.unlink()
             return 0.0
