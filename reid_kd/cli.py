@@ -1,12 +1,17 @@
 """The `reidkd` command line."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
 import click
 
-from reid_kd.config import ConfigError, load_config
+from reid_kd.config import load_config
+from reid_kd.errors import UserError
+
+DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EROFS: "use a writable disk",
+               errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
 
 
 def _fail(message: str) -> None:
@@ -15,27 +20,40 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _load(config: str | None, overrides: tuple[str, ...]) -> dict:
-    try:
-        return load_config(config, overrides)
-    except ConfigError as e:
-        _fail(str(e))
+def user_message(e: BaseException) -> str | None:
+    """The one line for an error the user can fix, or None for a bug (which keeps its traceback)."""
+    if isinstance(e, UserError):
+        text = str(e)
+        if "Original Traceback" in text:  # raised in a DataLoader worker: the original message is last
+            text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+        return " ".join(text.split())
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        where = e.filename or "the output folder"
+        return f"cannot write {where}: {e.strerror}; {DISK_ERRORS[e.errno]} or set experiment.output_dir elsewhere"
+    if isinstance(e, FileNotFoundError):
+        return f"file not found: {e.filename or e}"
+    return None
 
 
 class UserErrors(click.Group):
-    """Turns the errors a user can fix (bad config, missing data) into one line, no traceback."""
+    """Turns the errors a user can fix (bad config, missing data, a folder in use) into one line.
+
+    `reidkd --debug COMMAND` shows their traceback instead.
+    """
 
     def invoke(self, ctx):
-        from reid_kd.data.datasets import DatasetLayoutError
-
         try:
             return super().invoke(ctx)
-        except (ConfigError, DatasetLayoutError, FileNotFoundError) as e:
-            _fail(str(e))
+        except Exception as e:
+            message = None if ctx.params.get("debug") else user_message(e)
+            if message is None:
+                raise
+            _fail(message)
 
 
 @click.group(cls=UserErrors)
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(debug) -> None:
     """reid-kd: knowledge distillation benchmark for re-identification."""
 
 
@@ -44,18 +62,24 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
                           help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
 
 
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="Replace a run folder that holds another config's run (otherwise refused).")
+
+
 @main.command()
 @config_option
 @set_option
-def run(config, overrides) -> None:
+@overwrite_option
+def run(config, overrides, overwrite) -> None:
     """Train (or reuse) the teacher, train the student, evaluate both."""
-    from reid_kd.engine.run import markdown_table, run_experiment
+    from reid_kd.engine.run import markdown_table, queries_line, run_experiment
 
-    cfg = _load(config, overrides)
-    teacher_metrics, record = run_experiment(cfg)
+    cfg = load_config(config, overrides)
+    teacher_metrics, record = run_experiment(cfg, overwrite=overwrite)
     click.echo("")
-    click.echo(markdown_table([("teacher", cfg["teacher"]["backbone"], teacher_metrics),
-                               (f"student ({record['method']})", cfg["model"]["backbone"], record)]))
+    click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics),
+                               (f"student ({record['method']})", record["student_backbone"], record)]))
+    click.echo(queries_line(record))
 
 
 @main.command("eval")
@@ -69,10 +93,10 @@ def run(config, overrides) -> None:
 def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset with FAISS."""
     from reid_kd.data.image_dataset import build_loaders
-    from reid_kd.engine.run import load_model, markdown_table, setup_runtime
+    from reid_kd.engine.run import load_model, markdown_table, queries_line, setup_runtime
     from reid_kd.evaluation import evaluate_model
 
-    cfg = _load(config, overrides)
+    cfg = load_config(config, overrides)
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     device = setup_runtime(cfg)
@@ -80,7 +104,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     model = load_model(checkpoint, device)
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
     click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
-    click.echo(f"valid queries: {metrics['num_valid_queries']}")
+    click.echo(queries_line(metrics))
     if visualize:
         from reid_kd.evaluation.visualize import visualize_ranked_lists
 
@@ -93,7 +117,8 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
 @click.option("--suite", "suite_file", required=True, type=click.Path(dir_okay=False),
               help="Suite YAML, e.g. configs/suites/synth_cpu.yaml.")
 @set_option
-def bench(suite_file, overrides) -> None:
+@overwrite_option
+def bench(suite_file, overrides, overwrite) -> None:
     """Run a benchmark suite: the teacher once, then the baseline and every method for every seed.
 
     Runs already done (metrics.json of the same config) are skipped; interrupted runs resume from
@@ -102,7 +127,7 @@ def bench(suite_file, overrides) -> None:
     from reid_kd.bench.suite import load_suite, run_suite
 
     suite = load_suite(suite_file)
-    records = run_suite(suite, tuple(overrides))
+    records = run_suite(suite, tuple(overrides), overwrite=overwrite)
     click.echo(f"suite {suite.name}: {len(records)} runs complete; `reidkd leaderboard` rebuilds its leaderboard")
 
 
@@ -160,7 +185,7 @@ def synth(config, overrides, root, persons) -> None:
     from reid_kd.data import synth_person
     from reid_kd.data.image_dataset import synth_spec
 
-    cfg = _load(config, overrides)
+    cfg = load_config(config, overrides)
     target = Path(root) if root else Path(cfg["data"]["root"]) / ("synth_market" if persons else "synth_veri")
     (synth_person if persons else synth_mod).generate(target, synth_spec(cfg["data"]))
 
@@ -179,7 +204,7 @@ def check(name, root, config, overrides, skip_images) -> None:
 
     if name not in DATASETS:
         _fail(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
-    cfg = _load(config, overrides)
+    cfg = load_config(config, overrides)
     report = check_dataset(name, root, dataset_options(cfg["data"]), read_images=not skip_images)
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)

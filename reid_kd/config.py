@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+from reid_kd.errors import UserError
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -28,23 +31,45 @@ _StrictLoader.yaml_implicit_resolvers = {
 }
 for _ch in "tTfF":
     _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), [_ch])
+# YAML 1.1 reads 1e-3 (no dot) as a string; accept the float spellings every other tool accepts.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_StrictLoader)
+def _yaml(text: str, source: str = "config") -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML{where}: {problem}") from None
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the offending key."""
 
 
 class Typed:
-    """A schema leaf whose default alone does not tell its type (None, or a list)."""
+    """A schema leaf whose default alone does not tell its type (None, or a list), or with bounds."""
 
     def __init__(self, kind: type | tuple[type, ...], default: Any = None, *, optional: bool = True,
-                 item: type | None = None, choices: Iterable[Any] | None = None):
+                 item: type | None = None, choices: Iterable[Any] | None = None,
+                 low: float | None = None, high: float | None = None, why: str = ""):
         self.kind, self.default, self.optional, self.item = kind, default, optional, item
         self.choices = tuple(choices) if choices is not None else None
+        self.low, self.high, self.why = low, high, why  # inclusive bounds; `why` ends the error message
+
+
+def Num(default: int | float, low: float | None = None, high: float | None = None, why: str = "") -> Typed:
+    """A required number within [low, high], typed by its default (int, or float accepting ints)."""
+    return Typed(type(default), default, optional=False, low=low, high=high, why=why)
+
+
+def Maybe(kind: type, low: float | None = None, why: str = "") -> Typed:
+    """An optional number (null allowed) of at least `low`."""
+    return Typed(kind, None, low=low, why=why)
 
 
 def Choice(default: str, *choices: str) -> Typed:
@@ -52,22 +77,22 @@ def Choice(default: str, *choices: str) -> Typed:
 
 
 TRAIN_SCHEMA: dict[str, Any] = {
-    "epochs": 12,
+    "epochs": Num(12, 1, why="an untrained model would be evaluated and cached"),
     "optimizer": Choice("adam", "sgd"),
-    "lr": 3.5e-4,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "warmup_epochs": 2,
-    "warmup_factor": 0.1,
+    "lr": Num(3.5e-4, 1e-12),
+    "momentum": Num(0.9, 0.0, 0.999),
+    "weight_decay": Num(5e-4, 0.0),
+    "warmup_epochs": Num(2, 0),
+    "warmup_factor": Num(0.1, 1e-6, 1.0),
     "scheduler": Choice("cosine", "step"),
     "milestones": Typed(list, [40, 70], optional=False, item=int),
-    "gamma": 0.1,
-    "id_loss_weight": 1.0,
-    "label_smooth": 0.1,
-    "triplet_weight": 1.0,
-    "triplet_margin": 0.3,
+    "gamma": Num(0.1, 1e-6, 1.0),
+    "id_loss_weight": Num(1.0, 0.0),
+    "label_smooth": Num(0.1, 0.0, 0.999),
+    "triplet_weight": Num(1.0, 0.0),
+    "triplet_margin": Num(0.3, 0.0),
     "triplet_soft_margin": False,
-    "grad_clip": Typed(float, None),
+    "grad_clip": Maybe(float, 1e-12),
 }
 
 SCHEMA: dict[str, Any] = {
@@ -75,37 +100,37 @@ SCHEMA: dict[str, Any] = {
         "name": "default",
         "run_name": Typed(str, None),  # the run's folder under <output_dir>/<name>/; null: the method's name
         "output_dir": "runs",
-        "seed": 0,
+        "seed": Num(0, 0),
         "device": Choice("auto", "cpu", "cuda"),
         "amp": False,
         "deterministic": False,
-        "threads": Typed(int, None),
+        "threads": Maybe(int, 1, why="null uses every core"),
     },
     "data": {
         "dataset": "synth_veri",
         "root": "datasets",
-        "height": 128,
-        "width": 128,
-        "batch_p": 16,
-        "batch_k": 4,
-        "test_batch_size": 128,
-        "workers": 0,
+        "height": Num(128, 16, why="the networks downsample by 16"),
+        "width": Num(128, 16, why="the networks downsample by 16"),
+        "batch_p": Num(16, 2, why="batch-hard triplets need another identity in the batch"),
+        "batch_k": Num(4, 2, why="batch-hard triplets need a second image of each identity"),
+        "test_batch_size": Num(128, 1),
+        "workers": Num(0, 0),
         "cache_images": True,
-        "flip_prob": 0.5,
-        "pad": 10,
-        "random_erasing_prob": 0.5,
+        "flip_prob": Num(0.5, 0.0, 1.0),
+        "pad": Num(10, 0),
+        "random_erasing_prob": Num(0.5, 0.0, 1.0),
         "synth": {
-            "train_ids": 200,
-            "test_ids": 100,
-            "cameras": 8,
-            "images_per_id": 12,
-            "image_size": 128,
-            "seed": 0,
+            "train_ids": Num(200, 2),
+            "test_ids": Num(100, 1),
+            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
+            "images_per_id": Num(12, 2),
+            "image_size": Num(128, 16),
+            "seed": Num(0, 0),
         },
         # Options of particular loaders (see datasets/README.md); other loaders ignore them.
         "vehicleid_test_size": Typed(int, 800, optional=False, choices=(800, 1600, 2400, 13164)),
-        "vehicleid_draws": 10,  # gallery draws (one image per identity) averaged in evaluation
-        "vehicleid_draw_seed": 0,  # draw i uses the seed (vehicleid_draw_seed, i)
+        "vehicleid_draws": Num(10, 1),  # gallery draws (one image per identity) averaged in evaluation
+        "vehicleid_draw_seed": Num(0, 0),  # draw i uses the seed (vehicleid_draw_seed, i)
         "veriwild_test_size": Typed(int, 3000, optional=False, choices=(3000, 5000, 10000)),
         "msmt17_version": Choice("auto", "v1", "v2"),
         "cuhk03_variant": Choice("labeled", "detected"),
@@ -116,24 +141,24 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "backbone": "resnet18",
         "pretrained": Typed(str, None),
-        "last_stride": 1,
+        "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
         "neck": Choice("bnneck", "none"),
     },
     "teacher": {
         "backbone": "resnet50",
         "pretrained": Typed(str, None),
-        "last_stride": 1,
+        "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
         "neck": Choice("bnneck", "none"),
         "checkpoint": Typed(str, None),
-        "seed": Typed(int, None),  # seed of the teacher's training; null: experiment.seed
+        "seed": Maybe(int, 0),  # seed of the teacher's training; null: experiment.seed
         "train": TRAIN_SCHEMA,
     },
     "train": TRAIN_SCHEMA,
     "distill": {"method": "none"},
     "eval": {
         "metric": Choice("cosine", "euclidean"),
-        "max_rank": 50,
-        "query_chunk": 1024,
+        "max_rank": Num(50, 10, why="Rank-10 is reported"),
+        "query_chunk": Num(1024, 1),
         "faiss_gpu": Choice("auto", "never"),
     },
 }
@@ -176,6 +201,7 @@ def _check_leaf(key: str, spec: Any, value: Any) -> Any:
                                       f"{_type_name(spec.item)}, got {v!r} in it")
         if spec.choices is not None and value not in spec.choices:
             raise ConfigError(f"config key '{key}' must be one of {list(spec.choices)}, got {value!r}")
+        _check_bounds(key, spec, value)
         return value
     expected = type(spec)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -184,6 +210,17 @@ def _check_leaf(key: str, spec: Any, value: Any) -> Any:
         raise ConfigError(f"config key '{key}' expects {expected.__name__}, "
                           f"got {type(value).__name__} {value!r}")
     return value
+
+
+def _check_bounds(key: str, spec: Typed, value: Any) -> None:
+    if spec.low is None and spec.high is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        span = (f"at least {spec.low}" if spec.high is None else f"at most {spec.high}" if spec.low is None
+                else f"between {spec.low} and {spec.high}")
+        raise ConfigError(f"config key '{key}' must be {span}, got {value!r}" + (f" ({spec.why})" if spec.why else ""))
 
 
 def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, Any]:
@@ -242,7 +279,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config inheritance cycle through {path}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = _yaml(path.read_text()) or {}
+    data = _yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     bases = data.pop("_base_", [])
@@ -257,7 +294,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.path=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), _yaml(raw) if raw.strip() else None
+    return key.strip().split("."), _yaml(raw, f"--set {item!r}") if raw.strip() else None
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -276,7 +313,25 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read, inherit, override and validate a config; returns the complete resolved dict."""
     raw = _read_yaml(Path(path)) if path is not None else {}
-    return validate(apply_overrides(raw, overrides))
+    cfg = validate(apply_overrides(raw, overrides))
+    check_names(cfg)
+    return cfg
+
+
+def check_names(cfg: dict[str, Any]) -> None:
+    """Datasets and backbones must be registered ones (checked here, before any data is read)."""
+    from reid_kd.data.datasets import DATASETS  # registries import torch and OpenCV: keep this import lazy
+    from reid_kd.models.backbones import BACKBONES
+
+    for key, names, registered, kind in (
+            ("data.dataset", [cfg["data"]["dataset"]], DATASETS, "dataset"),
+            ("data.train_datasets", cfg["data"]["train_datasets"], DATASETS, "dataset"),
+            ("model.backbone", [cfg["model"]["backbone"]], BACKBONES, "backbone"),
+            ("teacher.backbone", [cfg["teacher"]["backbone"]], BACKBONES, "backbone")):
+        for name in names:
+            if name not in registered:
+                raise ConfigError(f"config key '{key}': unknown {kind} {name!r}; registered: "
+                                  f"{', '.join(sorted(registered))}")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

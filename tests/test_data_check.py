@@ -72,3 +72,14 @@ def test_check_passes_loader_options_and_reports_camera_less_data(tmp_path, jpeg
     assert "no camera ids" in result.stdout and "custom_csv: OK" in result.stdout
     unknown = reidkd("data", "check", "nosuchset", "--root", str(tmp_path))
     assert unknown.returncode == 2 and "unknown dataset" in unknown.stderr
+
+
+def test_truncated_jpeg_is_a_problem(tmp_path, jpeg):
+    folder = market_fixture(tmp_path, jpeg)
+    victim = folder / "bounding_box_test" / "0000_c3s1_000151_01.jpg"
+    jpeg(victim, 7, size=64)
+    victim.write_bytes(victim.read_bytes()[:-200])  # decodes with a warning, rows missing
+    result = reidkd("data", "check", "market1501", "--root", str(tmp_path))
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "truncated" in problems[0] and victim.name in problems[0], result.stdout

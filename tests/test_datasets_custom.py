@@ -124,7 +124,7 @@ def test_evaluate_model_averages_vehicleid_draws_and_ignores_cameras(tmp_path, j
             test.append(f"{name} {pid}\n")
     (split / "train_list.txt").write_text("".join(test))
     (split / "test_list_800.txt").write_text("".join(test))
-    cfg = load_config(None, [f"data.root={tmp_path}", "data.dataset=vehicleid", "data.height=8", "data.width=8",
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.dataset=vehicleid", "data.height=16", "data.width=16",
                              "data.vehicleid_draws=4", "eval.faiss_gpu=never", "data.batch_p=2",
                              "data.batch_k=2"])
     loaders = build_loaders(cfg["data"], 0)

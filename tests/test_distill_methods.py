@@ -544,7 +544,7 @@ def tiny_loaders(tiny_overrides):
 
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_overrides, tmp_path):
-    from reid_kd.engine.run import train_targets
+    from reid_kd.data.image_dataset import train_targets
     from reid_kd.engine.trainer import Trainer
     from reid_kd.models.reid_model import build_model
 

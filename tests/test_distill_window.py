@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
 
 def ratio(method: str, trained, **options) -> float:
     """The method's gradient ratio on the 4th batch, after 3 batches have filled any memory."""
-    from reid_kd.engine.run import train_targets
+    from reid_kd.data.image_dataset import train_targets
 
     teacher, student, loaders, cfg = trained
     c = load_config(None, [f"distill.method={method}"] + [f"distill.{method}.{k}={v}" for k, v in options.items()])

@@ -34,5 +34,5 @@ def test_order_is_a_function_of_seed_and_epoch():
 
 
 def test_too_few_identities_is_an_error():
-    with pytest.raises(ValueError, match="at least P=4"):
+    with pytest.raises(ValueError, match="data.batch_p. is 4, but the train split has only"):
         PKBatchSampler([0, 0, 1, 1], 4, 2)

@@ -9,29 +9,63 @@ block too, so no leaderboard number in the README is typed by hand.
 from __future__ import annotations
 
 import io
-import json
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from reid_kd.engine.io import write_bytes, write_text
+from reid_kd.bench.suite import EXPECTED_RUNS
+from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
 DASH = "—"
 
 
-def load_runs(suite_dir: Path, suite: dict) -> pd.DataFrame:
-    """One row per completed run of the suite's entries and seeds (missing runs are simply absent)."""
-    rows = []
+def _mismatch(record: dict, want: dict | None) -> str | None:
+    """Why a metrics.json is not the run the suite asked for, or None when it is."""
+    if want is None:
+        return f"the suite's {EXPECTED_RUNS} does not list it; run `reidkd bench` on the suite to record it"
+    for key in ("method", "run_name", "seed", "config_hash"):
+        if record.get(key) != want[key]:
+            return f"its {key} is {record.get(key)!r}, the suite's run has {want[key]!r}"
+    return None
+
+
+def _failed(record: dict) -> bool:
+    """A run whose metrics are not finite numbers failed, whatever its file says."""
+    values = [record.get(k) for k, _ in METRICS]
+    return not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The suite's accepted runs (one row per entry and seed, `failed` marked) and the rejected files.
+
+    A metrics.json counts only when its method, run name, seed and config hash are those the suite
+    recorded for that folder when `reidkd bench` ran; any other file is listed, by path and why.
+    """
+    expected_file = suite_dir / EXPECTED_RUNS
+    expected = read_json(expected_file) if expected_file.is_file() else {}
+    rows, rejected = [], []
     for entry in suite["methods"]:
         for seed in suite["seeds"]:
-            path = suite_dir / entry["name"] / f"seed{seed}" / "metrics.json"
-            if path.is_file():
-                rows.append(json.loads(path.read_text()) | {"entry": entry["name"], "seed": seed})
-    return pd.DataFrame(rows)
+            key = f"{entry['name']}/seed{seed}"
+            path, shown = suite_dir / key / "metrics.json", f"{suite_dir.name}/{key}/metrics.json"
+            if not path.is_file():
+                continue
+            try:
+                record = read_json(path)
+            except UnsafeFileError:
+                rejected.append(f"{shown}: not readable JSON")
+                continue
+            why = _mismatch(record, expected.get(key))
+            if why:
+                rejected.append(f"{shown}: {why}")
+                continue
+            rows.append(record | {"entry": entry["name"], "seed": seed, "failed": _failed(record)})
+    return pd.DataFrame(rows), rejected
 
 
 def _pct(values: pd.Series) -> str:
@@ -79,6 +113,18 @@ def _initialisation(runs: pd.DataFrame) -> str:
     return f"Initialisation: {say('teacher')}, {say('student')}."
 
 
+def _queries(runs: pd.DataFrame) -> str:
+    """How many queries each run scored, and how many it skipped for lack of a positive."""
+    if runs.empty or "num_queries" not in runs:
+        return ""
+    pairs = sorted({(int(t), int(v)) for t, v in zip(runs["num_queries"], runs["num_valid_queries"])
+                    if not pd.isna(t)})
+    if not pairs:
+        return ""
+    said = "; ".join(f"{v} of {t} ({t - v} skipped: no positive in the gallery)" for t, v in pairs)
+    return f"Queries scored per run: {said}."
+
+
 def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
     """The distinct teachers the runs distilled from (normally one), from the records they carry."""
     if runs.empty or "teacher" not in runs:
@@ -92,15 +138,17 @@ def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, reference: float | None,
                   delta_name: str = "Δ mAP") -> list[dict]:
+    """One row per entry over its finished runs; failed runs (non-finite metrics) are counted, not averaged."""
     rows = []
     for entry in entries:
-        mine = runs[runs["entry"] == entry["name"]] if not runs.empty else runs
-        n = len(mine)
-        row = {"Method": entry["label"], "Seeds": f"{n}/{n_seeds}"}
+        every = runs[runs["entry"] == entry["name"]] if not runs.empty else runs
+        mine = every[~every["failed"]] if len(every) else every
+        n, failed = len(mine), len(every) - len(mine)
+        row = {"Method": entry["label"], "Seeds": f"{n}/{n_seeds}" + (f", {failed} failed" if failed else "")}
         if n == 0:
             row |= {label: DASH for _, label in METRICS}
             row |= {delta_name: DASH, "Params": DASH, "Images/s": DASH, "Train time": DASH, "_sort": float("-inf")}
-            row["Seeds"] = f"missing (0/{n_seeds})"
+            row["Seeds"] = f"failed ({failed}/{n_seeds})" if failed else f"missing (0/{n_seeds})"
             rows.append(row)
             continue
         row |= {label: _pct(mine[key]) for key, label in METRICS}
@@ -160,15 +208,17 @@ def cmc_plot(runs: pd.DataFrame, teachers: pd.DataFrame, entries: list[dict], ti
     return buf.getvalue()
 
 
-def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
+def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, list[str]]:
     """Write <out_dir>/<suite>.md and <out_dir>/<suite>_cmc.png from the runs under `suite_dir`.
 
-    Returns both paths and the summary (seeds, commit, main table) for the README block.
+    Returns both paths, the summary (seeds, commit, main table) for the README block and the rejected
+    run files ("path: why").
     """
     suite_text = (suite_dir / "suite.yaml").read_text()
     suite = yaml.safe_load(suite_text)
     name, seeds = suite["name"], suite["seeds"]
-    runs = load_runs(suite_dir, suite)
+    every, rejected = load_runs(suite_dir, suite)
+    runs = every[~every["failed"]] if not every.empty else every  # finished runs with finite metrics
     teachers = _teachers(runs)
     entries = [dict(e, label=e["name"]) for e in suite["methods"]]
     baseline = next(e for e in entries if e["method"] == "none")
@@ -188,7 +238,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
     for e in main_entries:
         if e is baseline:
             e["label"] = f"{e['name']} (student)"
-    students = _sorted(_student_rows(runs, main_entries, len(seeds), reference))
+    students = _sorted(_student_rows(every, main_entries, len(seeds), reference))
 
     first = runs.iloc[0] if not runs.empty else None
     commits = sorted(set(runs["git_commit"])) if not runs.empty else []
@@ -205,7 +255,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
         f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
-        f"{_initialisation(runs)}",
+        f"{_initialisation(runs)} {_queries(runs)}".rstrip(),
         "",
         _table(teacher_rows + students),
         "",
@@ -223,16 +273,23 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str]:
         family = [dict(parent, label=f"{parent['name']} (full)")]
         family += [e for e in entries if e.get("ablation_of") == parent["name"]]
         delta_name = f"Δ mAP vs {parent['name']}"
-        rows = _sorted(_student_rows(runs, family, len(seeds), parent_map, delta_name))
+        rows = _sorted(_student_rows(every, family, len(seeds), parent_map, delta_name))
         lines += [f"## Ablations of {parent['name']}", ""]
         lines += [f"- `{e['name']}`: {', '.join(f'`{s}`' for s in e.get('set', [])) or 'all components on'}"
                   for e in family]
         lines += ["", _table(rows), ""]
+    failed = every[every["failed"]] if not every.empty else every
+    if len(failed) or rejected:
+        lines += ["## Runs not counted", ""]
+        lines += [f"- `{suite_dir.name}/{r['entry']}/seed{r['seed']}/metrics.json`: failed (its metrics are not "
+                  "finite numbers)" for _, r in failed.iterrows()]
+        lines += [f"- `{item.split(': ', 1)[0]}`: rejected, {item.split(': ', 1)[1]}" for item in rejected]
+        lines += [""]
     lines += ["## Suite", "", f"As run (`{suite_dir.name}/suite.yaml`):", "", "```yaml", suite_text.rstrip(), "```",
               ""]
     md = write_text("\n".join(lines), out_dir / f"{name}.md")
     png = write_bytes(cmc_plot(runs, teachers, main_entries, f"CMC: {name}"), out_dir / plot_name)
-    return md, png, summary
+    return md, png, summary, rejected
 
 
 def embed_in_readme(readme: Path, name: str, summary: str, md: Path, png: Path) -> bool:
@@ -251,15 +308,17 @@ def embed_in_readme(readme: Path, name: str, summary: str, md: Path, png: Path) 
 
 
 def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboards",
-                readme: str | Path | None = None) -> list[Path]:
+                readme: str | Path | None = None, log=print) -> list[Path]:
     """Rebuild the leaderboard of every suite found under `runs_dir` (and its README block, if any).
 
-    Returns the files written.
+    Returns the files written; logs every rejected run file, by path and why.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     written = []
     for suite_yaml in sorted(runs_dir.glob("*/suite.yaml")):
-        md, png, summary = build_leaderboard(suite_yaml.parent, out_dir)
+        md, png, summary, rejected = build_leaderboard(suite_yaml.parent, out_dir)
+        for item in rejected:
+            log(f"rejected {runs_dir / item}")
         written.append(md)
         if readme is not None and Path(readme).is_file() and embed_in_readme(Path(readme), suite_yaml.parent.name,
                                                                              summary, md, png):

@@ -37,6 +37,7 @@ SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_see
 REQUIRED = ("name", "base", "seeds", "methods")
 ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str}
 RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
+EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
 
 
 @dataclass(frozen=True)
@@ -175,51 +176,57 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"suite file not found: {path}")
-    try:
-        data = _yaml(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = _yaml(path.read_text(), str(path))
     return parse_suite(data, str(path), path.parent)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of atomic writes a killed process left behind (never a complete file)."""
-    stale = sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def run_state(cfg: dict) -> str:
     """'done' (metrics.json of this very config), 'resume' (a checkpoint to continue) or 'new'."""
+    from reid_kd.engine.preflight import recorded_hash
     from reid_kd.engine.run import run_dir
 
     out = run_dir(cfg)
-    metrics = out / "metrics.json"
-    if metrics.is_file():
-        try:
-            if json.loads(metrics.read_text()).get("config_hash") == config_hash(cfg):
-                return "done"
-        except json.JSONDecodeError:
-            pass
-        metrics.unlink()  # another config's result (or unreadable): it must not stand for this run
+    if (out / "metrics.json").is_file() and recorded_hash(out) == config_hash(cfg):
+        return "done"
     return "resume" if (out / "checkpoint.pt").is_file() else "new"
 
 
-def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict]:
+def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
+    """What each run folder must hold to count: `<entry>/seed<k>` -> method, run name, config hash.
+
+    Recorded beside suite.yaml, so `reidkd leaderboard` accepts only the runs this suite asked for.
+    """
+    from reid_kd.engine.run import method_name
+
+    return {f"{e.name}/seed{s}": {"method": method_name(cfg), "run_name": e.name, "seed": s,
+                                  "config_hash": config_hash(cfg)} for e, s, cfg in runs}
+
+
+def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
+    """Without `overwrite`, stop before any work when a run folder holds another config's run."""
+    from reid_kd.engine.preflight import RunFolderError, recorded_hash
+    from reid_kd.engine.run import run_dir
+
+    taken = [run_dir(cfg) for _, _, cfg in runs if recorded_hash(run_dir(cfg)) not in (None, config_hash(cfg))]
+    if taken and not overwrite:
+        raise RunFolderError(f"{len(taken)} run folder(s) hold runs of another config, e.g. {taken[0]}; pass "
+                             "--overwrite to replace them, or change the suite's name to keep both")
+
+
+def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: bool = False) -> list[dict]:
     """Train the teacher once and every (entry, seed) run not done yet; returns every run's metrics record."""
     from reid_kd.data.image_dataset import build_loaders, load_dataset
-    from reid_kd.engine.io import write_text
-    from reid_kd.engine.run import check_distiller, get_teacher, run_dir, setup_runtime, teacher_key, train_student
+    from reid_kd.engine.io import read_json, write_json, write_text
+    from reid_kd.engine.lock import folder_lock
+    from reid_kd.engine.preflight import claim_run_folder, preflight
+    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_student
 
     runs = suite.runs(extra)  # every config validated before any work starts
-    output_dir = Path(runs[0][2]["experiment"]["output_dir"])
-    suite_dir = output_dir / suite.name
-    for folder in (suite_dir, output_dir / "teachers"):
-        for p in remove_stale_temporaries(folder):
-            log(f"removed the stale temporary file {p}")
+    check_run_folders(runs, overwrite)
+    suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / suite.name
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
+    write_json(expected_runs(runs), suite_dir / EXPECTED_RUNS)
     datasets: dict[str, Any] = {}
 
     def loaders_for(cfg: dict, seed: int):
@@ -229,7 +236,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
         return build_loaders(cfg["data"], seed, dataset=datasets[data_key])
 
     for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
-        check_distiller(cfg, loaders_for(cfg, seed))  # every entry's method options, before any training
+        preflight(cfg, loaders_for(cfg, seed), run_dir(cfg))  # every entry, before any training
     teachers: dict[str, tuple] = {}
     records = []
     for i, (entry, seed, cfg) in enumerate(runs, 1):
@@ -237,7 +244,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
         state = run_state(cfg)
         if state == "done":
             log(f"{tag}: done, skipped ({run_dir(cfg)})")
-            records.append(json.loads((run_dir(cfg) / "metrics.json").read_text()))
+            records.append(read_json(run_dir(cfg) / "metrics.json"))
             continue
         log(f"{tag}: {'resuming from its checkpoint' if state == 'resume' else 'training'}")
         device = setup_runtime(cfg)
@@ -247,7 +254,10 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print) -> list[dict
             log(loaders.dataset.summary())
             teachers[t_key] = get_teacher(cfg, loaders, device, log)
         teacher, teacher_metrics = teachers[t_key]
-        record = train_student(copy.deepcopy(cfg), loaders, teacher, device, teacher_metrics)
+        with folder_lock(run_dir(cfg)):
+            if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
+                log(f"{tag}: --overwrite: removed the run of another config in {run_dir(cfg)}")
+            record = train_student(copy.deepcopy(cfg), loaders, teacher, device, teacher_metrics, log=log)
         log(f"{tag}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} ({run_dir(cfg)})")
         records.append(record)
     return records

@@ -88,6 +88,20 @@ def table(dataset: ReIDDataset, official: dict[str, tuple[int, int | None]] | No
     return "\n".join(lines)
 
 
+def jpeg_truncated(path: str) -> bool:
+    """A JPEG file cut short: its last bytes (past any zero padding) are not the end-of-image marker.
+
+    OpenCV decodes such a file with only a libjpeg warning, filling the missing rows.
+    """
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read().rstrip(b"\x00")
+    return not tail.endswith(b"\xff\xd9")
+
+
 def check_dataset(name: str, root: str | Path, options: dict | None = None, read_images: bool = True) -> Report:
     """Load `name` from `root` with the loader `options` and list what is wrong with it."""
     options = dict(options or {})
@@ -111,8 +125,12 @@ def check_dataset(name: str, root: str | Path, options: dict | None = None, read
         paths = sorted({it.path for split in SPLITS for it in getattr(dataset, split)})
         missing = [p for p in paths if not Path(p).is_file()]
         unreadable = [p for p in paths if Path(p).is_file() and cv2.imread(p, cv2.IMREAD_COLOR) is None]
+        truncated = [p for p in paths if Path(p).is_file() and p not in unreadable and jpeg_truncated(p)]
         if missing:
             report.problems.append(f"{len(missing)} listed image(s) missing, e.g. {_examples(missing)}")
         if unreadable:
             report.problems.append(f"{len(unreadable)} image(s) cannot be decoded, e.g. {_examples(unreadable)}")
+        if truncated:
+            report.problems.append(f"{len(truncated)} JPEG(s) are truncated (no end-of-image marker; they decode "
+                                   f"with grey or missing rows), e.g. {_examples(truncated)}")
     return report

@@ -14,12 +14,18 @@ from reid_kd.data.datasets import Item, ReIDDataset, build_dataset
 from reid_kd.data.datasets.base import combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
+from reid_kd.errors import UserError
+
+
+class ImageReadError(UserError, OSError):
+    """An image that is missing or cannot be decoded, met during training or evaluation."""
 
 
 def read_image(path: str) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise OSError(f"cannot read image {path}")
+        why = "missing" if not Path(path).is_file() else "cannot be decoded"
+        raise ImageReadError(f"image {path} {why}; `reidkd data check DATASET --root ROOT` lists every bad file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -90,6 +96,11 @@ def _worker_seed(worker_id: int) -> None:
     """Each worker gets its own seeded augmentation stream (torch derives per-worker seeds)."""
     info = torch.utils.data.get_worker_info()
     info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+def train_targets(loaders: Loaders) -> torch.Tensor:
+    """The training label of every training image, by dataset index (per-sample distillers need it)."""
+    return torch.tensor([item.pid for item in loaders.train.dataset.items], dtype=torch.long)
 
 
 def build_loaders(data_cfg: dict, seed: int, dataset: ReIDDataset | None = None) -> Loaders:

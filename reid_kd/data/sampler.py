@@ -12,6 +12,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from reid_kd.config import ConfigError
+
 
 class PKBatchSampler(Sampler[list[int]]):
     def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
@@ -21,7 +23,8 @@ class PKBatchSampler(Sampler[list[int]]):
             by_pid[int(pid)].append(index)
         self.by_pid = {pid: np.asarray(ix) for pid, ix in sorted(by_pid.items())}
         if len(self.by_pid) < p:
-            raise ValueError(f"P×K sampling needs at least P={p} identities, the train split has {len(self.by_pid)}")
+            raise ConfigError(f"config key 'data.batch_p' is {p}, but the train split has only {len(self.by_pid)} "
+                              f"identities; set data.batch_p to at most {len(self.by_pid)}")
         # groups of K per identity, as many as its images fill (at least one)
         self._groups_per_pid = {pid: max(1, len(ix) // k) for pid, ix in self.by_pid.items()}
 

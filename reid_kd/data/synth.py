@@ -14,17 +14,35 @@ What makes the task non-trivial:
 - every image adds pose jitter, partial occlusion, crop noise and sensor noise.
 
 Everything is a function of the seed: the same parameters give byte-identical files.
+
+Concurrency: `<root>.lock` beside the folder is flock'ed shared by every process that reads the
+data (from `ensure` until it exits) and exclusively while one writes it, so concurrent first runs
+generate it once, and `reidkd data synth` never replaces data a running job reads (DataInUseError).
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
+import random
 import shutil
+import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
+
+from reid_kd.config import ConfigError
+from reid_kd.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks, the unguarded check-and-generate
+    fcntl = None
 
 PALETTE = {  # BGR; ten paints shared by all identities
     "white": (235, 235, 235), "black": (35, 35, 35), "silver": (180, 180, 175),
@@ -242,14 +260,138 @@ VEHICLES = Kind("VeRi", _identity, render, ("image_train", "image_query", "image
                 lambda vid, cam, frame, _: f"{vid:04d}_c{cam + 1:03d}_{frame:08d}_0.jpg", name_lists=True)
 
 
-def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
-    """Write the dataset under `root` (atomically: into a temporary folder, then renamed)."""
+class DataInUseError(UserError, RuntimeError):
+    """The dataset folder would be replaced while a running job reads it."""
+
+
+def _lock_file(root: Path) -> Path:
+    """`<root>.lock` beside the folder, so it outlives the folder's replacement."""
+    return root.with_name(root.name + ".lock")
+
+
+# Each process holds a shared flock on `<root>.lock` of every dataset it has ensured, for its whole
+# life: "this process reads this data". Writing a dataset takes the exclusive flock without waiting
+# for readers (refused while a job reads); checkers wait only while another process writes.
+# resolved lock file -> (pid, fd)
+_readers: dict[Path, tuple[int, int]] = {}
+_thread_lock = threading.RLock()  # flock does not exclude the threads of one process
+_RETRIES = 15  # ~1.5 s: other processes hold the shared lock for milliseconds while checking the spec
+
+
+def _open_lock(root: Path) -> tuple[Path, int, bool]:
+    """(key, fd, whether this process already holds the shared lock through fd)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    key = _lock_file(root).resolve()
+    entry = _readers.get(key)
+    if entry and entry[0] == os.getpid():
+        return key, entry[1], True
+    return key, os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), False
+
+
+def _forget(key: Path, fd: int) -> None:
+    _readers.pop(key, None)
+    os.close(fd)  # drops any flock held through it
+
+
+def _share(fd: int, root: Path) -> None:
+    """Shared lock, waiting (and saying so) while another process writes the dataset."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for another process generating {root}", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def _try_exclusive(fd: int) -> bool:
+    """Exclusive lock, non-blocking. Converting drops this process's own shared lock first, so only
+    other processes' locks refuse it (and after a refusal this process holds nothing)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _in_use(root: Path, fix: str) -> DataInUseError:
+    return DataInUseError(f"{root} is in use by a running job (it holds {_lock_file(root)}); {fix}")
+
+
+def _current(root: Path, spec: SynthSpec) -> bool:
+    try:
+        return json.loads((root / "synth_spec.json").read_text()) == asdict(spec)
+    except (OSError, ValueError):
+        return False
+
+
+def _check(spec: SynthSpec, kind: Kind) -> None:
     if spec.cameras > kind.max_cameras:
-        raise ValueError(f"synthetic {kind.label} names cameras with at most {kind.max_cameras} values; "
-                         f"got cameras={spec.cameras}")
+        raise ConfigError(f"config key 'data.synth.cameras': synthetic {kind.label} names cameras with at most "
+                          f"{kind.max_cameras} values, got {spec.cameras}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
+    """Write the dataset under `root`, replacing what is there unless a running job reads it
+    (DataInUseError: the exclusive lock on `<root>.lock` is taken without waiting)."""
+    _check(spec, kind)
     root = Path(root)
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if fcntl is None:
+        return _write(root, spec, quiet, kind)
+    with _thread_lock:
+        key, fd, reading = _open_lock(root)
+        for _ in range(_RETRIES):
+            if _try_exclusive(fd):
+                break
+            time.sleep(random.uniform(0.05, 0.15))
+        else:
+            if reading:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # the failed conversion dropped this process's own read lock
+            else:
+                os.close(fd)
+            raise _in_use(root, "generate into another folder with --root DIR, or wait for the job to end")
+        try:
+            return _write(root, spec, quiet, kind)
+        finally:
+            if reading:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # this process still reads it (now the new data)
+            else:
+                os.close(fd)
+
+
+def _write(root: Path, spec: SynthSpec, quiet: bool, kind: Kind) -> Path:
+    """Render into `<root>.partial-<pid>`, then swap it in; the caller holds the exclusive lock."""
+    for stale in root.parent.glob(glob.escape(root.name) + ".*"):  # left by killed processes
+        if stale.name.startswith((root.name + ".partial", root.name + ".old-")):
+            _remove(stale)
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    try:
+        names = _render_all(tmp, spec, kind)
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        if root.exists() or root.is_symlink():
+            root.rename(old)
+        try:
+            tmp.rename(root)
+        except BaseException:
+            if old.exists() or old.is_symlink():
+                old.rename(root)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove(old)
+    if not quiet:
+        print(f"synthetic {kind.label} written to {root}: {len(names['train'])} train, "
+              f"{len(names['query'])} query, {len(names['test'])} gallery images")
+    return root
+
+
+def _render_all(tmp: Path, spec: SynthSpec, kind: Kind) -> dict[str, list[str]]:
     train_dir, query_dir, test_dir = kind.folders
     for sub in kind.folders:
         (tmp / sub).mkdir(parents=True)
@@ -280,18 +422,33 @@ def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = F
         for split, listed in names.items():
             (tmp / f"name_{split}.txt").write_text("".join(n + "\n" for n in listed))
     (tmp / "synth_spec.json").write_text(json.dumps(asdict(spec), indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    if not quiet:
-        print(f"synthetic {kind.label} written to {root}: {len(names['train'])} train, "
-              f"{len(names['query'])} query, {len(names['test'])} gallery images")
-    return root
+    return names
 
 
 def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
-    """Generate the dataset unless `root` already holds one made from the same spec."""
+    """Generate the dataset unless `root` already holds one made from the same spec, then keep a
+    shared lock on `<root>.lock` for the rest of the process: while it reads the data, no other
+    process replaces it. Concurrent first runs generate it once; the others wait for it."""
+    _check(spec, kind)
     root = Path(root)
-    meta = root / "synth_spec.json"
-    if meta.is_file() and json.loads(meta.read_text()) == asdict(spec):
-        return root
-    return generate(root, spec, quiet=quiet, kind=kind)
+    if fcntl is None:
+        return root if _current(root, spec) else _write(root, spec, quiet, kind)
+    with _thread_lock:
+        key, fd, _ = _open_lock(root)
+        _readers[key] = (os.getpid(), fd)
+        refused = 0
+        while refused < _RETRIES:
+            _share(fd, root)
+            if _current(root, spec):
+                return root
+            if _try_exclusive(fd):
+                try:
+                    if not _current(root, spec):  # another process may have written it meanwhile
+                        _write(root, spec, quiet, kind)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade: this process reads it from now on
+                continue  # the downgrade is not atomic: check again under the shared lock
+            refused += 1  # others hold it shared: running jobs, or processes checking the spec right now
+            time.sleep(random.uniform(0.05, 0.15))
+        _forget(key, fd)
+        raise _in_use(root, "use another data.root, or wait for the job to end")

@@ -140,9 +140,10 @@ PERSONS = synth.Kind(
 
 
 def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False) -> Path:
-    """Write the person dataset under `root` in Market-1501's layout."""
+    """Write the person dataset under `root` in Market-1501's layout (locked as `synth.generate`)."""
     return synth.generate(root, spec, quiet=quiet, kind=PERSONS)
 
 
 def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False) -> Path:
+    """Generate unless current, then hold the shared read lock (as `synth.ensure`)."""
     return synth.ensure(root, spec, quiet=quiet, kind=PERSONS)

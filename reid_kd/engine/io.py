@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 import torch
 
+from reid_kd.errors import UserError
 
-class UnsafeFileError(ValueError):
+
+class UnsafeFileError(UserError, ValueError):
     """A file that is not a checkpoint reid-kd wrote: truncated, corrupt, or asking to run code."""
 
 
@@ -75,3 +77,21 @@ def write_text(text: str, path: str | Path) -> Path:
 
 def write_json(obj: Any, path: str | Path) -> Path:
     return write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file reid-kd wrote; an unreadable one is named, with the fix."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UnsafeFileError(f"{path} is not readable JSON ({e}); delete it to let the run that writes it "
+                              "run again") from None
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes a killed process left behind (never a complete file)."""
+    folder = Path(folder)
+    stale = sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

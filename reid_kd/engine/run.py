@@ -7,7 +7,6 @@ a comparison distils from the very same teacher.
 """
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
@@ -17,10 +16,13 @@ import faiss
 import torch
 import torchvision
 
-from reid_kd.config import config_hash, dump_config
-from reid_kd.data.image_dataset import Loaders, build_loaders
+from reid_kd.config import ConfigError, config_hash, dump_config
+from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.distill import build_distiller
-from reid_kd.engine.io import load_torch, save_torch, write_json, write_text
+from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, remove_stale_temporaries, save_torch, write_json, \
+    write_text
+from reid_kd.engine.lock import folder_lock
+from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
 from reid_kd.engine.trainer import Trainer, select_device
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.reid_model import ReIDModel, build_model
@@ -71,8 +73,8 @@ def save_model(model: ReIDModel, model_cfg: dict, path: Path) -> None:
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
     """Rebuild a model saved by `save_model` (its architecture travels with the weights)."""
     state = load_torch(path, device)
-    if "model_cfg" not in state:
-        raise ValueError(f"{path} is not a reid-kd model file (no 'model_cfg'); use student.pt or teacher.pt")
+    if not isinstance(state, dict) or "model_cfg" not in state:
+        raise UnsafeFileError(f"{path} is not a reid-kd model file (no 'model_cfg'); give a student.pt or teacher.pt")
     cfg = dict(state["model_cfg"], pretrained=None)
     model = build_model(cfg, state["num_classes"])
     model.load_state_dict(state["model"])
@@ -92,36 +94,63 @@ def teacher_key(cfg: dict) -> str:
     return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
 
 
+def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
+    """`teacher.checkpoint`, which must hold the backbone `teacher.backbone` names."""
+    path = cfg["teacher"]["checkpoint"]
+    if not Path(path).is_file():
+        raise ConfigError(f"config key 'teacher.checkpoint': file not found: {path}")
+    teacher = load_model(path, device)
+    if teacher.backbone_name != cfg["teacher"]["backbone"]:
+        raise ConfigError(f"config key 'teacher.checkpoint': {path} holds a {teacher.backbone_name} teacher but "
+                          f"teacher.backbone is {cfg['teacher']['backbone']}; set teacher.backbone="
+                          f"{teacher.backbone_name}")
+    return teacher
+
+
+def teacher_dir(cfg: dict) -> Path:
+    return Path(cfg["experiment"]["output_dir"]) / "teachers" / teacher_key(cfg)
+
+
 def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) -> tuple[ReIDModel, dict]:
-    """Load `teacher.checkpoint`, or reuse the cached teacher, or train and cache it first."""
+    """Load `teacher.checkpoint`, or reuse the cached teacher, or train and cache it first.
+
+    The cache folder is locked while the teacher trains, so two processes never train into it at once.
+    """
     t_cfg = cfg["teacher"]
     if t_cfg["checkpoint"]:
-        teacher = load_model(t_cfg["checkpoint"], device)
+        teacher = load_teacher_checkpoint(cfg, device)
         return teacher, evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
-    folder = Path(cfg["experiment"]["output_dir"]) / "teachers" / teacher_key(cfg)
+    folder = teacher_dir(cfg)
     model_file, metrics_file = folder / "teacher.pt", folder / "metrics.json"
     if model_file.is_file() and metrics_file.is_file():
         log(f"teacher: reusing {model_file}")
-        return load_model(model_file, device), json.loads(metrics_file.read_text())
-    log(f"teacher: training {t_cfg['backbone']} into {folder}")
-    seed = teacher_seed(cfg)
-    train_loader = loaders.train
-    if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
-        train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
-    torch.manual_seed(seed)
-    teacher = build_model(t_cfg, loaders.dataset.num_train_pids)
-    trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
-                      amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg))
-    seconds = trainer.fit()
-    metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
-    metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
-                "backbone": t_cfg["backbone"], "seed": seed, "pretrained": teacher.pretrained,
-                "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
-                "environment": software_environment(device)}
-    write_text(dump_config(cfg), folder / "config.yaml")
-    save_model(teacher, t_cfg, model_file)
-    write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
-    trainer.checkpoint_path.unlink(missing_ok=True)
+        return load_model(model_file, device), read_json(metrics_file)
+    with folder_lock(folder) as lock:
+        if lock.took_over:
+            log(f"teacher: took over the stale lock of pid {lock.took_over.get('pid')} on "
+                f"{lock.took_over.get('host')}")
+        for p in remove_stale_temporaries(folder):
+            log(f"removed the stale temporary file {p}")
+        log(f"teacher: training {t_cfg['backbone']} into {folder}")
+        seed = teacher_seed(cfg)
+        train_loader = loaders.train
+        if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
+            train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
+        torch.manual_seed(seed)
+        teacher = build_model(t_cfg, loaders.dataset.num_train_pids)
+        trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
+                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log)
+        seconds = trainer.fit()
+        write_text(dump_config(cfg), folder / "config.yaml")
+        save_model(teacher, t_cfg, model_file)  # kept even if evaluation fails
+        metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
+        trainer.log_eval(metrics)
+        metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
+                    "backbone": teacher.backbone_name, "seed": seed, "pretrained": teacher.pretrained,
+                    "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
+                    "environment": software_environment(device)}
+        write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
+        trainer.checkpoint_path.unlink(missing_ok=True)
     return teacher, metrics
 
 
@@ -166,72 +195,77 @@ def inference_speed(model: torch.nn.Module, loader, device: torch.device, max_im
 
 
 def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
-                  teacher_metrics: dict | None = None, stop_after: int | None = None) -> dict | None:
+                  teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> dict | None:
     """Train (or resume) the student of `cfg`, evaluate it and write the run's files.
 
     With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
-    run killed there would have.
+    run killed there would have. The run folder is locked meanwhile (callers may hold it already).
     """
+    with folder_lock(run_dir(cfg)):
+        return _train_student(cfg, loaders, teacher, device, teacher_metrics, stop_after, log)
+
+
+def _train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
+                   teacher_metrics: dict | None, stop_after: int | None, log) -> dict | None:
     exp, out = cfg["experiment"], run_dir(cfg)
+    for p in remove_stale_temporaries(out):  # safe: this process holds the folder's lock
+        log(f"removed the stale temporary file {p}")
     torch.manual_seed(exp["seed"])
     student = build_model(cfg["model"], loaders.dataset.num_train_pids)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     write_text(dump_config(cfg), out / "config.yaml")
     trainer = Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
                       teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
-                      desc=run_name(cfg), tag=config_hash(cfg))
+                      desc=run_name(cfg), tag=config_hash(cfg), log=log)
     seconds = trainer.fit(stop_after=stop_after)
     if stop_after is not None and stop_after < cfg["train"]["epochs"]:
         return None
+    save_model(student, cfg["model"], out / "student.pt")  # kept even if evaluation fails
     metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
+    trainer.log_eval(metrics)
     teacher_summary = None
     if teacher_metrics is not None:
         teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
                                                                "inference_images_per_sec", "train_seconds")}
-        teacher_summary |= {"backbone": cfg["teacher"]["backbone"], "pretrained": teacher.pretrained,
+        teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.pretrained,
                             "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
     record = {
         "method": method_name(cfg), "run_name": run_name(cfg), "dataset": cfg["data"]["dataset"],
-        "teacher_backbone": cfg["teacher"]["backbone"], "student_backbone": cfg["model"]["backbone"],
+        "teacher_backbone": teacher.backbone_name if teacher is not None else cfg["teacher"]["backbone"],
+        "student_backbone": student.backbone_name,
         "pretrained": {"teacher": teacher.pretrained if teacher is not None else None,
                        "student": student.pretrained},
         "seed": exp["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
-        "num_valid_queries": metrics["num_valid_queries"], "params": count_params(student),
+        "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
+        "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
         "inference_images_per_sec": inference_speed(student, loaders.gallery, device),
         "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
         "environment": software_environment(device), "teacher": teacher_summary,
     }
-    save_model(student, cfg["model"], out / "student.pt")
-    write_json(record, out / "metrics.json")
+    write_json(record, out / "metrics.json")  # written last: its presence marks a finished run
     return record
 
 
-def train_targets(loaders: Loaders) -> torch.Tensor:
-    """The training label of every training image, by dataset index (per-sample distillers need it)."""
-    return torch.tensor([item.pid for item in loaders.train.dataset.items], dtype=torch.long)
+def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict, dict]:
+    """Teacher metrics and the student's metrics.json record of one config.
 
-
-def check_distiller(cfg: dict, loaders: Loaders) -> None:
-    """Build the method on untrained networks, so its option errors stop a run before any training."""
-    if cfg["distill"]["method"] == "none":
-        return
-    n = loaders.dataset.num_train_pids
-    with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
-        build_distiller(cfg["distill"], build_model(cfg["model"], n), build_model(cfg["teacher"], n),
-                        train_targets(loaders))
-
-
-def run_experiment(cfg: dict, log=print) -> tuple[dict, dict]:
-    """Teacher metrics and the student's metrics.json record of one config."""
+    Holds the run folder's lock throughout; everything checkable is checked before any training.
+    """
     device = setup_runtime(cfg)
-    start = time.perf_counter()
-    loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
-    log(loaders.dataset.summary())
-    check_distiller(cfg, loaders)
-    teacher, teacher_metrics = get_teacher(cfg, loaders, device, log)
-    record = train_student(cfg, loaders, teacher, device, teacher_metrics)
-    log(f"done in {time.perf_counter() - start:.0f} s; results in {run_dir(cfg)}")
+    start, out = time.perf_counter(), run_dir(cfg)
+    check_writable(out)
+    with folder_lock(out) as lock:
+        if lock.took_over:
+            log(f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
+        if claim_run_folder(out, config_hash(cfg), overwrite):
+            log(f"--overwrite: removed the run of another config in {out}")
+        loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
+        log(loaders.dataset.summary())
+        preflight(cfg, loaders, out)
+        teacher, teacher_metrics = get_teacher(cfg, loaders, device, log)
+        record = train_student(cfg, loaders, teacher, device, teacher_metrics, log=log)
+    log(f"done in {time.perf_counter() - start:.0f} s; results in {out}")
     return teacher_metrics, record
 
 
@@ -243,3 +277,11 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
             for role, backbone, m in rows]
     return tabulate(body, headers=["Model", "Backbone", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP"],
                     tablefmt="github")
+
+
+def queries_line(metrics: dict) -> str:
+    """How many queries were scored, and how many were skipped for lack of a positive."""
+    total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
+    if total is None:
+        return f"Queries scored: {valid}."
+    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery)."

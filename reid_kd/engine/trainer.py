@@ -4,20 +4,29 @@ Each epoch is a function of (seed, epoch): the sampler order, the augmentation s
 RNG are reseeded at its start, so a run resumed from its last checkpoint continues exactly as an
 uninterrupted one would. A checkpoint (model, optimizer, schedule, distiller buffers) is written
 atomically after every epoch, with a per-epoch CSV log beside it.
+
+Progress: a bar while an epoch runs (only on a terminal), then one line per finished epoch through
+`log` (also without a terminal: a log file, Slurm, CI), and TensorBoard scalars in `tensorboard/`
+when the optional `tensorboard` package is installed (see `engine/scalars.py`).
 """
 from __future__ import annotations
 
 import csv
 import math
+import numbers
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from reid_kd.config import ConfigError
 from reid_kd.engine.io import load_torch, save_torch
+from reid_kd.engine.scalars import ScalarLog
 from reid_kd.losses import reid_losses
 
 
@@ -25,8 +34,26 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("experiment.device is 'cuda' but no CUDA device is available")
+        raise ConfigError("config key 'experiment.device' is 'cuda' but PyTorch sees no CUDA device; "
+                          "use experiment.device=auto (or cpu)")
     return torch.device(name)
+
+
+def echo(message: str) -> None:
+    """Print a line to stdout at once (a log file sees it now), above any progress bar on the terminal."""
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def clock(seconds: float) -> str:
+    """`m:ss`, or `h:mm:ss` from an hour on."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+EVAL_SCALARS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+ROW_KEYS = ("epoch", "lr", "loss", "acc", "images_per_sec", "seconds")  # the log.csv columns that are not loss terms
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -51,7 +78,11 @@ def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
 class Trainer:
     def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
                  *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
-                 amp: bool = False, desc: str = "train", tag: str | None = None):
+                 amp: bool = False, desc: str = "train", tag: str | None = None,
+                 log: Callable[[str], None] = echo, tensorboard: bool = True):
+        """`log` gets one line per finished epoch and a line on resuming; `tensorboard=False` writes no
+        scalars even when the `tensorboard` package is installed."""
+        self.log, self.tensorboard = log, tensorboard
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         self.model, self.loader, self.cfg, self.device = model.to(device), train_loader, train_cfg, device
         self.out_dir, self.seed, self.desc = Path(out_dir), seed, desc
@@ -77,6 +108,10 @@ class Trainer:
     def log_path(self) -> Path:
         return self.out_dir / "log.csv"
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.out_dir / "tensorboard"
+
     def save_checkpoint(self, epoch: int, train_seconds: float) -> None:
         state = {"epoch": epoch, "train_seconds": train_seconds, "tag": self.tag, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
@@ -91,6 +126,7 @@ class Trainer:
         state = load_torch(self.checkpoint_path, self.device)
         if state.get("tag") != self.tag:  # left by a run of another config: start afresh
             self.checkpoint_path.unlink()
+            self._say(f"{self.desc}: discarding checkpoint.pt of another config in {self.out_dir}; starting afresh")
             return 0.0
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -98,6 +134,8 @@ class Trainer:
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         self.start_epoch = state["epoch"] + 1
+        self._say(f"{self.desc}: resuming from checkpoint.pt after epoch {self.start_epoch}/{self.cfg['epochs']} "
+                 f"in {self.out_dir}")
         return float(state["train_seconds"])
 
     def _seed_epoch(self, epoch: int) -> None:
@@ -135,31 +173,85 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         train_seconds = self.try_resume() if resume else 0.0
         epochs = self.cfg["epochs"]
+        end = min(epochs, stop_after or epochs)
         self._trim_log(self.start_epoch)
-        for epoch in range(self.start_epoch, min(epochs, stop_after or epochs)):
-            self._seed_epoch(epoch)
-            self.model.train()
-            sums: dict[str, float] = defaultdict(float)
-            n_batches, n_images, start = 0, 0, time.perf_counter()
-            bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-                       disable=None)  # no bar when stderr is not a terminal (logs stay readable)
-            for images, targets, _, indices in bar:
-                images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
-                terms, acc = self._step(images, targets, indices.to(self.device))
-                for k, v in terms.items():
-                    sums[k] += v
-                sums["acc"] += acc
-                n_batches += 1
-                n_images += len(images)
-                bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{n_images / (time.perf_counter() - start):.0f}")
-            seconds = time.perf_counter() - start
-            train_seconds += seconds
-            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
-            row |= {k: v / max(n_batches, 1) for k, v in sums.items()}
-            row |= {"images_per_sec": n_images / max(seconds, 1e-9), "seconds": seconds}
-            self._log(row)
-            self.save_checkpoint(epoch, train_seconds)
+        # steps are 1-based epochs; those after the checkpoint (written before a kill) are purged
+        scalars = ScalarLog(self.tensorboard_dir, purge_step=self.start_epoch + 1) if self.tensorboard else None
+        epoch_walls: list[float] = []  # wall time of each epoch run in this process (checkpointing included)
+        try:
+            for epoch in range(self.start_epoch, end):
+                wall_start = time.perf_counter()
+                self._seed_epoch(epoch)
+                self.model.train()
+                sums: dict[str, float] = defaultdict(float)
+                n_batches, n_images, start = 0, 0, time.perf_counter()
+                bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                           disable=None)  # no bar when stderr is not a terminal (logs stay readable)
+                for images, targets, _, indices in bar:
+                    images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+                    terms, acc = self._step(images, targets, indices.to(self.device))
+                    for k, v in terms.items():
+                        sums[k] += v
+                    sums["acc"] += acc
+                    n_batches += 1
+                    n_images += len(images)
+                    bar.set_postfix(loss=f"{terms['loss']:.3f}",
+                                    img_s=f"{n_images / (time.perf_counter() - start):.0f}")
+                bar.close()
+                seconds = time.perf_counter() - start
+                train_seconds += seconds
+                row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+                row |= {k: v / max(n_batches, 1) for k, v in sums.items()}
+                row |= {"images_per_sec": n_images / max(seconds, 1e-9), "seconds": seconds}
+                self._log(row)
+                if scalars is not None:
+                    self._write_scalars(scalars, row)
+                self.save_checkpoint(epoch, train_seconds)
+                epoch_walls.append(time.perf_counter() - wall_start)
+                eta = sum(epoch_walls) / len(epoch_walls) * (end - epoch - 1)
+                self._say(self.epoch_line(row, epochs, train_seconds, eta))
+        finally:  # also on an error or Ctrl-C: no writer thread is left running, written events are flushed
+            if scalars is not None:
+                scalars.close()
         return train_seconds
+
+    def _say(self, message: str) -> None:
+        self.log(message)
+        sys.stdout.flush()  # whatever `log` is (print, click.echo): a log file shows the line now, not at exit
+
+    def epoch_line(self, row: dict, epochs: int, elapsed: float, eta: float) -> str:
+        """One finished epoch in a line: the log.csv row, the run's training time so far, the time left."""
+        terms = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ROW_KEYS)
+        parts = [f"{self.desc} epoch {row['epoch']}/{epochs}",
+                 f"loss {row.get('loss', math.nan):.3f}" + (f" ({terms})" if terms else "")]
+        if "acc" in row and not math.isnan(row["acc"]):
+            parts.append(f"acc {row['acc']:.3f}")
+        parts += [f"lr {row['lr']:.2e}", f"{row['images_per_sec']:.0f} img/s", f"{row['seconds']:.1f} s",
+                  f"elapsed {clock(elapsed)}", f"ETA {clock(eta)}"]
+        return "  ".join(parts)
+
+    @staticmethod
+    def _write_scalars(scalars: ScalarLog, row: dict) -> None:
+        step = row["epoch"]
+        scalars.add("loss/total", row.get("loss"), step)
+        for k, v in row.items():
+            if k not in ROW_KEYS:
+                scalars.add(f"loss/{k}", v, step)
+        scalars.add("train/acc", row.get("acc"), step)
+        scalars.add("train/lr", row["lr"], step)
+        scalars.add("train/images_per_sec", row["images_per_sec"], step)
+        scalars.flush()  # a run killed later still shows this epoch
+
+    def log_eval(self, metrics: dict) -> None:
+        """Write `eval/<metric>` TensorBoard scalars (mAP, rank1, rank5, rank10, mINP; fractions as in
+        metrics.json) at the step of the last epoch, and close that writer. Call it after evaluating the
+        trained model; a no-op without the `tensorboard` package or with `tensorboard=False`."""
+        if not self.tensorboard:
+            return
+        with ScalarLog(self.tensorboard_dir) as scalars:
+            for k in EVAL_SCALARS:
+                if isinstance(metrics.get(k), numbers.Real):
+                    scalars.add(f"eval/{k}", metrics[k], self.cfg["epochs"])
 
     def _trim_log(self, epochs_done: int) -> None:
         """Keep only the log rows of epochs that the checkpoint holds (a kill may fall in between)."""

@@ -51,12 +51,17 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
 
 
 def _record(results: list[dict]) -> dict:
-    """One result, or the mean over several draws (with `num_draws`)."""
+    """One result, or the mean over several draws (with `num_draws`).
+
+    Rank-5 and Rank-10 are read from the CMC, never padded: `eval.max_rank` is at least 10.
+    """
     cmc = np.mean([r["cmc"] for r in results], 0)
+    if len(cmc) < 10:
+        raise ValueError(f"the CMC has {len(cmc)} ranks; Rank-10 needs eval.max_rank >= 10")
     out = {"mAP": float(np.mean([r["mAP"] for r in results])), "mINP": float(np.mean([r["mINP"] for r in results])),
-           "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
-           "rank10": float(cmc[min(9, len(cmc) - 1)]),
+           "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]),
            "num_valid_queries": int(round(np.mean([r["num_valid_queries"] for r in results]))),
+           "num_queries": int(round(np.mean([r["num_queries"] for r in results]))),
            "cmc": [float(c) for c in cmc]}
     if len(results) > 1:
         out["num_draws"] = len(results)

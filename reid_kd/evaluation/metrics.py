@@ -53,7 +53,7 @@ def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
         raise ValueError("no query has a positive in the gallery" +
                          (" under another camera" if same_camera_is_junk else ""))
     return {"mAP": float(ap.mean()), "mINP": float(inp.mean()), "cmc": cmc.mean(0),
-            "num_valid_queries": int(len(ap))}
+            "num_valid_queries": int(len(ap)), "num_queries": int(len(q_pids))}
 
 
 def _numpy(x) -> np.ndarray:

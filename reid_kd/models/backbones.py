@@ -13,6 +13,9 @@ import torch
 import torchvision
 from torch import nn
 
+from reid_kd.config import ConfigError
+from reid_kd.engine.io import load_torch
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
 BACKBONES = RESNETS + MOBILENETS
@@ -53,16 +56,18 @@ def _load_local(net: nn.Module, path: str) -> None:
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {file} (give a local torchvision state dict)")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    state = load_torch(file)
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ValueError(f"{file} holds no weights matching this backbone")
+        raise ConfigError(f"pretrained weights {file} hold nothing for this backbone; give a torchvision state "
+                          "dict of the same architecture")
     net.load_state_dict(usable, strict=False)
     missing = [k for k in own if k not in usable and not k.startswith(("fc.", "classifier."))]
     if missing:
-        raise ValueError(f"{file} lacks {len(missing)} backbone weights, e.g. {missing[:3]}")
+        raise ConfigError(f"pretrained weights {file} lack {len(missing)} of this backbone's weights, e.g. "
+                          f"{missing[:3]}; give a torchvision state dict of the same architecture")
 
 
 def build_backbone(name: str, last_stride: int = 1, pretrained: str | None = None) -> tuple[nn.ModuleList, int]:

@@ -9,5 +9,5 @@ __all__ = ["DATASETS", "DatasetLayoutError", "Item", "ReIDDataset", "register", 
 
 def build_dataset(name: str, root, **options) -> ReIDDataset:
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
+        raise DatasetLayoutError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root, **options)

@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from reid_kd.errors import UserError
 
-class DatasetLayoutError(FileNotFoundError):
+
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset folder is missing or not laid out as its loader expects; the message says how."""
 
 

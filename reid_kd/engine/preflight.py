@@ -1,0 +1,147 @@
+"""Everything checkable before training starts, so a mistake costs seconds, not a trained teacher.
+
+`preflight` runs after the data is loaded and before the teacher or the student trains: the P×K
+batch against the identities, a positive for some query, every listed image on disk, the method's
+options on untrained networks, and an output folder that is writable with room for checkpoints.
+`claim_run_folder` keeps a finished run of another config from being replaced without `--overwrite`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from reid_kd.config import ConfigError, config_hash
+from reid_kd.data.image_dataset import Loaders, train_targets
+from reid_kd.distill import build_distiller
+from reid_kd.errors import UserError
+from reid_kd.models.reid_model import build_model
+
+RUN_FILES = ("metrics.json", "student.pt", "checkpoint.pt", "log.csv", "config.yaml")
+RUN_FOLDERS = ("tensorboard", "ranked_lists")
+BYTES_PER_PARAM = 4 * 5  # fp32 weights in a checkpoint with two Adam moments, plus the saved model
+
+
+class RunFolderError(UserError):
+    """The run folder holds another config's files, cannot be written, or lacks room."""
+
+
+def recorded_hash(folder: Path) -> str | None:
+    """The config hash of what `folder` holds (from metrics.json, else config.yaml), or None if empty."""
+    metrics, config = folder / "metrics.json", folder / "config.yaml"
+    try:
+        if metrics.is_file():
+            return json.loads(metrics.read_text()).get("config_hash") or "unknown"
+        if config.is_file():
+            return config_hash(yaml.safe_load(config.read_text()))
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
+        return "unreadable"
+    return None
+
+
+def claim_run_folder(folder: Path, cfg_hash: str, overwrite: bool) -> bool:
+    """Make `folder` this config's: True if it held another config's run, which `overwrite` removes.
+
+    Without `overwrite` such a folder stops the run, so a finished result is never replaced silently
+    and a folder never mixes one config's `config.yaml` with another's metrics.
+    """
+    held = recorded_hash(folder)
+    if held is None and (folder / "checkpoint.pt").is_file():
+        held = "unknown"
+    if held is None or held == cfg_hash:
+        return False
+    if not overwrite:
+        what = "a finished run" if (folder / "metrics.json").is_file() else "an unfinished run"
+        raise RunFolderError(f"{folder} holds {what} of another config (hash {held}, this one is {cfg_hash}); "
+                             "pass --overwrite to replace it, or set experiment.name or experiment.run_name "
+                             "to keep both")
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+    return True
+
+
+def check_batches(cfg: dict, loaders: Loaders) -> None:
+    """P identities must exist in the train split (the sampler names data.batch_p otherwise)."""
+    if len(loaders.train) == 0:
+        raise ConfigError(f"config keys 'data.batch_p' and 'data.batch_k' ({cfg['data']['batch_p']}×"
+                          f"{cfg['data']['batch_k']}) fill no batch from the train split; lower them")
+
+
+def query_positives(query, gallery, has_cameras: bool) -> int:
+    """How many queries have a positive: the same identity, under another camera when cameras count."""
+    cams_of: dict[int, set[int]] = defaultdict(set)
+    for item in gallery:
+        cams_of[item.pid].add(item.camid)
+    return sum(1 for q in query if cams_of[q.pid] and (not has_cameras or cams_of[q.pid] - {q.camid}))
+
+
+def check_positives(loaders: Loaders) -> int:
+    """Some query must have a positive, or evaluation has nothing to score; returns the count."""
+    ds = loaders.dataset
+    draws = ds.draws or [(ds.query, ds.gallery)]
+    counts = [query_positives(q, g, ds.has_cameras) for q, g in draws]
+    if min(counts) == 0:
+        rule = " under another camera" if ds.has_cameras else ""
+        raise ConfigError(f"no query of dataset '{ds.name}' at {ds.root} has a positive in the gallery{rule}; "
+                          f"check its query and gallery folders (`reidkd data check {ds.name} --root ...`)")
+    return min(counts)
+
+
+def check_images(loaders: Loaders) -> None:
+    """Every listed image exists (a stat each; decoding is left to `reidkd data check`)."""
+    ds = loaders.dataset
+    missing = [it.path for split in (ds.train, ds.query, ds.gallery) for it in split if not Path(it.path).is_file()]
+    if missing:
+        raise ConfigError(f"{len(missing)} image(s) of dataset '{ds.name}' are missing, e.g. {missing[0]}; "
+                          f"`reidkd data check {ds.name} --root {Path(ds.root).parent}` lists them")
+
+
+def check_distiller(cfg: dict, loaders: Loaders) -> int:
+    """Build the method on untrained networks (its option errors stop the run); returns their parameters."""
+    n = loaders.dataset.num_train_pids
+    with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
+        student, teacher = build_model(cfg["model"], n), build_model(cfg["teacher"], n)
+        if cfg["distill"]["method"] != "none":
+            try:
+                build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
+            except ConfigError:
+                raise
+            except ValueError as e:  # a method's own option check
+                raise ConfigError(f"distill.{cfg['distill']['method']}: {e}") from None
+    teacher_params = 0 if cfg["teacher"]["checkpoint"] else sum(p.numel() for p in teacher.parameters())
+    return sum(p.numel() for p in student.parameters()) + teacher_params
+
+
+def check_writable(folder: Path) -> None:
+    """`folder` can be created and written (checked first: its lock file lives there)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise RunFolderError(f"cannot write into {folder}: {e.strerror}; set experiment.output_dir to a "
+                             "writable folder") from None
+
+
+def check_space(folder: Path, params: int) -> None:
+    """The output disk has room for the checkpoints of `params` parameters."""
+    need, free = BYTES_PER_PARAM * params + (64 << 20), shutil.disk_usage(folder).free
+    if free < need:
+        raise RunFolderError(f"{folder} has {free >> 20} MiB free, the checkpoints need about {need >> 20} MiB; "
+                             "free some space or set experiment.output_dir to another disk")
+
+
+def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
+    """Every check above, before any training."""
+    check_batches(cfg, loaders)
+    check_positives(loaders)
+    check_images(loaders)
+    check_writable(folder)
+    check_space(folder, check_distiller(cfg, loaders))

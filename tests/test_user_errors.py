@@ -1,0 +1,340 @@
+"""Every mistake a user can fix ends in one line naming the key or file and the fix, exit status 2,
+and leaves every earlier result as it was; no data file can run code; no wrong number passes as a result."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from reid_kd.cli import main
+from reid_kd.config import dump_config, load_config
+from reid_kd.engine.run import run_dir, teacher_key
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+
+
+def sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every result file under `folder` by content (lock files record holders, not results)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_overrides):
+    """A finished run (teacher cached, baseline student evaluated) whose files no mistake may touch."""
+    out = tmp_path_factory.mktemp("finished")
+    overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
+    overrides += [f"experiment.output_dir={out}", "experiment.name=errors"]
+    result = cli("run", "--config", QUICKSTART, *sets(overrides))
+    assert result.exit_code == 0, result.output
+    return out, overrides
+
+
+@pytest.fixture(scope="module")
+def veri_copy(tmp_path_factory, finished):
+    """The tiny synthetic vehicles copied into VeRi-776's folder, to be broken by a test."""
+    _, overrides = finished
+    data_root = Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("data.root=")))
+    root = tmp_path_factory.mktemp("veri")
+    shutil.copytree(data_root / "synth_veri", root / "VeRi")
+    return root
+
+
+def evil_file(path: Path, sentinel: Path) -> Path:
+    """A torch file whose unpickling would create `sentinel`."""
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    torch.save({"model": Payload(), "model_cfg": {}, "num_classes": 1}, path)
+    return path
+
+
+def assert_one_line(result, *words):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+CASES = [  # (name, extra --set overrides or a callable giving CLI args, words the line must hold)
+    ("yaml --set", ["train.lr=[1"], ["--set 'train.lr=[1'", "not valid YAML"]),
+    ("unknown dataset", ["data.dataset=veri"], ["data.dataset", "veri776"]),
+    ("unknown backbone", ["model.backbone=resnet19"], ["model.backbone", "resnet18"]),
+    ("P > identities", ["data.batch_p=50"], ["data.batch_p", "at most 8"]),
+    ("P of 0", ["data.batch_p=0"], ["data.batch_p", "at least 2"]),
+    ("K of 0", ["data.batch_k=0"], ["data.batch_k", "at least 2"]),
+    ("negative threads", ["experiment.threads=-1"], ["experiment.threads", "at least 1"]),
+    ("max_rank 0", ["eval.max_rank=0"], ["eval.max_rank", "at least 10"]),
+    ("max_rank 5", ["eval.max_rank=5"], ["eval.max_rank", "Rank-10"]),
+    ("height 0", ["data.height=0"], ["data.height", "at least 16"]),
+    ("test batch 0", ["data.test_batch_size=0"], ["data.test_batch_size", "at least 1"]),
+    ("negative seed", ["experiment.seed=-3"], ["experiment.seed", "at least 0"]),
+    ("student epochs 0", ["train.epochs=0"], ["train.epochs", "at least 1"]),
+    ("teacher epochs -1", ["teacher.train.epochs=-1"], ["teacher.train.epochs", "at least 1"]),
+    ("lr NaN", ["train.lr=.nan"], ["train.lr", "finite"]),
+    ("missing teacher file", ["teacher.checkpoint=/nonexistent/teacher.pt"],
+     ["teacher.checkpoint", "/nonexistent/teacher.pt"]),
+    ("teacher of another backbone", ["teacher.backbone=resnet34", "teacher.checkpoint={teacher}"],
+     ["resnet18 teacher", "teacher.backbone=resnet18"]),
+    ("truncated teacher file", ["teacher.checkpoint={truncated}"], ["truncated", "{truncated}"]),
+    ("another config in the folder", ["train.lr=0.001"], ["--overwrite", "experiment.name", "another config"]),
+    ("output under a file", ["experiment.output_dir={a_file}/runs"],
+     ["cannot write into", "experiment.output_dir"]),
+]
+if not torch.cuda.is_available():
+    CASES.append(("cuda without CUDA", ["experiment.device=cuda"],
+                  ["experiment.device", "auto"]))
+
+
+@pytest.mark.parametrize("name, extra, words", CASES, ids=[c[0] for c in CASES])
+def test_mistake_is_one_line_and_changes_no_result(name, extra, words, finished, tmp_path):
+    out, overrides = finished
+    teacher = next((out / "teachers").glob("*/teacher.pt"))
+    truncated = tmp_path / "teacher.pt"
+    truncated.write_bytes(teacher.read_bytes()[:1000])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    fill = {"teacher": teacher, "truncated": truncated, "a_file": a_file}
+    extra = [e.format(**fill) for e in extra]
+    if name != "another config in the folder":  # any other mistake, made in a fresh experiment
+        extra = ["experiment.name=new", *extra]
+    words = [w.format(**fill) for w in words]
+    before = snapshot(out)
+    result = cli("run", "--config", QUICKSTART, *sets(overrides + extra))
+    assert_one_line(result, *words)
+    assert snapshot(out) == before
+
+
+def test_malformed_yaml_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    assert_one_line(cli("run", "--config", bad), str(bad), "not valid YAML", "line 3")
+
+
+def test_usual_float_spellings_are_accepted():
+    cfg = load_config(QUICKSTART, ["train.lr=1e-3", "teacher.train.lr=2.5E-4", "train.weight_decay=5e-4"])
+    assert cfg["train"]["lr"] == 1e-3 and cfg["teacher"]["train"]["lr"] == 2.5e-4
+    assert cfg["train"]["weight_decay"] == 5e-4
+
+
+def test_debug_shows_the_traceback():
+    result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "--debug", "run", "--set", "eval.max_rank=5"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+    plain = subprocess.run([sys.executable, "-m", "reid_kd.cli", "run", "--set", "eval.max_rank=5"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
+
+
+def test_overwrite_replaces_another_configs_run_and_leaves_no_mixed_folder(finished, tmp_path):
+    out, overrides = finished
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")] + [f"experiment.output_dir={copy}"]
+    old = json.loads((copy / "errors" / "baseline" / "seed0" / "metrics.json").read_text())
+    result = cli("run", "--config", QUICKSTART, "--overwrite", *sets(moved + ["train.lr=0.001"]))
+    assert result.exit_code == 0, result.output
+    cfg = load_config(QUICKSTART, moved + ["train.lr=0.001"])
+    folder = run_dir(cfg)
+    new = json.loads((folder / "metrics.json").read_text())
+    assert new["config_hash"] != old["config_hash"] and "removed the run of another config" in result.output
+    assert load_config(None, []) and (folder / "config.yaml").read_text() == dump_config(cfg)
+    assert "Queries scored:" in result.output
+
+
+def test_missing_image_stops_before_training(finished, veri_copy, tmp_path):
+    out, overrides = finished
+    root = tmp_path / "data"
+    shutil.copytree(veri_copy, root)
+    victim = sorted((root / "VeRi" / "image_train").iterdir())[0]
+    victim.unlink()
+    fresh = tmp_path / "runs"
+    moved = [o for o in overrides if not o.startswith(("experiment.output_dir=", "data.root="))]
+    line = assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [
+        f"experiment.output_dir={fresh}", f"data.root={root}", "data.dataset=veri776"])), "missing", "data check")
+    assert victim.name in line
+    assert not any(fresh.rglob("*.pt"))  # nothing trained
+
+
+def test_undecodable_image_met_in_training_is_one_line(finished, veri_copy, tmp_path):
+    out, overrides = finished
+    root = tmp_path / "data"
+    shutil.copytree(veri_copy, root)
+    victim = sorted((root / "VeRi" / "image_train").iterdir())[0]
+    victim.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    moved = [o for o in overrides if not o.startswith(("experiment.output_dir=", "data.root="))]
+    line = assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [
+        f"experiment.output_dir={tmp_path / 'runs'}", f"data.root={root}", "data.dataset=veri776"])),
+        "cannot be decoded", "data check")
+    assert victim.name in line
+
+
+def test_no_query_with_a_positive_stops_before_training(finished, veri_copy, tmp_path):
+    out, overrides = finished
+    root = tmp_path / "data"
+    shutil.copytree(veri_copy, root)
+    gallery = root / "VeRi" / "image_test"
+    for name in (root / "VeRi" / "image_query").iterdir():
+        for f in gallery.glob(f"{name.name[:4]}_*"):
+            f.unlink()  # no gallery image of any query identity remains
+    (root / "VeRi" / "name_test.txt").write_text("".join(f.name + "\n" for f in sorted(gallery.iterdir())))
+    moved = [o for o in overrides if not o.startswith(("experiment.output_dir=", "data.root="))]
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [
+        f"experiment.output_dir={tmp_path / 'runs'}", f"data.root={root}", "data.dataset=veri776"])),
+        "no query", "positive")
+    assert not any((tmp_path / "runs").rglob("*.pt"))
+
+
+def test_a_teacher_trained_before_a_failed_evaluation_is_not_trained_again(finished, monkeypatch, tmp_path):
+    import reid_kd.engine.run as run_mod
+
+    out, overrides = finished
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")] + [f"experiment.output_dir={tmp_path}"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "evaluate_model", broken)
+        assert cli("run", "--config", QUICKSTART, *sets(moved)).exit_code == 1
+    assert any(tmp_path.glob("teachers/*/teacher.pt"))
+    again = cli("run", "--config", QUICKSTART, *sets(moved))
+    assert again.exit_code == 0, again.output
+    assert "teacher: resuming" in again.output and "teacher epoch" not in again.output
+
+
+def test_full_disk_is_refused_before_training(finished, monkeypatch, tmp_path):
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda _: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    out, overrides = finished
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")]
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [f"experiment.output_dir={tmp_path}"])),
+                    "MiB free", "experiment.output_dir")
+    assert not any(tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_is_refused(finished, tmp_path):
+    out, overrides = finished
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")]
+    try:
+        assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [f"experiment.output_dir={locked}"])),
+                        str(locked), "experiment.output_dir")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_unreadable_cached_teacher_metrics_is_named(finished, tmp_path):
+    out, overrides = finished
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    metrics = next((copy / "teachers").glob("*/metrics.json"))
+    metrics.write_text('{"mAP": 0.5, ')
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")] + [
+        f"experiment.output_dir={copy}", "experiment.name=other"]
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved)), str(metrics), "not readable JSON", "delete")
+
+
+def test_eval_of_a_bad_checkpoint_is_one_line(finished, tmp_path):
+    out, overrides = finished
+    text = tmp_path / "student.pt"
+    text.write_text("hello")
+    assert_one_line(cli("eval", "--checkpoint", text, "--config", QUICKSTART, *sets(overrides)),
+                    str(text), "not a PyTorch checkpoint")
+    assert_one_line(cli("eval", "--checkpoint", tmp_path / "none.pt", "--config", QUICKSTART, *sets(overrides)),
+                    "not found")
+
+
+# --- no code runs from a data file --------------------------------------------------------------
+
+def test_no_load_path_runs_a_pickled_payload(finished, tmp_path):
+    """A crafted file given as eval checkpoint, teacher.checkpoint, cached teacher, resume checkpoint or
+    pretrained weights is refused, and its payload never runs."""
+    out, overrides = finished
+    sentinel = tmp_path / "payload-ran"
+    evil = evil_file(tmp_path / "evil.pt", sentinel)
+    base = [o for o in overrides if not o.startswith("experiment.output_dir=")]
+    words = ("not a plain checkpoint", "GLOBAL")
+
+    # eval --checkpoint
+    assert_one_line(cli("eval", "--checkpoint", evil, "--config", QUICKSTART, *sets(overrides)), str(evil), *words)
+    # teacher.checkpoint
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(base + [
+        f"experiment.output_dir={tmp_path / 'a'}", f"teacher.checkpoint={evil}"])), str(evil), *words)
+    # pretrained weights of the student
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(base + [
+        f"experiment.output_dir={tmp_path / 'b'}", f"model.pretrained={evil}"])), str(evil), *words)
+    # the cached teacher
+    cached = base + [f"experiment.output_dir={tmp_path / 'c'}"]
+    folder = tmp_path / "c" / "teachers" / teacher_key(load_config(QUICKSTART, cached))
+    folder.mkdir(parents=True)
+    shutil.copy(evil, folder / "teacher.pt")
+    (folder / "metrics.json").write_text("{}")
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(cached)), "teacher.pt", *words)
+    # resume from the run folder's checkpoint.pt (the teacher comes from the finished run's cache)
+    resume = base + [f"experiment.output_dir={tmp_path / 'd'}",
+                     f"teacher.checkpoint={next((out / 'teachers').glob('*/teacher.pt'))}"]
+    cfg = load_config(QUICKSTART, resume)
+    run_dir(cfg).mkdir(parents=True)
+    (run_dir(cfg) / "config.yaml").write_text(dump_config(cfg))
+    shutil.copy(evil, run_dir(cfg) / "checkpoint.pt")
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(resume)), "checkpoint.pt", *words)
+    # the teacher's resume checkpoint in the cache
+    partial = base + [f"experiment.output_dir={tmp_path / 'e'}"]
+    folder = tmp_path / "e" / "teachers" / teacher_key(load_config(QUICKSTART, partial))
+    folder.mkdir(parents=True)
+    shutil.copy(evil, folder / "checkpoint.pt")
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(partial)), "checkpoint.pt", *words)
+    assert not sentinel.exists()
+
+
+# --- concurrency: a held run folder --------------------------------------------------------------
+
+def test_a_second_process_on_a_held_run_folder_stops_at_once(finished, tmp_path):
+    out, overrides = finished
+    cfg = load_config(QUICKSTART, overrides)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom reid_kd.engine.lock import folder_lock\n"
+         f"with folder_lock({str(run_dir(cfg))!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(out)
+        result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "run", "--config", QUICKSTART,
+                                 *sets(overrides)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and f"pid {holder.pid}" in line and "in use" in line
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    again = cli("run", "--config", QUICKSTART, *sets(overrides))  # the killed holder's lock is taken over
+    assert again.exit_code == 0, again.output
