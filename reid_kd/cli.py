@@ -72,9 +72,9 @@ overwrite_option = click.option("--overwrite", is_flag=True,
 @overwrite_option
 def run(config, overrides, overwrite) -> None:
     """Train (or reuse) the teacher, train the student, evaluate both."""
+    cfg = load_config(config, overrides)  # first: a config mistake is told before the heavy imports
     from reid_kd.engine.run import markdown_table, queries_line, run_experiment
 
-    cfg = load_config(config, overrides)
     teacher_metrics, record = run_experiment(cfg, overwrite=overwrite)
     click.echo("")
     click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics),
@@ -92,11 +92,11 @@ def run(config, overrides, overwrite) -> None:
               help="Folder of the --visualize PNGs (default: ranked_lists/ beside the checkpoint).")
 def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset with FAISS."""
+    cfg = load_config(config, overrides)
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.run import load_model, markdown_table, queries_line, setup_runtime
     from reid_kd.evaluation import evaluate_model
 
-    cfg = load_config(config, overrides)
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     device = setup_runtime(cfg)

@@ -263,3 +263,41 @@ def test_eval_visualize_writes_ranked_list_pngs(tmp_path, tiny_overrides):
                 assert borders[r] == (GREEN if g_pids[order[r]] == q_pids[qi] else RED), (qi, r, sims)
         greens_total += borders.count(GREEN)
     assert greens_total > 0 and checked >= 20
+
+
+def test_leaderboard_counts_only_the_suites_runs_and_shows_failed_ones(killed_then_resumed, tmp_path):
+    """A metrics.json of another config, method or unreadable is rejected by path and why; NaN is a failure."""
+    suite_dir = tmp_path / "runs" / "tiny"
+    shutil.copytree(killed_then_resumed["out"] / "tiny", suite_dir, ignore=shutil.ignore_patterns("*.pt"))
+    nan_run = suite_dir / "baseline" / "seed1" / "metrics.json"
+    nan_run.write_text(nan_run.read_text().replace('"mAP": ', '"mAP": NaN, "was": ', 1))
+    other_config = suite_dir / "baseline" / "seed0" / "metrics.json"
+    record = json.loads(other_config.read_text())
+    other_config.write_text(json.dumps(record | {"config_hash": "0123456789ab"}))
+    result = reidkd("leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"rejected {other_config}: its config_hash is '0123456789ab'" in result.stdout
+    md = (tmp_path / "lb" / "tiny.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["baseline (student)"].split("|")[2].strip() == "failed (1/2)"
+    assert "- `tiny/baseline/seed1/metrics.json`: failed" in md
+    assert "- `tiny/baseline/seed0/metrics.json`: rejected, its config_hash is '0123456789ab'" in md
+    n = record["num_queries"]
+    assert f"Queries scored per run: {record['num_valid_queries']} of {n} (" in md
+    if "gird" in DISTILLERS:  # another method's record in gird's folder, and unreadable JSON
+        shutil.copy(suite_dir / "gird_no_memory" / "seed0" / "metrics.json", suite_dir / "gird" / "seed0")
+        (suite_dir / "gird" / "seed1" / "metrics.json").write_text('{"mAP": 0.9')
+        result = reidkd("leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"))
+        md = (tmp_path / "lb" / "tiny.md").read_text()
+        assert "`tiny/gird/seed0/metrics.json`: rejected, its run_name is 'gird_no_memory'" in md
+        assert "`tiny/gird/seed1/metrics.json`: rejected, not readable JSON" in md
+        assert "missing (0/2)" in next(line for line in md.splitlines() if line.startswith("| gird "))
+
+
+def test_bench_refuses_to_replace_another_configs_runs(killed_then_resumed):
+    suite_file = killed_then_resumed["tmp"] / "tiny.yaml"
+    before = {p: p.read_bytes() for p in (killed_then_resumed["out"] / "tiny").glob("*/seed*/metrics.json")}
+    result = reidkd("bench", "--suite", str(suite_file), "--set", "train.weight_decay=0.001")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--overwrite" in result.stderr and "hold runs of another config" in result.stderr
+    assert before == {p: p.read_bytes() for p in before}

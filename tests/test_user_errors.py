@@ -163,6 +163,20 @@ def test_overwrite_replaces_another_configs_run_and_leaves_no_mixed_folder(finis
     assert "Queries scored:" in result.output
 
 
+def test_run_removes_stale_temporaries_and_writes_files_with_normal_permissions(finished, tmp_path):
+    out, overrides = finished
+    folder = run_dir(load_config(QUICKSTART, overrides))
+    stale = folder / ".checkpoint.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    result = cli("run", "--config", QUICKSTART, *sets(overrides))  # the same config again: resumes, re-evaluates
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and f"removed the stale temporary file {stale}" in result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.json", "student.pt", "config.yaml", "checkpoint.pt"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
 def test_missing_image_stops_before_training(finished, veri_copy, tmp_path):
     out, overrides = finished
     root = tmp_path / "data"
@@ -235,6 +249,21 @@ def test_full_disk_is_refused_before_training(finished, monkeypatch, tmp_path):
     assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [f"experiment.output_dir={tmp_path}"])),
                     "MiB free", "experiment.output_dir")
     assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_disk_filling_up_during_training_is_one_line(finished, monkeypatch, tmp_path):
+    import errno
+
+    import reid_kd.engine.io as io_mod
+
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io_mod.torch, "save", full)
+    out, overrides = finished
+    moved = [o for o in overrides if not o.startswith("experiment.output_dir=")]
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [f"experiment.output_dir={tmp_path}"])),
+                    "No space left on device", "checkpoint.pt", "experiment.output_dir")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -338,3 +367,4 @@ def test_a_second_process_on_a_held_run_folder_stops_at_once(finished, tmp_path)
         holder.wait()
     again = cli("run", "--config", QUICKSTART, *sets(overrides))  # the killed holder's lock is taken over
     assert again.exit_code == 0, again.output
+    assert f"took over the stale lock of pid {holder.pid}" in again.output

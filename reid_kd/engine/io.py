@@ -6,9 +6,11 @@ with `weights_only=True`: tensors, numbers, strings and containers, never code.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +18,9 @@ from typing import Any, Callable
 import torch
 
 from reid_kd.errors import UserError
+
+
+FULL_DISK = 16 << 20  # bytes free below which a failed write is taken for a full disk
 
 
 class UnsafeFileError(UserError, ValueError):
@@ -57,8 +62,13 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free < FULL_DISK:
+            # torch's zip writer reports a full disk as a RuntimeError: say what it is
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        if isinstance(e, OSError) and e.filename is None:  # name the file the write was for
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 
