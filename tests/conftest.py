@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 
 def write_jpeg(path: Path, seed: int = 0, size: int = 16) -> None:
@@ -29,3 +30,12 @@ def tiny_overrides(tmp_path_factory) -> list[str]:
             "data.synth.cameras=4", "data.synth.images_per_id=4", "data.synth.image_size=32",
             "teacher.backbone=resnet18", "teacher.train.epochs=1", "model.backbone=mobilenet_v3_small",
             "train.epochs=1"]
+
+
+@pytest.fixture
+def one_thread():
+    """As the bench runs use (experiment.threads=1): fast on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

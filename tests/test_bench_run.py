@@ -179,15 +179,6 @@ def _fresh_loaders(cfg):
     return build_loaders(cfg["data"], cfg["experiment"]["seed"])
 
 
-@pytest.fixture
-def one_thread():
-    """As the bench runs use (experiment.threads=1): fast on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def resume_out(tmp_path_factory):
     return tmp_path_factory.mktemp("resume")  # shared: both methods distil from one cached teacher

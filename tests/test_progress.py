@@ -46,14 +46,6 @@ def _writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, tiny_overrides):
     """`reidkd run` with stdout and stderr captured (no terminal): teacher 2 epochs, student 3.
