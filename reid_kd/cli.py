@@ -132,6 +132,30 @@ def bench(suite_file, overrides, overwrite) -> None:
 
 
 @main.command()
+@click.option("--suite", "suite_file", required=True, type=click.Path(dir_okay=False),
+              help="The suite whose entry is tuned, e.g. configs/suites/synth_cpu.yaml.")
+@click.option("--entry", required=True, help="The suite entry (method) whose options are tuned, e.g. kd.")
+@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="Values of one option, e.g. --grid distill.kd.weight=0.1,1,10 (repeatable: the product).")
+@click.option("--validation-fraction", type=click.FloatRange(0.01, 0.5), default=0.2, show_default=True,
+              help="Fraction of the training identities held out as validation query and gallery.")
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the sweep table <suite>-tune-<entry>.md.")
+@set_option
+@overwrite_option
+def tune(suite_file, entry, grid, validation_fraction, out_dir, overrides, overwrite) -> None:
+    """Train a grid of one entry's options on validation identities (never the test split) and write its table.
+
+    Resumable like bench: run it again to skip the grid points already done.
+    """
+    from reid_kd.bench.suite import load_suite
+    from reid_kd.bench.tune import run_tuning
+
+    md = run_tuning(load_suite(suite_file), entry, grid, tuple(overrides), validation_fraction, out_dir, overwrite)
+    click.echo(f"sweep table: {md}")
+
+
+@main.command()
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Runs folder holding <suite>/suite.yaml.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),

@@ -137,6 +137,10 @@ SCHEMA: dict[str, Any] = {
         "custom_csv": Typed(str, None),  # `custom_csv`: the CSV file, relative paths from data.root
         "custom_dir": Typed(str, None),  # `custom_folder`: the folder, relative paths from data.root
         "train_datasets": Typed(list, [], optional=False, item=str),  # train on these too (ids prefixed)
+        # > 0: hold out this fraction of the train identities as query and gallery, and drop the test
+        # split (data/validation.py); what `reidkd tune` chooses options on
+        "validation_fraction": Num(0.0, 0.0, 0.5),
+        "validation_seed": Num(0, 0),
     },
     "model": {
         "backbone": "resnet18",

@@ -125,8 +125,9 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert all(r["pretrained"] == {"teacher": False, "student": False} for r in records)
     assert all(r["teacher"]["pretrained"] is False for r in records)
     assert "Initialisation: teacher from scratch, student from scratch." in md
-    for header in ("Method", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "Δ mAP", "Params", "Images/s",
-                   "Train time"):
+    assert f"PyTorch {torch.__version__}" in md
+    for header in ("Method", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "Δ mAP (95% CI)", "Δ Rank-1 (95% CI)",
+                   "Params", "Images/s", "Train time"):
         assert f" {header} " in md
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in md.split("![CMC")[0].splitlines()
              if line.startswith("| ")]
@@ -140,7 +141,8 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     if "gird" in DISTILLERS:
         assert set(rows) == {"teacher (resnet18)", "baseline (student)", "gird"}  # ablations: own table
         gird = [r["mAP"] for r in records if r["run_name"] == "gird"]
-        assert rows["gird"][7] == f"{100 * (np.mean(gird) - np.mean(baseline)):+.2f}"
+        paired = [g - b for g, b in zip(gird, baseline)]  # records sorted by run folder: seed0, seed1
+        assert rows["gird"][7].startswith(f"{100 * np.mean(paired):+.2f} [")
         assert "## Ablations of gird" in md and "| gird (full)" in md and "| gird_no_memory" in md
 
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from reid_kd.bench.stats import format_delta, paired_delta
 from reid_kd.bench.suite import EXPECTED_RUNS
 from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
 DASH = "—"
+DELTAS = (("mAP", "mAP"), ("rank1", "Rank-1"))  # paired against the baseline student, with a 95% CI
 
 
 def _mismatch(record: dict, want: dict | None) -> str | None:
@@ -96,6 +98,10 @@ def _duration(values: pd.Series) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def _delta_names(against: str = "") -> list[str]:
+    return [f"Δ {label}{' vs ' + against if against else ''} (95% CI)" for _, label in DELTAS]
+
+
 def _delta(mean: float | None, reference: float | None) -> str:
     if mean is None or reference is None or pd.isna(mean) or pd.isna(reference):
         return DASH
@@ -111,6 +117,14 @@ def _initialisation(runs: pd.DataFrame) -> str:
             return f"{role} {DASH}"
         return f"{role} " + " and ".join("ImageNet-pretrained" if f else "from scratch" for f in sorted(flags))
     return f"Initialisation: {say('teacher')}, {say('student')}."
+
+
+def _software(runs: pd.DataFrame) -> str:
+    """The software versions the runs recorded (numbers can differ across versions with the same seed)."""
+    names = (("python", "Python"), ("torch", "PyTorch"), ("torchvision", "torchvision"), ("faiss", "FAISS"))
+    seen = sorted({", ".join(f"{label} {env[key]}" for key, label in names if env.get(key))
+                   for env in runs.get("environment", pd.Series(dtype=object)) if isinstance(env, dict)})
+    return f"Software: {'; '.join(seen)}." if seen else ""
 
 
 def _queries(runs: pd.DataFrame) -> str:
@@ -136,8 +150,14 @@ def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates("source").sort_values("source", kind="stable").reset_index(drop=True)
 
 
-def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, reference: float | None,
-                  delta_name: str = "Δ mAP") -> list[dict]:
+def _by_seed(runs: pd.DataFrame, entry: str, key: str) -> dict[int, float]:
+    mine = runs[runs["entry"] == entry] if not runs.empty else runs
+    return {int(seed): float(v) for seed, v in zip(mine["seed"], mine[key])} if len(mine) else {}
+
+
+def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, reference: str,
+                  against: str = "") -> list[dict]:
+    """Rows of `entries`; Δ columns are paired by seed against entry `reference` (named `against`)."""
     """One row per entry over its finished runs; failed runs (non-finite metrics) are counted, not averaged."""
     rows = []
     for entry in entries:
@@ -147,12 +167,16 @@ def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referen
         row = {"Method": entry["label"], "Seeds": f"{n}/{n_seeds}" + (f", {failed} failed" if failed else "")}
         if n == 0:
             row |= {label: DASH for _, label in METRICS}
-            row |= {delta_name: DASH, "Params": DASH, "Images/s": DASH, "Train time": DASH, "_sort": float("-inf")}
+            row |= {name: DASH for name in _delta_names(against)}
+            row |= {"Params": DASH, "Images/s": DASH, "Train time": DASH, "_sort": float("-inf")}
             row["Seeds"] = f"failed ({failed}/{n_seeds})" if failed else f"missing (0/{n_seeds})"
             rows.append(row)
             continue
         row |= {label: _pct(mine[key]) for key, label in METRICS}
-        row |= {delta_name: _delta(mine["mAP"].mean(), reference), "Params": _params(mine["params"].iloc[0]),
+        ok = runs[~runs["failed"]]
+        for (key, _), name in zip(DELTAS, _delta_names(against)):
+            row[name] = format_delta(paired_delta(_by_seed(ok, entry["name"], key), _by_seed(ok, reference, key)))
+        row |= {"Params": _params(mine["params"].iloc[0]),
                 "Images/s": _speed(mine.get("inference_images_per_sec", pd.Series(dtype=float))),
                 "Train time": _duration(mine["train_seconds"]), "_sort": mine["mAP"].mean()}
         rows.append(row)
@@ -223,14 +247,15 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
     entries = [dict(e, label=e["name"]) for e in suite["methods"]]
     baseline = next(e for e in entries if e["method"] == "none")
     base_runs = runs[runs["entry"] == baseline["name"]] if not runs.empty else runs
-    reference = base_runs["mAP"].mean() if len(base_runs) else None
 
     main_entries = [e for e in entries if not e.get("ablation_of")]
     teacher_rows = []
     for _, t in teachers.iterrows():
         row = {"Method": f"teacher ({t['backbone']})", "Seeds": "1"}
         row |= {label: f"{100 * t[key]:.2f}" for key, label in METRICS}
-        row |= {"Δ mAP": _delta(t["mAP"], reference), "Params": _params(t.get("params")),
+        row |= {name: _delta(t[key], base_runs[key].mean() if len(base_runs) else None)
+                for (key, _), name in zip(DELTAS, _delta_names())}
+        row |= {"Params": _params(t.get("params")),
                 "Images/s": DASH if pd.isna(t.get("inference_images_per_sec")) else
                 f"{t['inference_images_per_sec']:.0f}",
                 "Train time": _duration(pd.Series([t.get("train_seconds")], dtype=float)), "_sort": float("inf")}
@@ -238,7 +263,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
     for e in main_entries:
         if e is baseline:
             e["label"] = f"{e['name']} (student)"
-    students = _sorted(_student_rows(every, main_entries, len(seeds), reference))
+    students = _sorted(_student_rows(every, main_entries, len(seeds), baseline["name"]))
 
     first = runs.iloc[0] if not runs.empty else None
     commits = sorted(set(runs["git_commit"])) if not runs.empty else []
@@ -256,10 +281,14 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
         f"chosen on the test set).",
         f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
         f"{_initialisation(runs)} {_queries(runs)}".rstrip(),
+        _software(runs),
         "",
         _table(teacher_rows + students),
         "",
-        "Δ mAP: points over the baseline student's mean mAP. Params: inference parameters (classifier "
+        "Δ mAP, Δ Rank-1: the mean over seeds of each seed's difference from the baseline student's run of the "
+        "same seed (same data order, augmentation and initial weights), in points, with its 95% confidence "
+        "interval (Student t over the seeds); * marks an interval that excludes 0, the only differences this "
+        "table claims. The teacher's Δ is its difference from the baseline's mean. Params: inference parameters (classifier "
         "excluded). Images/s: retrieval forward pass over the gallery, measured when the run was evaluated. "
         "Train time: mean per run."])
     lines += [summary,
@@ -268,12 +297,9 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
               ""]
     parents = [e for e in entries if any(a.get("ablation_of") == e["name"] for a in entries)]
     for parent in parents:
-        parent_runs = runs[runs["entry"] == parent["name"]] if not runs.empty else runs
-        parent_map = parent_runs["mAP"].mean() if len(parent_runs) else None
         family = [dict(parent, label=f"{parent['name']} (full)")]
         family += [e for e in entries if e.get("ablation_of") == parent["name"]]
-        delta_name = f"Δ mAP vs {parent['name']}"
-        rows = _sorted(_student_rows(every, family, len(seeds), parent_map, delta_name))
+        rows = _sorted(_student_rows(every, family, len(seeds), parent["name"], parent["name"]))
         lines += [f"## Ablations of {parent['name']}", ""]
         lines += [f"- `{e['name']}`: {', '.join(f'`{s}`' for s in e.get('set', [])) or 'all components on'}"
                   for e in family]

@@ -14,6 +14,7 @@ from reid_kd.data.datasets import Item, ReIDDataset, build_dataset
 from reid_kd.data.datasets.base import combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
+from reid_kd.data.validation import validation_split
 from reid_kd.errors import UserError
 
 
@@ -73,15 +74,18 @@ def dataset_options(data_cfg: dict) -> dict:
 def load_dataset(data_cfg: dict) -> ReIDDataset:
     """`data.dataset`, its train split joined by those of `data.train_datasets` when listed.
 
-    Evaluation stays on `data.dataset`'s query and gallery.
+    Evaluation stays on `data.dataset`'s query and gallery, or, with `data.validation_fraction`,
+    on identities held out of the train split (the test split is then dropped).
     """
     root, options = Path(data_cfg["root"]), dataset_options(data_cfg)
     dataset = build_dataset(data_cfg["dataset"], root, **options)
-    if not data_cfg["train_datasets"]:
-        return dataset
-    extra = [build_dataset(name, root, **options) for name in data_cfg["train_datasets"]]
-    return replace(dataset, name="+".join(ds.name for ds in [dataset, *extra]),
-                   train=combine_train([dataset, *extra]))
+    if data_cfg["train_datasets"]:
+        extra = [build_dataset(name, root, **options) for name in data_cfg["train_datasets"]]
+        dataset = replace(dataset, name="+".join(ds.name for ds in [dataset, *extra]),
+                          train=combine_train([dataset, *extra]))
+    if data_cfg["validation_fraction"] > 0:
+        dataset = validation_split(dataset, data_cfg["validation_fraction"], data_cfg["validation_seed"])
+    return dataset
 
 
 @dataclass

@@ -154,6 +154,11 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     return teacher, metrics
 
 
+def evaluated_on(cfg: dict) -> str:
+    """The dataset a run is scored on: `<dataset>:val` when it holds out validation identities."""
+    return cfg["data"]["dataset"] + (":val" if cfg["data"]["validation_fraction"] > 0 else "")
+
+
 def run_name(cfg: dict) -> str:
     """The run's folder name: `experiment.run_name` (a suite's entry, e.g. an ablation) or the method."""
     return cfg["experiment"]["run_name"] or method_name(cfg)
@@ -230,7 +235,7 @@ def _train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, devic
         teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.pretrained,
                             "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
     record = {
-        "method": method_name(cfg), "run_name": run_name(cfg), "dataset": cfg["data"]["dataset"],
+        "method": method_name(cfg), "run_name": run_name(cfg), "dataset": evaluated_on(cfg),
         "teacher_backbone": teacher.backbone_name if teacher is not None else cfg["teacher"]["backbone"],
         "student_backbone": student.backbone_name,
         "pretrained": {"teacher": teacher.pretrained if teacher is not None else None,
