@@ -254,7 +254,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
             log(loaders.dataset.summary())
             teachers[t_key] = get_teacher(cfg, loaders, device, log)
         teacher, teacher_metrics = teachers[t_key]
-        with folder_lock(run_dir(cfg)):
+        with folder_lock(run_dir(cfg), log):
             if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
                 log(f"{tag}: --overwrite: removed the run of another config in {run_dir(cfg)}")
             record = train_student(copy.deepcopy(cfg), loaders, teacher, device, teacher_metrics, log=log)

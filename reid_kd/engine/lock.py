@@ -18,6 +18,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from reid_kd.errors import UserError
 
@@ -84,8 +85,8 @@ class FolderLock:
     holder that died holding the lock (killed, host crash), else None.
     """
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, log: Callable[[str], None] | None = None):
+        self.folder, self.log = Path(folder), log
         self.path = self.folder / LOCK_NAME
         self.took_over: dict | None = None
         self._key: Path | None = None
@@ -104,6 +105,8 @@ class FolderLock:
             fd = os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 self.took_over = self._lock(fd, key)
+                if self.took_over and self.log:
+                    self.log(f"took over the stale lock of {describe_holder(self.took_over)} on {self.folder}")
                 record = {"host": HOST, "pid": os.getpid(),
                           "since": datetime.now().astimezone().isoformat(timespec="seconds"),
                           "command": " ".join(sys.argv).replace("\n", " ")[:200]}
@@ -154,6 +157,6 @@ class FolderLock:
         self.release()
 
 
-def folder_lock(folder: str | Path) -> FolderLock:
-    """The lock of `folder` (use as `with folder_lock(out) as lock:`; `lock.took_over` names a dead holder)."""
-    return FolderLock(folder)
+def folder_lock(folder: str | Path, log: Callable[[str], None] | None = None) -> FolderLock:
+    """The lock of `folder` (use as `with folder_lock(out) as lock:`); `log` is told of a dead holder taken over."""
+    return FolderLock(folder, log)

@@ -125,10 +125,7 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     if model_file.is_file() and metrics_file.is_file():
         log(f"teacher: reusing {model_file}")
         return load_model(model_file, device), read_json(metrics_file)
-    with folder_lock(folder) as lock:
-        if lock.took_over:
-            log(f"teacher: took over the stale lock of pid {lock.took_over.get('pid')} on "
-                f"{lock.took_over.get('host')}")
+    with folder_lock(folder, log):
         for p in remove_stale_temporaries(folder):
             log(f"removed the stale temporary file {p}")
         log(f"teacher: training {t_cfg['backbone']} into {folder}")
@@ -206,7 +203,7 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
     run killed there would have. The run folder is locked meanwhile (callers may hold it already).
     """
-    with folder_lock(run_dir(cfg)):
+    with folder_lock(run_dir(cfg), log):
         return _train_student(cfg, loaders, teacher, device, teacher_metrics, stop_after, log)
 
 
@@ -260,9 +257,7 @@ def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict,
     device = setup_runtime(cfg)
     start, out = time.perf_counter(), run_dir(cfg)
     check_writable(out)
-    with folder_lock(out) as lock:
-        if lock.took_over:
-            log(f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
+    with folder_lock(out, log):
         if claim_run_folder(out, config_hash(cfg), overwrite):
             log(f"--overwrite: removed the run of another config in {out}")
         loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
