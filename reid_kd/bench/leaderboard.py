@@ -175,7 +175,8 @@ def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referen
         row |= {label: _pct(mine[key]) for key, label in METRICS}
         ok = runs[~runs["failed"]]
         for (key, _), name in zip(DELTAS, _delta_names(against)):
-            row[name] = format_delta(paired_delta(_by_seed(ok, entry["name"], key), _by_seed(ok, reference, key)))
+            row[name] = "reference" if entry["name"] == reference else format_delta(
+                paired_delta(_by_seed(ok, entry["name"], key), _by_seed(ok, reference, key)))
         row |= {"Params": _params(mine["params"].iloc[0]),
                 "Images/s": _speed(mine.get("inference_images_per_sec", pd.Series(dtype=float))),
                 "Train time": _duration(mine["train_seconds"]), "_sort": mine["mAP"].mean()}
