@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from reid_kd.bench.tune import VALIDATION_FRACTION
 from reid_kd.config import load_config
 from reid_kd.errors import UserError
 
@@ -137,7 +138,8 @@ def bench(suite_file, overrides, overwrite) -> None:
 @click.option("--entry", required=True, help="The suite entry (method) whose options are tuned, e.g. kd.")
 @click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="Values of one option, e.g. --grid distill.kd.weight=0.1,1,10 (repeatable: the product).")
-@click.option("--validation-fraction", type=click.FloatRange(0.01, 0.5), default=0.2, show_default=True,
+@click.option("--validation-fraction", type=click.FloatRange(0.01, 0.5), default=VALIDATION_FRACTION,
+              show_default=True,
               help="Fraction of the training identities held out as validation query and gallery.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the sweep table <suite>-tune-<entry>.md.")

@@ -56,8 +56,8 @@ def tuning_suite(suite: Suite, entry_name: str, grid: list[tuple[str, list[str]]
                 for p in points]
     grid_text = "; ".join(f"`{k}` in {', '.join(v)}" for k, v in grid)
     description = (f"Options of `{entry.name}` ({grid_text}) scored on validation identities: a fraction "
-                   f"{fraction} of the training identities held out of training (seed 0), never the test "
-                   f"split. Tuning suite derived from `{suite.name}`.")
+                   f"{fraction} of the training identities held out of training (drawn with "
+                   f"`data.validation_seed`), never the test split. Tuning suite derived from `{suite.name}`.")
     return replace(suite, name=f"{suite.name}-tune-{entry.name}", entries=tuple(entries), description=description,
                    set=(*suite.set, f"data.validation_fraction={fraction}"))
 
