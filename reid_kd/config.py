@@ -92,6 +92,7 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "triplet_weight": Num(1.0, 0.0),
     "triplet_margin": Num(0.3, 0.0),
     "triplet_soft_margin": False,
+    "triplet_normalize": False,  # triplet on L2-normalised features (fast-reid's TripletLoss norm_feat)
     "grad_clip": Maybe(float, 1e-12),
 }
 

@@ -35,7 +35,9 @@ def reidkd(*args):
 
 
 def suite_entries():
-    entries = [{"name": "baseline", "method": "none"}]
+    entries = [{"name": "baseline", "method": "none"},
+               {"name": "baseline_long", "method": "none", "set": [f"train.epochs={EPOCHS + 1}"],
+                "longer_of": "baseline"}]
     if "gird" in DISTILLERS:
         entries += [{"name": "gird", "method": "gird", "set": ["distill.gird.memory_size=16"]},
                     {"name": "gird_no_memory", "method": "gird", "ablation_of": "gird",
@@ -96,10 +98,11 @@ def test_killed_suite_resumes_and_completes_every_run_once(killed_then_resumed):
             assert record["config_hash"] == config_hash(cfg) and record["run_name"] == entry["name"]
             assert record["seed"] == seed and record["inference_images_per_sec"] > 0
             assert record["teacher"]["mAP"] > 0
+            epochs = EPOCHS + 1 if entry.get("longer_of") else EPOCHS  # trained beside the others, then alone
             with (folder / "log.csv").open() as f:
-                assert [r["epoch"] for r in csv.DictReader(f)] == [str(e) for e in range(1, EPOCHS + 1)]
+                assert [r["epoch"] for r in csv.DictReader(f)] == [str(e) for e in range(1, epochs + 1)]
             state = torch.load(folder / "checkpoint.pt", weights_only=False)
-            assert state["epoch"] == EPOCHS - 1 and state["tag"] == record["config_hash"]
+            assert state["epoch"] == epochs - 1 and state["tag"] == record["config_hash"]
             torch.load(folder / "student.pt", weights_only=False)
             done_before_kill = folder not in interrupted and f"{entry['name']} seed{seed}: done, skipped" in second
             trained_now = f"{entry['name']} seed{seed}: training" in second
@@ -138,8 +141,16 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
                                                       f"{100 * np.std(baseline, ddof=1):.2f}"]
     students = [float(row[2].split(" ± ")[0]) for row in table[1:] if not row[0].startswith("teacher")]
     assert students == sorted(students, reverse=True)  # sorted by mAP
+    long = [r["mAP"] for r in records if r["run_name"] == "baseline_long"]
+    convergence = md.split("## Convergence of baseline")[1]
+    assert "`baseline_long` is `baseline` trained longer (`train.epochs=5`)" in convergence
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in convergence.split("## ")[0].splitlines() if line.startswith("| ")}
+    assert cells["baseline (as in the table)"][6] == "reference"
+    assert cells["baseline_long"][:2] == ["2/2", f"{100 * np.mean(long):.2f} ± {100 * np.std(long, ddof=1):.2f}"]
+    assert cells["baseline_long"][6].startswith(f"{100 * np.mean(long) - 100 * np.mean(baseline):+.2f} [")
     if "gird" in DISTILLERS:
-        assert set(rows) == {"teacher (resnet18)", "baseline (student)", "gird"}  # ablations: own table
+        assert set(rows) == {"teacher (resnet18)", "baseline (student)", "gird"}  # ablations, convergence: own tables
         gird = [r["mAP"] for r in records if r["run_name"] == "gird"]
         paired = [g - b for g, b in zip(gird, baseline)]  # records sorted by run folder: seed0, seed1
         assert rows["gird"][7].startswith(f"{100 * np.mean(paired):+.2f} [")

@@ -46,6 +46,10 @@ def suite(**changes):
     ({"methods": [{"name": "baseline"}]}, ["methods[0]", "missing key 'method'"]),
     ({"methods": [{"name": "baseline", "method": "none"}, {"name": "x", "method": "kd", "ablation_of": "y"}]},
      ["'ablation_of'", "'y'"]),
+    ({"methods": [{"name": "baseline", "method": "none"}, {"name": "x", "method": "none", "longer_of": "y"}]},
+     ["'longer_of'", "'y'"]),
+    ({"methods": [{"name": "baseline", "method": "none"}, {"name": "kd", "method": "kd", "longer_of": "baseline"}]},
+     ["'longer_of'", "another method", "'none'"]),
     ({"methods": [{"name": "baseline", "method": "none"}, {"name": "a", "method": "not_a_method"},
                   {"name": "b", "method": "nor_this"}]}, ["not registered: nor_this, not_a_method"]),
 ])

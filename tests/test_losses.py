@@ -27,6 +27,17 @@ def test_batch_hard_triplet_matches_brute_force(soft):
         assert got.item() == pytest.approx(brute_force_triplet(x, y, 0.3, soft).item(), abs=1e-5)
 
 
+def test_normalised_triplet_measures_unit_features_and_ignores_scale():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (12,), generator=g)
+    unit = x / x.norm(dim=1, keepdim=True)
+    want = brute_force_triplet(unit, y, 0.3, False).item()
+    assert batch_hard_triplet(x, y, 0.3, normalize=True).item() == pytest.approx(want, abs=1e-9)
+    assert batch_hard_triplet(0.01 * x, y, 0.3, normalize=True).item() == pytest.approx(want, abs=1e-9)
+    assert batch_hard_triplet(0.01 * x, y, 0.3).item() < want  # raw: shrinking the features lowers the loss
+
+
 def test_triplet_gradients_are_finite_with_duplicate_features():
     x = torch.ones(4, 3, requires_grad=True)
     batch_hard_triplet(x, torch.tensor([0, 0, 1, 1])).backward()

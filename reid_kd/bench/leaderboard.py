@@ -246,10 +246,10 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
     runs = every[~every["failed"]] if not every.empty else every  # finished runs with finite metrics
     teachers = _teachers(runs)
     entries = [dict(e, label=e["name"]) for e in suite["methods"]]
-    baseline = next(e for e in entries if e["method"] == "none")
+    baseline = next(e for e in entries if e["method"] == "none" and not e.get("longer_of"))
     base_runs = runs[runs["entry"] == baseline["name"]] if not runs.empty else runs
 
-    main_entries = [e for e in entries if not e.get("ablation_of")]
+    main_entries = [e for e in entries if not e.get("ablation_of") and not e.get("longer_of")]
     teacher_rows = []
     for _, t in teachers.iterrows():
         row = {"Method": f"teacher ({t['backbone']})", "Seeds": "1"}
@@ -305,6 +305,13 @@ def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, 
         lines += [f"- `{e['name']}`: {', '.join(f'`{s}`' for s in e.get('set', [])) or 'all components on'}"
                   for e in family]
         lines += ["", _table(rows), ""]
+    for longer in (e for e in entries if e.get("longer_of")):
+        parent = next(dict(e, label=f"{e['name']} (as in the table)") for e in entries if e["name"] == longer["longer_of"])
+        rows = _student_rows(every, [parent, longer], len(seeds), parent["name"], parent["name"])
+        lines += [f"## Convergence of {parent['name']}", "",
+                  f"`{longer['name']}` is `{parent['name']}` trained longer "
+                  f"({', '.join(f'`{s}`' for s in longer.get('set', []))}): its Δ is what the table's schedule "
+                  f"leaves on the table.", "", _table(rows), ""]
     failed = every[every["failed"]] if not every.empty else every
     if len(failed) or rejected:
         lines += ["## Runs not counted", ""]

@@ -12,16 +12,19 @@ A suite file (see configs/suites/) holds:
       - {name: baseline, method: none}
       - {name: gird, method: gird}
       - {name: gird_no_memory, method: gird, set: [distill.gird.use_memory=false], ablation_of: gird}
+      - {name: baseline_2x, method: none, set: [train.epochs=20], longer_of: baseline}  # converged yet?
 
 A run's config is `load_config(base, suite set + entry set + experiment.name/run_name/seed +
-teacher.seed + distill.method)`. `run_suite` trains (or reuses) the teacher once, then every run in
-turn: a run whose metrics.json holds the config hash of its resolved config is skipped, any other
-run trains, resuming from its checkpoint.pt when one of the same config is there.
+teacher.seed + distill.method)`. `run_suite` trains (or reuses) the teacher once, then the runs of
+each seed side by side (one data pass and one teacher forward per batch for all of them; each run's
+result is the one it would get alone): a run whose metrics.json holds the config hash of its resolved
+config is skipped, any other run trains, resuming from its checkpoint.pt when one of the same config is there.
 """
 from __future__ import annotations
 
 import copy
 import json
+from contextlib import ExitStack
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
               "methods": list, "description": str}
 REQUIRED = ("name", "base", "seeds", "methods")
-ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str}
+ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str, "longer_of": str}
 RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
 EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
 
@@ -46,6 +49,7 @@ class Entry:
     method: str
     set: tuple[str, ...] = ()
     ablation_of: str | None = None
+    longer_of: str | None = None  # the same run trained longer: shows how far the schedule is from converged
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class Suite:
                 item["set"] = list(e.set)
             if e.ablation_of:
                 item["ablation_of"] = e.ablation_of
+            if e.longer_of:
+                item["longer_of"] = e.longer_of
             out["methods"].append(item)
         return out
 
@@ -146,19 +152,23 @@ def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) 
             raise ConfigError(f"{where}: key 'name' must be a folder name (letters, digits, _ . -), "
                               f"got {item['name']!r}")
         entries.append(Entry(item["name"], item["method"], _check_overrides(where, "set", item.get("set", [])),
-                             item.get("ablation_of")))
+                             item.get("ablation_of"), item.get("longer_of")))
     if not entries:
         raise ConfigError(f"{source}: key 'methods' is empty")
     names = [e.name for e in entries]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise ConfigError(f"{source}: key 'methods' names {', '.join(doubled)} more than once")
-    if [e.method for e in entries].count("none") != 1:
-        raise ConfigError(f"{source}: key 'methods' must list the baseline student (method: none) exactly once")
+    if [e.method for e in entries if e.longer_of is None].count("none") != 1:
+        raise ConfigError(f"{source}: key 'methods' must list the baseline student (method: none) exactly once "
+                          "(besides entries marked longer_of)")
     for e in entries:
-        if e.ablation_of is not None and (e.ablation_of not in names or e.ablation_of == e.name):
-            raise ConfigError(f"{source}: methods entry {e.name!r}: key 'ablation_of' names no other entry "
-                              f"({e.ablation_of!r})")
+        for key, other in (("ablation_of", e.ablation_of), ("longer_of", e.longer_of)):
+            if other is not None and (other not in names or other == e.name):
+                raise ConfigError(f"{source}: methods entry {e.name!r}: key '{key}' names no other entry ({other!r})")
+        if e.longer_of is not None and entries[names.index(e.longer_of)].method != e.method:
+            raise ConfigError(f"{source}: methods entry {e.name!r}: key 'longer_of' names an entry of another "
+                              f"method; give it method {entries[names.index(e.longer_of)].method!r} and more epochs")
     missing = sorted({e.method for e in entries if e.method != "none" and e.method not in DISTILLERS})
     if missing:
         raise ConfigError(f"{source}: methods not registered: {', '.join(missing)} "
@@ -219,7 +229,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     from reid_kd.engine.io import read_json, write_json, write_text
     from reid_kd.engine.lock import folder_lock
     from reid_kd.engine.preflight import claim_run_folder, preflight
-    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_student
+    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_students
 
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
@@ -237,27 +247,35 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
 
     for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
         preflight(cfg, loaders_for(cfg, seed), run_dir(cfg))  # every entry, before any training
-    teachers: dict[str, tuple] = {}
-    records = []
+    cohorts: dict[tuple, list[tuple[Entry, dict]]] = {}  # runs that can train side by side
     for i, (entry, seed, cfg) in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {entry.name} seed{seed}"
         state = run_state(cfg)
         if state == "done":
             log(f"{tag}: done, skipped ({run_dir(cfg)})")
-            records.append(read_json(run_dir(cfg) / "metrics.json"))
             continue
         log(f"{tag}: {'resuming from its checkpoint' if state == 'resume' else 'training'}")
-        device = setup_runtime(cfg)
-        loaders = loaders_for(cfg, seed)
-        t_key = cfg["teacher"]["checkpoint"] or teacher_key(cfg)
+        key = (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
+               cfg["experiment"]["device"], cfg["experiment"]["amp"])
+        cohorts.setdefault(key, []).append((entry, cfg))
+    teachers: dict[str, tuple] = {}
+    for (seed, _, t_key, _, _), cohort in cohorts.items():
+        cfgs = [copy.deepcopy(cfg) for _, cfg in cohort]
+        device = setup_runtime(cfgs[0])
+        loaders = loaders_for(cfgs[0], seed)
         if t_key not in teachers:
             log(loaders.dataset.summary())
-            teachers[t_key] = get_teacher(cfg, loaders, device, log)
+            teachers[t_key] = get_teacher(cfgs[0], loaders, device, log)
         teacher, teacher_metrics = teachers[t_key]
-        with folder_lock(run_dir(cfg), log):
-            if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
-                log(f"{tag}: --overwrite: removed the run of another config in {run_dir(cfg)}")
-            record = train_student(copy.deepcopy(cfg), loaders, teacher, device, teacher_metrics, log=log)
-        log(f"{tag}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} ({run_dir(cfg)})")
-        records.append(record)
-    return records
+        with ExitStack() as locks:
+            for entry, cfg in cohort:
+                locks.enter_context(folder_lock(run_dir(cfg), log))
+                if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
+                    log(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in {run_dir(cfg)}")
+            log(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "
+                + ", ".join(entry.name for entry, _ in cohort))
+            done = train_students(cfgs, loaders, teacher, device, teacher_metrics, log=log)
+        for (entry, cfg), record in zip(cohort, done):
+            log(f"{entry.name} seed{seed}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} "
+                f"({run_dir(cfg)})")
+    return [read_json(run_dir(cfg) / "metrics.json") for _, _, cfg in runs]

@@ -49,7 +49,7 @@ def tuning_suite(suite: Suite, entry_name: str, grid: list[tuple[str, list[str]]
         raise ConfigError(f"entry {entry_name!r} is the baseline: it has no options to tune")
     if not grid:
         raise ConfigError("give at least one --grid distill.<method>.<option>=v1,v2,...")
-    baseline = next(e for e in suite.entries if e.method == "none")
+    baseline = next(e for e in suite.entries if e.method == "none" and e.longer_of is None)
     points = [tuple(zip([k for k, _ in grid], values)) for values in itertools.product(*(v for _, v in grid))]
     entries = [Entry(baseline.name, "none", baseline.set)]
     entries += [Entry(_point_name(entry.name, p), entry.method, (*entry.set, *(f"{k}={v}" for k, v in p)))

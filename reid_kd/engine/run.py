@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import faiss
@@ -23,7 +24,7 @@ from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, remove_sta
     write_text
 from reid_kd.engine.lock import folder_lock
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
-from reid_kd.engine.trainer import Trainer, select_device
+from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.reid_model import ReIDModel, build_model
 
@@ -203,12 +204,25 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
     With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
     run killed there would have. The run folder is locked meanwhile (callers may hold it already).
     """
-    with folder_lock(run_dir(cfg), log):
-        return _train_student(cfg, loaders, teacher, device, teacher_metrics, stop_after, log)
+    return train_students([cfg], loaders, teacher, device, teacher_metrics, stop_after, log)[0]
 
 
-def _train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
-                   teacher_metrics: dict | None, stop_after: int | None, log) -> dict | None:
+def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
+                   teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> list[dict | None]:
+    """`train_student` for several configs of one seed and data, trained side by side behind one teacher
+    forward per batch (see `engine/trainer.train_side_by_side`); each gets the result it would get alone."""
+    with ExitStack() as locks:
+        for cfg in cfgs:
+            locks.enter_context(folder_lock(run_dir(cfg), log))
+        trainers = [_student_trainer(cfg, loaders, teacher, device, log) for cfg in cfgs]
+        seconds = train_side_by_side(trainers, stop_after=stop_after)
+        return [None if stop_after is not None and stop_after < cfg["train"]["epochs"]
+                else _finish_student(cfg, trainer, s, loaders, teacher, device, teacher_metrics)
+                for cfg, trainer, s in zip(cfgs, trainers, seconds)]
+
+
+def _student_trainer(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device, log) -> Trainer:
+    """The student, its distiller and its trainer, built from the seed alone (as every method of the seed)."""
     exp, out = cfg["experiment"], run_dir(cfg)
     for p in remove_stale_temporaries(out):  # safe: this process holds the folder's lock
         log(f"removed the stale temporary file {p}")
@@ -216,12 +230,15 @@ def _train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, devic
     student = build_model(cfg["model"], loaders.dataset.num_train_pids)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     write_text(dump_config(cfg), out / "config.yaml")
-    trainer = Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
-                      teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
-                      desc=run_name(cfg), tag=config_hash(cfg), log=log)
-    seconds = trainer.fit(stop_after=stop_after)
-    if stop_after is not None and stop_after < cfg["train"]["epochs"]:
-        return None
+    return Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
+                   teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
+                   desc=run_name(cfg), tag=config_hash(cfg), log=log)
+
+
+def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loaders, teacher: ReIDModel | None,
+                    device: torch.device, teacher_metrics: dict | None) -> dict:
+    """Save and evaluate a trained student; write its metrics.json record (last: it marks a finished run)."""
+    exp, out, student = cfg["experiment"], run_dir(cfg), trainer.model
     save_model(student, cfg["model"], out / "student.pt")  # kept even if evaluation fails
     metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
     trainer.log_eval(metrics)

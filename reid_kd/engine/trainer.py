@@ -5,6 +5,9 @@ RNG are reseeded at its start, so a run resumed from its last checkpoint continu
 uninterrupted one would. A checkpoint (model, optimizer, schedule, distiller buffers) is written
 atomically after every epoch, with a per-epoch CSV log beside it.
 
+Runs of one seed can train side by side (`train_side_by_side`): one data pass and one teacher forward
+per batch serve every run, and each run still gets exactly the result it would get alone.
+
 Progress: a bar while an epoch runs (only on a terminal), then one line per finished epoch through
 `log` (also without a terminal: a log file, Slurm, CI), and TensorBoard scalars in `tensorboard/`
 when the optional `tensorboard` package is installed (see `engine/scalars.py`).
@@ -145,14 +148,13 @@ class Trainer:
         if self.loader.generator is not None:
             self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
 
-    def _step(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+    def _step(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, teacher_out=None
               ) -> tuple[dict[str, float], float]:
+        """One optimisation step; `teacher_out` is the teacher's output on `images` (shared by a cohort)."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             out = self.model(images)
             losses = reid_losses(out, targets, self.cfg)
             if self.distiller is not None:
-                with torch.no_grad():
-                    teacher_out = self.teacher(images)
                 losses.update(self.distiller(out, teacher_out, targets, indices))
         total = sum(losses.values())
         if not torch.isfinite(total):
@@ -170,50 +172,61 @@ class Trainer:
 
     def fit(self, resume: bool = True, stop_after: int | None = None) -> float:
         """Train to `epochs` (or only up to epoch `stop_after`); returns training seconds across resumes."""
+        return train_side_by_side([self], resume, stop_after)[0]
+
+    def _open(self, resume: bool, stop_after: int | None) -> None:
+        """Resume, trim the log to the checkpoint, open TensorBoard: ready for epochs start_epoch..end-1."""
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        train_seconds = self.try_resume() if resume else 0.0
-        epochs = self.cfg["epochs"]
-        end = min(epochs, stop_after or epochs)
+        self.train_seconds = self.try_resume() if resume else 0.0
+        self.end_epoch = min(self.cfg["epochs"], stop_after or self.cfg["epochs"])
         self._trim_log(self.start_epoch)
         # steps are 1-based epochs; those after the checkpoint (written before a kill) are purged
-        scalars = ScalarLog(self.tensorboard_dir, purge_step=self.start_epoch + 1) if self.tensorboard else None
-        epoch_walls: list[float] = []  # wall time of each epoch run in this process (checkpointing included)
-        try:
-            for epoch in range(self.start_epoch, end):
-                wall_start = time.perf_counter()
-                self._seed_epoch(epoch)
-                self.model.train()
-                sums: dict[str, float] = defaultdict(float)
-                n_batches, n_images, start = 0, 0, time.perf_counter()
-                bar = tqdm(self.loader, desc=f"{self.desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-                           disable=None)  # no bar when stderr is not a terminal (logs stay readable)
-                for images, targets, _, indices in bar:
-                    images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
-                    terms, acc = self._step(images, targets, indices.to(self.device))
-                    for k, v in terms.items():
-                        sums[k] += v
-                    sums["acc"] += acc
-                    n_batches += 1
-                    n_images += len(images)
-                    bar.set_postfix(loss=f"{terms['loss']:.3f}",
-                                    img_s=f"{n_images / (time.perf_counter() - start):.0f}")
-                bar.close()
-                seconds = time.perf_counter() - start
-                train_seconds += seconds
-                row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
-                row |= {k: v / max(n_batches, 1) for k, v in sums.items()}
-                row |= {"images_per_sec": n_images / max(seconds, 1e-9), "seconds": seconds}
-                self._log(row)
-                if scalars is not None:
-                    self._write_scalars(scalars, row)
-                self.save_checkpoint(epoch, train_seconds)
-                epoch_walls.append(time.perf_counter() - wall_start)
-                eta = sum(epoch_walls) / len(epoch_walls) * (end - epoch - 1)
-                self._say(self.epoch_line(row, epochs, train_seconds, eta))
-        finally:  # also on an error or Ctrl-C: no writer thread is left running, written events are flushed
-            if scalars is not None:
-                scalars.close()
-        return train_seconds
+        self.scalars = ScalarLog(self.tensorboard_dir, purge_step=self.start_epoch + 1) if self.tensorboard else None
+        self.epoch_walls: list[float] = []  # wall time of each epoch run in this process (checkpointing included)
+
+    def _begin_epoch(self, rng_state: torch.Tensor) -> None:
+        self.model.train()
+        self.rng_state = rng_state
+        self.sums: dict[str, float] = defaultdict(float)
+        self.n_batches, self.n_images, self.step_seconds = 0, 0, 0.0
+
+    def _step_in_own_stream(self, images, targets, indices, teacher_out) -> dict[str, float]:
+        """A step under this run's own torch RNG stream, so what a cohort's other runs draw cannot shift it."""
+        shared = _rng_state(self.device)
+        _set_rng_state(self.device, self.rng_state)
+        start = time.perf_counter()
+        terms, acc = self._step(images, targets, indices, teacher_out)
+        self.step_seconds += time.perf_counter() - start
+        self.rng_state = _rng_state(self.device)
+        _set_rng_state(self.device, shared)
+        for k, v in terms.items():
+            self.sums[k] += v
+        self.sums["acc"] += acc
+        self.n_batches += 1
+        self.n_images += len(images)
+        return terms
+
+    def _end_epoch(self, epoch: int, shared_seconds: float, wall_start: float) -> None:
+        """Log, checkpoint and report one epoch. Its time is this run's steps plus the cohort's shared work
+        (data, teacher forward): what the run would have taken alone."""
+        seconds = self.step_seconds + shared_seconds
+        self.train_seconds += seconds
+        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        row |= {k: v / max(self.n_batches, 1) for k, v in self.sums.items()}
+        row |= {"images_per_sec": self.n_images / max(seconds, 1e-9), "seconds": seconds}
+        self._log(row)
+        if self.scalars is not None:
+            self._write_scalars(self.scalars, row)
+        self.save_checkpoint(epoch, self.train_seconds)
+        self.epoch_walls.append(time.perf_counter() - wall_start)
+        eta = sum(self.epoch_walls) / len(self.epoch_walls) * (self.end_epoch - epoch - 1)
+        self._say(self.epoch_line(row, self.cfg["epochs"], self.train_seconds, eta))
+
+    def _close(self) -> None:
+        """Also on an error or Ctrl-C: no writer thread is left running, written events are flushed."""
+        if getattr(self, "scalars", None) is not None:
+            self.scalars.close()
+            self.scalars = None
 
     def _say(self, message: str) -> None:
         self.log(message)
@@ -272,3 +285,75 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def _rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _check_cohort(trainers: list[Trainer]) -> None:
+    first = trainers[0]
+    for t in trainers[1:]:
+        same = (t.loader is first.loader, t.seed == first.seed, t.device == first.device, t.amp == first.amp)
+        if not all(same):
+            raise ValueError(f"{t.desc} cannot train beside {first.desc}: runs side by side share one loader, "
+                             "seed, device and AMP setting")
+    teachers = {id(t.teacher) for t in trainers if t.teacher is not None}
+    if len(teachers) > 1:
+        raise ValueError("runs side by side share one teacher")
+
+
+def train_side_by_side(trainers: list[Trainer], resume: bool = True, stop_after: int | None = None) -> list[float]:
+    """Train runs of one seed together, batch by batch: one pass of the data and one teacher forward per
+    batch serve them all (the teacher's forward is most of a distillation step's cost).
+
+    Each run keeps its own model, optimiser, schedule, checkpoint, log and torch RNG stream, and sees the
+    batches and augmentations a run alone would see, so its result is the one it would get alone (a
+    resumed run joins at the epoch after its checkpoint). Returns each run's training seconds.
+    """
+    _check_cohort(trainers)
+    first = trainers[0]
+    teacher = next((t.teacher for t in trainers if t.teacher is not None), None)
+    try:
+        for t in trainers:
+            t._open(resume, stop_after)
+        epochs = max(t.cfg["epochs"] for t in trainers)
+        for epoch in range(min(t.start_epoch for t in trainers), max(t.end_epoch for t in trainers)):
+            active = [t for t in trainers if t.start_epoch <= epoch < t.end_epoch]
+            if not active:
+                continue
+            wall_start = time.perf_counter()
+            first._seed_epoch(epoch)
+            batches = iter(first.loader)  # may draw from torch's RNG: before the runs' streams fork off
+            epoch_rng = _rng_state(first.device)
+            for t in active:
+                t._begin_epoch(epoch_rng)
+            distilling = teacher is not None and any(t.distiller is not None for t in active)
+            start = time.perf_counter()
+            desc = first.desc if len(active) == 1 else f"{len(active)} runs side by side"
+            bar = tqdm(batches, total=len(first.loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
+                       dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal (logs stay readable)
+            for images, targets, _, indices in bar:
+                images, targets = images.to(first.device, non_blocking=True), targets.to(first.device)
+                indices = indices.to(first.device)
+                teacher_out = None
+                if distilling:
+                    with torch.no_grad(), torch.autocast(first.device.type, dtype=torch.float16, enabled=first.amp):
+                        teacher_out = teacher(images)
+                terms = [t._step_in_own_stream(images, targets, indices, teacher_out) for t in active]
+                bar.set_postfix(loss=f"{terms[0]['loss']:.3f}",
+                                img_s=f"{active[0].n_images / (time.perf_counter() - start):.0f}")
+            bar.close()
+            shared_seconds = time.perf_counter() - start - sum(t.step_seconds for t in active)
+            for t in active:
+                t._end_epoch(epoch, shared_seconds, wall_start)
+    finally:
+        for t in trainers:
+            t._close()
+    return [t.train_seconds for t in trainers]

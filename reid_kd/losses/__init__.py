@@ -25,11 +25,14 @@ def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_hard_triplet(feats: torch.Tensor, targets: torch.Tensor, margin: float = 0.3,
-                       soft_margin: bool = False) -> torch.Tensor:
+                       soft_margin: bool = False, normalize: bool = False) -> torch.Tensor:
     """Hermans et al., 2017: each anchor's farthest positive against its nearest negative.
 
-    `soft_margin` replaces the hinge by log(1 + exp(d_ap - d_an)).
+    `soft_margin` replaces the hinge by log(1 + exp(d_ap - d_an)). `normalize` measures distances
+    between L2-normalised features, so the loss cannot be lowered by shrinking the features' scale.
     """
+    if normalize:
+        feats = F.normalize(feats, dim=1)
     dist = pairwise_euclidean(feats)
     same = targets[:, None] == targets[None, :]
     hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
@@ -50,5 +53,6 @@ def reid_losses(out, targets: torch.Tensor, train_cfg: dict) -> dict[str, torch.
         losses["id"] = train_cfg["id_loss_weight"] * label_smoothed_ce(out.logits, targets, train_cfg["label_smooth"])
     if train_cfg["triplet_weight"] > 0:
         losses["triplet"] = train_cfg["triplet_weight"] * batch_hard_triplet(
-            out.global_feat, targets, train_cfg["triplet_margin"], train_cfg["triplet_soft_margin"])
+            out.global_feat, targets, train_cfg["triplet_margin"], train_cfg["triplet_soft_margin"],
+            train_cfg["triplet_normalize"])
     return losses
