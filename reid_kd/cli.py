@@ -134,27 +134,31 @@ def bench(suite_file, overrides, overwrite) -> None:
 
 @main.command()
 @click.option("--suite", "suite_file", required=True, type=click.Path(dir_okay=False),
-              help="The suite whose entry is tuned, e.g. configs/suites/synth_cpu.yaml.")
-@click.option("--entry", required=True, help="The suite entry (method) whose options are tuned, e.g. kd.")
-@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
-              help="Values of one option, e.g. --grid distill.kd.weight=0.1,1,10 (repeatable: the product).")
+              help="The suite whose entries are tuned, e.g. configs/suites/synth_cpu.yaml.")
+@click.option("--grid", "grid", multiple=True, required=True, metavar="[ENTRY:]KEY=V1,V2,...",
+              help="Values of one option, e.g. --grid distill.kd.weight=0.1,1,10. Repeatable: grids of one entry "
+                   "form their product, grids of several entries train side by side beside one baseline. The "
+                   "entry is the one whose method the key names, or ENTRY: (e.g. gird_no_memory:distill.gird...).")
+@click.option("--entry", default=None, help="The entry of every --grid without ENTRY: (default: from the key).")
 @click.option("--validation-fraction", type=click.FloatRange(0.01, 0.5), default=VALIDATION_FRACTION,
               show_default=True,
               help="Fraction of the training identities held out as validation query and gallery.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
-              help="Folder of the sweep table <suite>-tune-<entry>.md.")
+              help="Folder of the sweep tables <suite>-tune-<entry>.md.")
 @set_option
 @overwrite_option
-def tune(suite_file, entry, grid, validation_fraction, out_dir, overrides, overwrite) -> None:
-    """Train a grid of one entry's options on validation identities (never the test split) and write its table.
+def tune(suite_file, grid, entry, validation_fraction, out_dir, overrides, overwrite) -> None:
+    """Train grids of entries' options on validation identities (never the test split); one table per entry.
 
     Resumable like bench: run it again to skip the grid points already done.
     """
     from reid_kd.bench.suite import load_suite
     from reid_kd.bench.tune import run_tuning
 
-    md = run_tuning(load_suite(suite_file), entry, grid, tuple(overrides), validation_fraction, out_dir, overwrite)
-    click.echo(f"sweep table: {md}")
+    tables = run_tuning(load_suite(suite_file), grid, entry, tuple(overrides), validation_fraction, out_dir,
+                        overwrite)
+    for md in tables:
+        click.echo(f"sweep table: {md}")
 
 
 @main.command()

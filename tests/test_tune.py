@@ -2,12 +2,15 @@
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 import reid_kd.data.image_dataset as image_dataset
+from reid_kd.bench.suite import parse_suite
+from reid_kd.bench.tune import parse_grid, tuning_suite
 from reid_kd.cli import main
-from reid_kd.config import load_config
+from reid_kd.config import ConfigError, load_config
 from reid_kd.data.image_dataset import load_dataset
 from reid_kd.data.validation import validation_split
 
@@ -47,19 +50,42 @@ def test_tune_never_reads_the_test_split_and_writes_the_sweep_table(tiny_overrid
     suite = {"name": "tiny", "base": QUICKSTART, "seeds": [0],
              "set": [*overrides, f"data.root={root}", "data.dataset=veri776",
                      f"experiment.output_dir={tmp_path / 'runs'}"],
-             "methods": [{"name": "baseline", "method": "none"}, {"name": "kd", "method": "kd"}]}
+             "methods": [{"name": "baseline", "method": "none"}, {"name": "kd", "method": "kd"},
+                         {"name": "at", "method": "at"}]}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    result = CliRunner().invoke(main, ["tune", "--suite", str(tmp_path / "suite.yaml"), "--entry", "kd",
-                                       "--grid", "distill.kd.weight=0.5,2", "--validation-fraction", "0.25",
-                                       "--out", str(tmp_path / "lb")])
+    args = ["tune", "--suite", str(tmp_path / "suite.yaml"), "--grid", "distill.kd.weight=0.5,2",
+            "--grid", "at:distill.at.weight=100", "--validation-fraction", "0.25", "--out", str(tmp_path / "lb")]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert read and not [p for p in read if "image_query" in p or "image_test" in p]
     md = (tmp_path / "lb" / "tiny-tune-kd.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert {"baseline (student)", "kd-weight-0.5", "kd-weight-2"} <= set(rows)
     assert "validation identities" in md and "Dataset `veri776:val`" in md
-    assert rows["kd-weight-2"].split("|")[2].strip() == "1/1"
-    again = CliRunner().invoke(main, ["tune", "--suite", str(tmp_path / "suite.yaml"), "--entry", "kd",
-                                      "--grid", "distill.kd.weight=0.5,2", "--validation-fraction", "0.25",
-                                      "--out", str(tmp_path / "lb")])
-    assert again.exit_code == 0 and again.output.count("done, skipped") == 3  # resumable like bench
+    assert rows["kd-weight-2"].split("|")[2].strip() == "1/1" and "at-weight-100" not in rows
+    at_rows = [line.split("|")[1].strip() for line in (tmp_path / "lb" / "tiny-tune-at.md").read_text().splitlines()
+               if line.startswith("| ")]
+    assert set(at_rows[1:]) == {"teacher (resnet18)", "baseline (student)", "at-weight-100"}
+    assert "4 run(s) side by side" in result.output  # one baseline, every grid point of the seed together
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and again.output.count("done, skipped") == 4  # resumable like bench
+
+
+def test_each_grid_finds_its_entry():
+    suite = parse_suite({"name": "s", "base": QUICKSTART, "seeds": [0], "methods": [
+        {"name": "baseline", "method": "none"}, {"name": "kd", "method": "kd"}, {"name": "gird", "method": "gird"},
+        {"name": "gird_no_memory", "method": "gird", "ablation_of": "gird"}]})
+    grids = parse_grid(suite, ("distill.kd.weight=1,2", "distill.kd.temperature=4", "distill.gird.weight_sim=3",
+                               "gird_no_memory:distill.gird.weight_sim=1"))
+    assert grids == {"kd": [("distill.kd.weight", ["1", "2"]), ("distill.kd.temperature", ["4"])],
+                     "gird": [("distill.gird.weight_sim", ["3"])],
+                     "gird_no_memory": [("distill.gird.weight_sim", ["1"])]}
+    assert parse_grid(suite, ("train.lr=1e-3",), "kd") == {"kd": [("train.lr", ["1e-3"])]}
+    tuning, tables = tuning_suite(suite, grids)
+    assert [e.name for e in tuning.entries] == ["baseline", "kd-weight-1-temperature-4", "kd-weight-2-temperature-4",
+                                                "gird-weight_sim-3", "gird_no_memory-weight_sim-1"]
+    assert tables["gird"] == ["baseline", "gird-weight_sim-3"] and tuning.name == "s-tune-kd-gird-gird_no_memory"
+    for bad, words in [(("train.lr=1e-3",), "name the entry"), (("distill.kd.weight=",), "must look like"),
+                       (("nope:distill.kd.weight=1",), "no entry 'nope'"), (("baseline:train.lr=1",), "baseline")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_grid(suite, bad)

@@ -233,15 +233,19 @@ def cmc_plot(runs: pd.DataFrame, teachers: pd.DataFrame, entries: list[dict], ti
     return buf.getvalue()
 
 
-def build_leaderboard(suite_dir: Path, out_dir: Path) -> tuple[Path, Path, str, list[str]]:
-    """Write <out_dir>/<suite>.md and <out_dir>/<suite>_cmc.png from the runs under `suite_dir`.
+def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = None,
+                      name: str | None = None) -> tuple[Path, Path, str, list[str]]:
+    """Write <out_dir>/<name>.md and <out_dir>/<name>_cmc.png from the runs under `suite_dir`.
 
-    Returns both paths, the summary (seeds, commit, main table) for the README block and the rejected
-    run files ("path: why").
+    `name` defaults to the suite's; `only` keeps those entries (a view of the suite, e.g. one sweep of a
+    tuning suite). Returns both paths, the summary (seeds, commit, main table) for the README block and
+    the rejected run files ("path: why").
     """
     suite_text = (suite_dir / "suite.yaml").read_text()
     suite = yaml.safe_load(suite_text)
-    name, seeds = suite["name"], suite["seeds"]
+    if only is not None:
+        suite["methods"] = [e for e in suite["methods"] if e["name"] in only]
+    name, seeds = name or suite["name"], suite["seeds"]
     every, rejected = load_runs(suite_dir, suite)
     runs = every[~every["failed"]] if not every.empty else every  # finished runs with finite metrics
     teachers = _teachers(runs)

@@ -1,12 +1,13 @@
-"""`reidkd tune`: a grid of a suite entry's options, scored on validation identities, never on the test split.
+"""`reidkd tune`: grids of suite entries' options, scored on validation identities, never on the test split.
 
 A tuning run is itself a suite, derived from the one being tuned: the baseline and one entry per grid
-point, the suite's seeds and schedule (plus any `--set`, e.g. a shorter schedule), and
-`data.validation_fraction` so that training loses the held-out identities and evaluation scores them
+point of every tuned entry, the suite's seeds and schedule (plus any `--set`, e.g. a shorter schedule),
+and `data.validation_fraction` so that training loses the held-out identities and evaluation scores them
 instead of the test query and gallery. Its teacher is the suite's recipe trained without the held-out
 identities (the teacher cache keys on the data config), so no network has seen what is scored. It runs
-through `run_suite` (resumable, locked, preflighted like `bench`), and its leaderboard, with the paired
-Δ of every grid point against the baseline, is the sweep table: `<out>/<suite>-tune-<entry>.md`.
+through `run_suite` (resumable, locked, preflighted like `bench`; every grid point of a seed trains side
+by side with the others), and each tuned entry gets its sweep table, with the paired Δ of its grid points
+against the baseline: `<out>/<suite>-tune-<entry>.md`.
 """
 from __future__ import annotations
 
@@ -19,17 +20,46 @@ from reid_kd.bench.suite import Entry, Suite
 from reid_kd.config import ConfigError
 
 VALIDATION_FRACTION = 0.2
+GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<key>[^=:]+)=(?P<values>.+)$")
 
 
-def parse_grid(items: tuple[str, ...]) -> list[tuple[str, list[str]]]:
-    """`key=v1,v2,...` (one per --grid) -> [(key, [v1, v2, ...])]; values stay YAML text for `--set`."""
-    grid = []
+def _entry_for(suite: Suite, key: str, named: str | None, default: str | None) -> Entry:
+    """The entry a grid belongs to: named (`ENTRY:key=...`), else `--entry`, else the one entry whose method
+    the key names (`distill.<method>.<option>`)."""
+    main = [e for e in suite.entries if e.ablation_of is None and e.longer_of is None]
+    if named or default:
+        entry = next((e for e in suite.entries if e.name == (named or default)), None)
+        if entry is None:
+            raise ConfigError(f"suite {suite.name!r} has no entry {named or default!r} "
+                              f"(entries: {', '.join(e.name for e in suite.entries)})")
+    else:
+        parts = key.split(".")
+        method = parts[1] if len(parts) > 2 and parts[0] == "distill" else None
+        matches = [e for e in main if e.method == method]
+        if len(matches) != 1:
+            raise ConfigError(f"--grid {key}: name the entry it tunes, as ENTRY:{key}=... or with --entry "
+                              f"({len(matches)} main entries of method {method!r})")
+        entry = matches[0]
+    if entry.method == "none":
+        raise ConfigError(f"entry {entry.name!r} is the baseline: it has no options to tune")
+    return entry
+
+
+def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None = None
+               ) -> dict[str, list[tuple[str, list[str]]]]:
+    """`[ENTRY:]key=v1,v2,...` (one per --grid) -> {entry: [(key, [v1, v2, ...])]}; values stay YAML text."""
+    grids: dict[str, list[tuple[str, list[str]]]] = {}
     for item in items:
-        key, sep, values = item.partition("=")
-        if not sep or not key.strip() or not values.strip():
-            raise ConfigError(f"--grid {item!r} must look like distill.<method>.<option>=v1,v2,...")
-        grid.append((key.strip(), [v.strip() for v in values.split(",") if v.strip()]))
-    return grid
+        match = GRID_RE.match(item.strip())
+        values = [v.strip() for v in match["values"].split(",") if v.strip()] if match else []
+        if not match or not values:
+            raise ConfigError(f"--grid {item!r} must look like [ENTRY:]distill.<method>.<option>=v1,v2,...")
+        key = match["key"].strip()
+        entry = _entry_for(suite, key, match["entry"], default_entry)
+        grids.setdefault(entry.name, []).append((key, values))
+    if not grids:
+        raise ConfigError("give at least one --grid distill.<method>.<option>=v1,v2,...")
+    return grids
 
 
 def _point_name(entry: str, point: tuple[tuple[str, str], ...]) -> str:
@@ -38,42 +68,44 @@ def _point_name(entry: str, point: tuple[tuple[str, str], ...]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
-def tuning_suite(suite: Suite, entry_name: str, grid: list[tuple[str, list[str]]],
-                 fraction: float = VALIDATION_FRACTION) -> Suite:
-    """The suite that trains the baseline and every grid point of `entry_name` on validation identities."""
-    entry = next((e for e in suite.entries if e.name == entry_name), None)
-    if entry is None:
-        raise ConfigError(f"suite {suite.name!r} has no entry {entry_name!r} "
-                          f"(entries: {', '.join(e.name for e in suite.entries)})")
-    if entry.method == "none":
-        raise ConfigError(f"entry {entry_name!r} is the baseline: it has no options to tune")
-    if not grid:
-        raise ConfigError("give at least one --grid distill.<method>.<option>=v1,v2,...")
+def tuning_suite(suite: Suite, grids: dict[str, list[tuple[str, list[str]]]],
+                 fraction: float = VALIDATION_FRACTION) -> tuple[Suite, dict[str, list[str]]]:
+    """The suite that trains the baseline and every grid point of the tuned entries on validation identities,
+    and the entries of each tuned entry's sweep table (the baseline first)."""
     baseline = next(e for e in suite.entries if e.method == "none" and e.longer_of is None)
-    points = [tuple(zip([k for k, _ in grid], values)) for values in itertools.product(*(v for _, v in grid))]
     entries = [Entry(baseline.name, "none", baseline.set)]
-    entries += [Entry(_point_name(entry.name, p), entry.method, (*entry.set, *(f"{k}={v}" for k, v in p)))
-                for p in points]
-    grid_text = "; ".join(f"`{k}` in {', '.join(v)}" for k, v in grid)
-    description = (f"Options of `{entry.name}` ({grid_text}) scored on validation identities: a fraction "
-                   f"{fraction} of the training identities held out of training (drawn with "
-                   f"`data.validation_seed`), never the test split. Tuning suite derived from `{suite.name}`.")
-    return replace(suite, name=f"{suite.name}-tune-{entry.name}", entries=tuple(entries), description=description,
-                   set=(*suite.set, f"data.validation_fraction={fraction}"))
+    tables, texts = {}, []
+    for name, grid in grids.items():
+        entry = next(e for e in suite.entries if e.name == name)
+        points = [tuple(zip([k for k, _ in grid], values)) for values in itertools.product(*(v for _, v in grid))]
+        mine = [Entry(_point_name(name, p), entry.method, (*entry.set, *(f"{k}={v}" for k, v in p))) for p in points]
+        entries += mine
+        tables[name] = [baseline.name, *(e.name for e in mine)]
+        texts.append(f"`{name}`: " + "; ".join(f"`{k}` in {', '.join(v)}" for k, v in grid))
+    description = (f"Options of {' / '.join(texts)}, scored on validation identities: a fraction {fraction} of "
+                   f"the training identities held out of training (drawn with `data.validation_seed`), never "
+                   f"the test split. Tuning suite derived from `{suite.name}`.")
+    suffix = next(iter(grids)) if len(grids) == 1 else "-".join(grids) if len(grids) <= 3 else "all"
+    tuning = replace(suite, name=f"{suite.name}-tune-{suffix}", entries=tuple(entries), description=description,
+                     set=(*suite.set, f"data.validation_fraction={fraction}"))
+    return tuning, tables
 
 
-def run_tuning(suite: Suite, entry_name: str, grid_items: tuple[str, ...], extra: tuple[str, ...] = (),
-               fraction: float = VALIDATION_FRACTION, out_dir: str | Path = "leaderboards",
-               overwrite: bool = False, log=print) -> Path:
-    """Train the grid (resuming what is done) and write its table; returns the markdown file."""
+def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | None = None,
+               extra: tuple[str, ...] = (), fraction: float = VALIDATION_FRACTION,
+               out_dir: str | Path = "leaderboards", overwrite: bool = False, log=print) -> list[Path]:
+    """Train the grids (resuming what is done) and write one sweep table per tuned entry."""
     from reid_kd.bench.leaderboard import build_leaderboard
     from reid_kd.bench.suite import run_suite
 
-    tuning = tuning_suite(suite, entry_name, parse_grid(grid_items), fraction)
+    tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction)
     runs = tuning.runs(extra)
     run_suite(tuning, extra, log=log, overwrite=overwrite)
     suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / tuning.name
-    md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir))
-    for item in rejected:
-        log(f"rejected {item}")
-    return md
+    written = []
+    for name, rows in tables.items():
+        md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir), rows, f"{suite.name}-tune-{name}")
+        for item in rejected:
+            log(f"rejected {item}")
+        written.append(md)
+    return written
