@@ -143,11 +143,13 @@ def bench(suite_file, overrides, overwrite) -> None:
 @click.option("--validation-fraction", type=click.FloatRange(0.01, 0.5), default=VALIDATION_FRACTION,
               show_default=True,
               help="Fraction of the training identities held out as validation query and gallery.")
+@click.option("--seeds", default=None, metavar="K1,K2,...",
+              help="Seeds of the sweep (default: the suite's), e.g. --seeds 0 for a first pass.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the sweep tables <suite>-tune-<entry>.md.")
 @set_option
 @overwrite_option
-def tune(suite_file, grid, entry, validation_fraction, out_dir, overrides, overwrite) -> None:
+def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides, overwrite) -> None:
     """Train grids of entries' options on validation identities (never the test split); one table per entry.
 
     Resumable like bench: run it again to skip the grid points already done.
@@ -155,8 +157,14 @@ def tune(suite_file, grid, entry, validation_fraction, out_dir, overrides, overw
     from reid_kd.bench.suite import load_suite
     from reid_kd.bench.tune import run_tuning
 
+    try:
+        seed_list = tuple(int(k) for k in seeds.split(",")) if seeds else None
+    except ValueError:
+        raise click.BadParameter(f"expects seeds like 0,1,2, got {seeds!r}", param_hint="--seeds") from None
+    if seed_list is not None and (any(k < 0 for k in seed_list) or len(set(seed_list)) != len(seed_list)):
+        raise click.BadParameter(f"expects distinct non-negative seeds, got {seeds!r}", param_hint="--seeds")
     tables = run_tuning(load_suite(suite_file), grid, entry, tuple(overrides), validation_fraction, out_dir,
-                        overwrite)
+                        overwrite, seed_list)
     for md in tables:
         click.echo(f"sweep table: {md}")
 

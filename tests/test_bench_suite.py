@@ -158,8 +158,8 @@ def test_bench_names_unregistered_methods_in_one_line(tmp_path):
                                                           ("veri.yaml", "resnet101", "resnet18", 256)])
 def test_shipped_suites_run_every_registered_method(file, teacher, student, size):
     s = load_suite(ROOT / "configs" / "suites" / file)
-    assert s.seeds == (0, 1, 2) and s.report == "last"
-    main = {e.method for e in s.entries if e.ablation_of is None}
+    assert len(s.seeds) >= 3 and s.report == "last"
+    main = {e.method for e in s.entries if e.ablation_of is None and e.longer_of is None}
     assert main == {"none", *DISTILLERS}
     ablations = {e.name: e for e in s.entries if e.ablation_of == "gird"}
     assert {a.set[-1] for a in ablations.values()} == {"distill.gird.use_memory=false",

@@ -77,15 +77,21 @@ def test_each_grid_finds_its_entry():
         {"name": "gird_no_memory", "method": "gird", "ablation_of": "gird"}]})
     grids = parse_grid(suite, ("distill.kd.weight=1,2", "distill.kd.temperature=4", "distill.gird.weight_sim=3",
                                "gird_no_memory:distill.gird.weight_sim=1"))
-    assert grids == {"kd": [("distill.kd.weight", ["1", "2"]), ("distill.kd.temperature", ["4"])],
-                     "gird": [("distill.gird.weight_sim", ["3"])],
-                     "gird_no_memory": [("distill.gird.weight_sim", ["1"])]}
-    assert parse_grid(suite, ("train.lr=1e-3",), "kd") == {"kd": [("train.lr", ["1e-3"])]}
+    assert grids == {"kd": [(("distill.kd.weight",), [("1",), ("2",)]), (("distill.kd.temperature",), [("4",)])],
+                     "gird": [(("distill.gird.weight_sim",), [("3",)])],
+                     "gird_no_memory": [(("distill.gird.weight_sim",), [("1",)])]}
+    assert parse_grid(suite, ("train.lr=1e-3",), "kd") == {"kd": [(("train.lr",), [("1e-3",)])]}
+    together = parse_grid(suite, ("distill.gird.weight_sim,distill.gird.weight_evo=3:1,30:10",))
+    assert [e.set for e in tuning_suite(suite, together)[0].entries[1:]] == [
+        ("distill.gird.weight_sim=3", "distill.gird.weight_evo=1"), ("distill.gird.weight_sim=30",
+                                                                     "distill.gird.weight_evo=10")]
     tuning, tables = tuning_suite(suite, grids)
+    assert tuning.seeds == (0,) and tuning_suite(suite, grids, seeds=(3, 4))[0].seeds == (3, 4)
     assert [e.name for e in tuning.entries] == ["baseline", "kd-weight-1-temperature-4", "kd-weight-2-temperature-4",
                                                 "gird-weight_sim-3", "gird_no_memory-weight_sim-1"]
     assert tables["gird"] == ["baseline", "gird-weight_sim-3"] and tuning.name == "s-tune-kd-gird-gird_no_memory"
     for bad, words in [(("train.lr=1e-3",), "name the entry"), (("distill.kd.weight=",), "must look like"),
-                       (("nope:distill.kd.weight=1",), "no entry 'nope'"), (("baseline:train.lr=1",), "baseline")]:
+                       (("nope:distill.kd.weight=1",), "no entry 'nope'"),
+                       (("distill.kd.weight,distill.kd.temperature=1:4,2",), "moved together"), (("baseline:train.lr=1",), "baseline")]:
         with pytest.raises(ConfigError, match=words):
             parse_grid(suite, bad)

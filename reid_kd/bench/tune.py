@@ -20,7 +20,8 @@ from reid_kd.bench.suite import Entry, Suite
 from reid_kd.config import ConfigError
 
 VALIDATION_FRACTION = 0.2
-GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<key>[^=:]+)=(?P<values>.+)$")
+GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<keys>[^=:]+)=(?P<values>.+)$")
+Grid = list[tuple[tuple[str, ...], list[tuple[str, ...]]]]  # [(keys moved together, their values per point)]
 
 
 def _entry_for(suite: Suite, key: str, named: str | None, default: str | None) -> Entry:
@@ -45,18 +46,20 @@ def _entry_for(suite: Suite, key: str, named: str | None, default: str | None) -
     return entry
 
 
-def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None = None
-               ) -> dict[str, list[tuple[str, list[str]]]]:
-    """`[ENTRY:]key=v1,v2,...` (one per --grid) -> {entry: [(key, [v1, v2, ...])]}; values stay YAML text."""
-    grids: dict[str, list[tuple[str, list[str]]]] = {}
+def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None = None) -> dict[str, Grid]:
+    """`[ENTRY:]key=v1,v2,...` (one per --grid) -> {entry: [((key,), [(v1,), (v2,), ...])]}; values stay YAML
+    text. `k1,k2=a1:a2,b1:b2` moves options together (e.g. both of RKD's weights, their ratio kept)."""
+    grids: dict[str, Grid] = {}
     for item in items:
         match = GRID_RE.match(item.strip())
-        values = [v.strip() for v in match["values"].split(",") if v.strip()] if match else []
-        if not match or not values:
-            raise ConfigError(f"--grid {item!r} must look like [ENTRY:]distill.<method>.<option>=v1,v2,...")
-        key = match["key"].strip()
-        entry = _entry_for(suite, key, match["entry"], default_entry)
-        grids.setdefault(entry.name, []).append((key, values))
+        keys = tuple(k.strip() for k in match["keys"].split(",")) if match else ()
+        values = [tuple(x.strip() for x in v.split(":")) for v in match["values"].split(",") if v.strip()] \
+            if match else []
+        if not match or not values or not all(keys) or any(len(v) != len(keys) or not all(v) for v in values):
+            raise ConfigError(f"--grid {item!r} must look like [ENTRY:]distill.<method>.<option>=v1,v2,... or, "
+                              f"for options moved together, KEY1,KEY2=a1:a2,b1:b2,...")
+        entry = _entry_for(suite, keys[0], match["entry"], default_entry)
+        grids.setdefault(entry.name, []).append((keys, values))
     if not grids:
         raise ConfigError("give at least one --grid distill.<method>.<option>=v1,v2,...")
     return grids
@@ -68,8 +71,8 @@ def _point_name(entry: str, point: tuple[tuple[str, str], ...]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
-def tuning_suite(suite: Suite, grids: dict[str, list[tuple[str, list[str]]]],
-                 fraction: float = VALIDATION_FRACTION) -> tuple[Suite, dict[str, list[str]]]:
+def tuning_suite(suite: Suite, grids: dict[str, Grid], fraction: float = VALIDATION_FRACTION,
+                 seeds: tuple[int, ...] | None = None) -> tuple[Suite, dict[str, list[str]]]:
     """The suite that trains the baseline and every grid point of the tuned entries on validation identities,
     and the entries of each tuned entry's sweep table (the baseline first)."""
     baseline = next(e for e in suite.entries if e.method == "none" and e.longer_of is None)
@@ -77,28 +80,32 @@ def tuning_suite(suite: Suite, grids: dict[str, list[tuple[str, list[str]]]],
     tables, texts = {}, []
     for name, grid in grids.items():
         entry = next(e for e in suite.entries if e.name == name)
-        points = [tuple(zip([k for k, _ in grid], values)) for values in itertools.product(*(v for _, v in grid))]
+        points = [tuple((k, v) for (keys, _), values in zip(grid, combo) for k, v in zip(keys, values))
+                  for combo in itertools.product(*(values for _, values in grid))]
         mine = [Entry(_point_name(name, p), entry.method, (*entry.set, *(f"{k}={v}" for k, v in p))) for p in points]
         entries += mine
         tables[name] = [baseline.name, *(e.name for e in mine)]
-        texts.append(f"`{name}`: " + "; ".join(f"`{k}` in {', '.join(v)}" for k, v in grid))
+        texts.append(f"`{name}`: " + "; ".join(f"`{', '.join(keys)}` in {', '.join(':'.join(v) for v in values)}"
+                                               for keys, values in grid))
     description = (f"Options of {' / '.join(texts)}, scored on validation identities: a fraction {fraction} of "
                    f"the training identities held out of training (drawn with `data.validation_seed`), never "
                    f"the test split. Tuning suite derived from `{suite.name}`.")
     suffix = next(iter(grids)) if len(grids) == 1 else "-".join(grids) if len(grids) <= 3 else "all"
     tuning = replace(suite, name=f"{suite.name}-tune-{suffix}", entries=tuple(entries), description=description,
-                     set=(*suite.set, f"data.validation_fraction={fraction}"))
+                     set=(*suite.set, f"data.validation_fraction={fraction}"), seeds=seeds or suite.seeds)
     return tuning, tables
 
 
 def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | None = None,
                extra: tuple[str, ...] = (), fraction: float = VALIDATION_FRACTION,
-               out_dir: str | Path = "leaderboards", overwrite: bool = False, log=print) -> list[Path]:
-    """Train the grids (resuming what is done) and write one sweep table per tuned entry."""
+               out_dir: str | Path = "leaderboards", overwrite: bool = False, seeds: tuple[int, ...] | None = None,
+               log=print) -> list[Path]:
+    """Train the grids (resuming what is done; on `seeds`, default the suite's) and write one sweep table
+    per tuned entry."""
     from reid_kd.bench.leaderboard import build_leaderboard
     from reid_kd.bench.suite import run_suite
 
-    tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction)
+    tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction, seeds)
     runs = tuning.runs(extra)
     run_suite(tuning, extra, log=log, overwrite=overwrite)
     suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / tuning.name
