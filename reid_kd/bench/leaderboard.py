@@ -295,7 +295,8 @@ def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = N
         "interval (Student t over the seeds); * marks an interval that excludes 0, the only differences this "
         "table claims. The teacher's Δ is its difference from the baseline's mean. Params: inference parameters (classifier "
         "excluded). Images/s: retrieval forward pass over the gallery, measured when the run was evaluated. "
-        "Train time: mean per run."])
+        "Train time: mean per run, counting the data pass and teacher forward it shared with the runs trained "
+        "beside it (what it would take alone)."])
     lines += [summary,
               "",
               f"![CMC curves of {name}]({plot_name})",
