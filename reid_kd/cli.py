@@ -92,7 +92,7 @@ def run(config, overrides, overwrite) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder of the --visualize PNGs (default: ranked_lists/ beside the checkpoint).")
 def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
-    """Evaluate a saved model on the config's dataset with FAISS."""
+    """Evaluate a saved model on the config's dataset (exact mAP, CMC, mINP; eval.rerank for re-ranking)."""
     cfg = load_config(config, overrides)
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.run import load_model, markdown_table, queries_line, setup_runtime

@@ -165,6 +165,11 @@ SCHEMA: dict[str, Any] = {
         "max_rank": Num(50, 10, why="Rank-10 is reported"),
         "query_chunk": Num(1024, 1),
         "faiss_gpu": Choice("auto", "never"),
+        # k-reciprocal re-ranking (Zhong et al., CVPR 2017); k1, k2, lambda: the paper's defaults
+        "rerank": False,
+        "rerank_k1": Num(20, 1),
+        "rerank_k2": Num(6, 1),
+        "rerank_lambda": Num(0.3, 0.0, 1.0),
     },
 }
 

@@ -19,6 +19,7 @@ import yaml
 from reid_kd.bench.stats import format_delta, paired_delta
 from reid_kd.bench.suite import EXPECTED_RUNS
 from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
+from reid_kd.evaluation.extract import rerank_said
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
@@ -137,6 +138,16 @@ def _queries(runs: pd.DataFrame) -> str:
         return ""
     said = "; ".join(f"{v} of {t} ({t - v} skipped: no positive in the gallery)" for t, v in pairs)
     return f"Queries scored per run: {said}."
+
+
+def _scoring(runs: pd.DataFrame) -> str:
+    """Whether the runs were scored after k-reciprocal re-ranking (said only when some were)."""
+    if "rerank" not in runs:
+        return ""
+    said = {rerank_said(r) for r in runs["rerank"]}
+    if said == {None}:
+        return ""
+    return "Re-ranking: " + "; ".join(sorted(s or "off in some runs" for s in said)) + "."
 
 
 def _teachers(runs: pd.DataFrame) -> pd.DataFrame:
@@ -285,7 +296,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = N
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
         f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
-        f"{_initialisation(runs)} {_queries(runs)}".rstrip(),
+        f"{_initialisation(runs)} {_queries(runs)} {_scoring(runs)}".rstrip(),
         _software(runs),
         "",
         _table(teacher_rows + students),

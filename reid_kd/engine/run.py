@@ -26,6 +26,7 @@ from reid_kd.engine.lock import folder_lock
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
 from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
 from reid_kd.evaluation import evaluate_model
+from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.reid_model import ReIDModel, build_model
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
@@ -299,6 +300,8 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 def queries_line(metrics: dict) -> str:
     """How many queries were scored, and how many were skipped for lack of a positive."""
     total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
+    rerank = rerank_said(metrics.get("rerank"))
+    said = f" Re-ranked: {rerank}." if rerank else ""
     if total is None:
-        return f"Queries scored: {valid}."
-    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery)."
+        return f"Queries scored: {valid}.{said}"
+    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery).{said}"

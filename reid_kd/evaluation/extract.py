@@ -34,10 +34,10 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
     qf, q_pids, q_camids = extract_features(model, query_loader, device)
     gf, g_pids, g_camids = extract_features(model, gallery_loader, device)
     options = dict(metric=eval_cfg["metric"], max_rank=eval_cfg["max_rank"], query_chunk=eval_cfg["query_chunk"],
-                   use_gpu=eval_cfg["faiss_gpu"] == "auto",
+                   use_gpu=eval_cfg["faiss_gpu"] == "auto", device=device, rerank=rerank_options(eval_cfg),
                    same_camera_is_junk=source.has_cameras if source is not None else True)
     if source is None or not source.draws:
-        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)])
+        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)], options["rerank"])
     items = list(query_loader.dataset.items) + list(gallery_loader.dataset.items)
     row = {it.path: i for i, it in enumerate(items)}
     feats = np.concatenate([qf, gf])
@@ -47,10 +47,24 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
         gi = np.array([row[it.path] for it in gallery])
         results.append(evaluate(feats[qi], feats[gi], [it.pid for it in query], [it.pid for it in gallery],
                                 [it.camid for it in query], [it.camid for it in gallery], **options))
-    return _record(results)
+    return _record(results, options["rerank"])
 
 
-def _record(results: list[dict]) -> dict:
+def rerank_options(eval_cfg: dict) -> dict | None:
+    """`evaluate`'s re-ranking options from the `eval` config block (None: re-ranking off)."""
+    if not eval_cfg["rerank"]:
+        return None
+    return {"k1": eval_cfg["rerank_k1"], "k2": eval_cfg["rerank_k2"], "lam": eval_cfg["rerank_lambda"]}
+
+
+def rerank_said(rerank) -> str | None:
+    """How a result's `rerank` record reads in a table note (None when re-ranking was off)."""
+    if not isinstance(rerank, dict):
+        return None
+    return f"k-reciprocal (k1 {rerank['k1']}, k2 {rerank['k2']}, λ {rerank['lam']})"
+
+
+def _record(results: list[dict], rerank: dict | None) -> dict:
     """One result, or the mean over several draws (with `num_draws`).
 
     Rank-5 and Rank-10 are read from the CMC, never padded: `eval.max_rank` is at least 10.
@@ -65,4 +79,6 @@ def _record(results: list[dict]) -> dict:
            "cmc": [float(c) for c in cmc]}
     if len(results) > 1:
         out["num_draws"] = len(results)
+    if rerank:
+        out["rerank"] = rerank
     return out

@@ -1,52 +1,56 @@
-"""Retrieval metrics under the standard re-ID protocol: mAP, CMC and mINP, exact and vectorised.
+"""Retrieval metrics under the standard re-ID protocol: mAP, CMC and mINP, exact.
 
 Protocol: gallery items sharing the query's identity *and* camera are junk and removed; queries
 left with no positive are skipped. mINP (Ye et al., 2021) is positives / rank of the last positive.
 Datasets that record no camera (VehicleID, custom data) pass `same_camera_is_junk=False`: every
 gallery item then counts, since their query and gallery are disjoint images and a shared dummy
 camera would otherwise remove every positive.
+
+Ranks are counted block by block (`ranking.py`) on the features' device: a GPU evaluates any gallery
+size exactly, a CPU in memory bounded by the block, and both give the same numbers as ranking every
+row in full with ties broken by gallery order.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from reid_kd.evaluation.search import ranked_chunks
-
-
-def rank_metrics(matches: np.ndarray, keep: np.ndarray, max_rank: int):
-    """Per-query AP, INP and first-hit rank from ranked match and keep masks (rows = queries)."""
-    positives = matches & keep
-    num_pos = positives.sum(1)
-    rank_kept = np.cumsum(keep, 1)  # 1-based rank among kept items
-    hits = np.cumsum(positives, 1)
-    ap = np.where(positives, hits / np.maximum(rank_kept, 1), 0.0).sum(1) / np.maximum(num_pos, 1)
-    pos_ranks = np.where(positives, rank_kept, np.iinfo(np.int64).max)
-    first = pos_ranks.min(1)
-    last = np.where(positives, rank_kept, 0).max(1)
-    inp = num_pos / np.maximum(last, 1)
-    valid = num_pos > 0
-    cmc = (first[valid, None] <= np.arange(1, max_rank + 1)[None, :])
-    return ap[valid], inp[valid], cmc, valid
+from reid_kd.evaluation.ranking import (Workspace, all_finite, as_features, positive_ranks, rank_summaries,
+                                       same_id_pairs, score_blocks)
 
 
 def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine", max_rank: int = 50,
-             query_chunk: int = 1024, use_gpu: bool = True, same_camera_is_junk: bool = True) -> dict:
+             query_chunk: int = 1024, use_gpu: bool = True, same_camera_is_junk: bool = True,
+             device: torch.device | str | None = None, rerank: dict | None = None) -> dict:
     """mAP, mINP and CMC (length `max_rank`, CMC[k-1] = Rank-k) of query against gallery features.
 
-    A gallery shorter than `max_rank` yields a CMC padded with its last value. With
-    `same_camera_is_junk=False` the camera ids are ignored and no gallery item is removed.
+    Features may be NumPy arrays or tensors; scores are computed on `device` (default: where the
+    features are). `query_chunk` caps the queries per block. `rerank` ({k1, k2, lam}) scores by
+    k-reciprocal re-ranking instead (`rerank.py`): on the CPU, its neighbour searches through FAISS on
+    the GPU when `use_gpu` and FAISS sees one. A gallery shorter than `max_rank` yields a CMC padded with its last
+    value. With `same_camera_is_junk=False` the camera ids are ignored and no gallery item is removed.
     """
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    query, gallery = as_features(qf, "cpu" if rerank else device), as_features(gf, "cpu" if rerank else device)
+    if not (all_finite(query) and all_finite(gallery)):
+        raise ValueError("the features hold NaN or infinite values; the model that produced them diverged")
+    dev = query.device
+    q_pids, g_pids = _labels(q_pids, dev), _labels(g_pids, dev)
+    q_camids, g_camids = _labels(q_camids, dev), _labels(g_camids, dev)
+    workspace = Workspace()
+    if rerank is None:
+        blocks = score_blocks(query, gallery, metric, query_chunk, workspace)
+    else:
+        from reid_kd.evaluation.rerank import rerank_blocks
+        blocks = rerank_blocks(query, gallery, metric, query_chunk, workspace, use_gpu=use_gpu, **rerank)
+    g_sorted_pids, g_order = torch.sort(g_pids, stable=True)
     aps, inps, cmcs = [], [], []
-    for rows, _, ranked in ranked_chunks(_numpy(qf), _numpy(gf), metric, query_chunk, use_gpu):
-        pid_r, cam_r = g_pids[ranked], g_camids[ranked]
-        same_id = pid_r == q_pids[rows, None]
+    for block, scores in blocks:
+        rows, cols = same_id_pairs(q_pids[block], g_order, g_sorted_pids)
         if same_camera_is_junk:
-            keep = ~(same_id & (cam_r == q_camids[rows, None]))
-        else:
-            keep = np.ones_like(same_id)
-        ap, inp, cmc, _ = rank_metrics(same_id, keep, max_rank)
+            junk = q_camids[block][rows] == g_camids[cols]
+            scores[rows[junk], cols[junk]] = float("-inf")
+            rows, cols = rows[~junk], cols[~junk]
+        ap, inp, cmc = rank_summaries(*positive_ranks(scores, rows, cols, workspace), max_rank)
         aps.append(ap), inps.append(inp), cmcs.append(cmc)
     ap, inp, cmc = np.concatenate(aps), np.concatenate(inps), np.concatenate(cmcs)
     if len(ap) == 0:
@@ -56,7 +60,5 @@ def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
             "num_valid_queries": int(len(ap)), "num_queries": int(len(q_pids))}
 
 
-def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+def _labels(x, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.int64), device=device)

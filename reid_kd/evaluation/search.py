@@ -1,18 +1,14 @@
-"""Exact nearest-neighbour ranking with FAISS, in query chunks so memory stays bounded.
+"""FAISS k-nearest-neighbour search: ranked lists, re-ranking neighbourhoods, gallery search.
 
-FAISS returns each query's whole gallery ranking (exact flat index, k = gallery size), so mAP
-and mINP are computed over the full ranking, never a truncated top-k. Ties are broken by gallery
-index (a stable order), so results do not depend on FAISS's internal tie order.
+Exact (brute-force) search, on the GPU when FAISS sees one and k is within its GPU limit, else on the
+CPU. Metrics are computed by counting in `ranking.py`, which needs no neighbour list at all.
 """
 from __future__ import annotations
-
-from typing import Iterator
 
 import faiss
 import numpy as np
 
-GPU_MAX_K = 2048  # FAISS GPU k-selection limit; larger galleries are ranked on the CPU
-MAX_CHUNK_ELEMENTS = 1 << 22  # ranked entries per chunk: a few hundred MB of working arrays
+GPU_MAX_K = 2048  # FAISS GPU k-selection limit: a larger k is searched on the CPU
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -20,34 +16,34 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def build_index(gallery: np.ndarray, metric: str, use_gpu: bool) -> faiss.Index:
-    dim = gallery.shape[1]
-    index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
-    if use_gpu and faiss.get_num_gpus() > 0 and len(gallery) <= GPU_MAX_K:
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(gallery)
-    return index
+def knn(query: np.ndarray, base: np.ndarray, k: int, inner_product: bool = False,
+        use_gpu: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of each query's `k` nearest rows of `base`, best first.
+
+    Squared Euclidean distances (ascending), or inner products (descending) with `inner_product`.
+    Runs without building an index, so `base` is not copied.
+    """
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    k = min(k, len(base))
+    metric = faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2
+    if use_gpu and k <= GPU_MAX_K and faiss.get_num_gpus() > 0:
+        return faiss.knn_gpu(faiss.StandardGpuResources(), query, base, k, metric=metric)
+    return faiss.knn(query, base, k, metric=metric)
 
 
-def ranked_chunks(query: np.ndarray, gallery: np.ndarray, metric: str = "cosine", query_chunk: int = 1024,
-                  use_gpu: bool = True) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """Yield (query slice, scores, gallery indices), each row ranked best first over the whole gallery.
+def top_k(query: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
+          use_gpu: bool = True) -> np.ndarray:
+    """Gallery indices of each query's `k` best matches, best first (cosine: of L2-normalised features).
 
-    Scores are similarities for `cosine` (features L2-normalised here) and squared distances for
-    `euclidean`.
+    Equal scores are ordered by gallery index.
     """
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
     if metric == "cosine":
-        query, gallery = l2_normalise(query), l2_normalise(gallery)
-    n_gallery = len(gallery)
-    index = build_index(gallery, metric, use_gpu)
-    chunk = max(1, min(query_chunk, MAX_CHUNK_ELEMENTS // max(n_gallery, 1)))
-    for start in range(0, len(query), chunk):
-        rows = slice(start, min(start + chunk, len(query)))
-        scores, ids = index.search(query[rows], n_gallery)
-        primary = -scores if metric == "cosine" else scores
-        order = np.lexsort((ids, primary), axis=-1)  # stable: equal scores keep gallery order
-        yield rows, np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        scores, ids = knn(l2_normalise(query), l2_normalise(gallery), k, inner_product=True, use_gpu=use_gpu)
+        scores = -scores
+    else:
+        scores, ids = knn(query, gallery, k, use_gpu=use_gpu)
+    order = np.lexsort((ids, scores), axis=-1)
+    return np.take_along_axis(ids, order, 1)

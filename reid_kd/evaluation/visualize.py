@@ -13,7 +13,7 @@ import numpy as np
 from reid_kd.data.image_dataset import read_image
 from reid_kd.engine.io import write_bytes
 from reid_kd.evaluation.extract import extract_features
-from reid_kd.evaluation.search import ranked_chunks
+from reid_kd.evaluation.search import top_k as search_top_k
 
 TILE_H, TILE_W = 128, 128  # each image, border included
 BORDER = 4
@@ -64,17 +64,17 @@ def visualize_ranked_lists(model, query_loader, gallery_loader, eval_cfg: dict, 
     same_camera_is_junk = source.has_cameras if source is not None else True
     qf, q_pids, q_cams = extract_features(model, query_loader, device)
     gf, g_pids, g_cams = extract_features(model, gallery_loader, device)
+    junk = [(g_pids == q_pids[qi]) & (g_cams == q_cams[qi]) if same_camera_is_junk else np.zeros(len(g_pids), bool)
+            for qi in chosen]
+    k = top_k + max(int(j.sum()) for j in junk)  # enough neighbours to fill top_k after dropping junk
+    ranked = search_top_k(qf[chosen], gf, k, eval_cfg["metric"], eval_cfg["faiss_gpu"] == "auto")
     written = []
-    for rows, _, ranked in ranked_chunks(qf[chosen], gf, eval_cfg["metric"], eval_cfg["query_chunk"],
-                                         eval_cfg["faiss_gpu"] == "auto"):
-        for qi, order in zip(chosen[rows], ranked):
-            junk = (g_pids[order] == q_pids[qi]) & (g_cams[order] == q_cams[qi]) if same_camera_is_junk else \
-                np.zeros(len(order), bool)
-            top = order[~junk][:top_k]
-            same = [bool(g_pids[j] == q_pids[qi]) for j in top]
-            panel = draw_ranked_list(q_items[qi], [g_items[j] for j in top], same, top_k)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise OSError("PNG encoding failed")
-            written.append(write_bytes(png.tobytes(), out_dir / f"query{qi:05d}_id{q_items[qi].pid}.png"))
+    for qi, order, junk_of_query in zip(chosen, ranked, junk):
+        top = order[~junk_of_query[order]][:top_k]
+        same = [bool(g_pids[j] == q_pids[qi]) for j in top]
+        panel = draw_ranked_list(q_items[qi], [g_items[j] for j in top], same, top_k)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError("PNG encoding failed")
+        written.append(write_bytes(png.tobytes(), out_dir / f"query{qi:05d}_id{q_items[qi].pid}.png"))
     return written
