@@ -27,8 +27,9 @@ def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
     Features may be NumPy arrays or tensors; scores are computed on `device` (default: where the
     features are). `query_chunk` caps the queries per block. `rerank` ({k1, k2, lam}) scores by
     k-reciprocal re-ranking instead (`rerank.py`): on the CPU, its neighbour searches through FAISS on
-    the GPU when `use_gpu` and FAISS sees one. A gallery shorter than `max_rank` yields a CMC padded with its last
-    value. With `same_camera_is_junk=False` the camera ids are ignored and no gallery item is removed.
+    the GPU when `use_gpu` and FAISS sees one. A gallery shorter than `max_rank` yields a CMC padded
+    with its last value. With `same_camera_is_junk=False` the camera ids are ignored and no gallery
+    item is removed.
     """
     query, gallery = as_features(qf, "cpu" if rerank else device), as_features(gf, "cpu" if rerank else device)
     if not (all_finite(query) and all_finite(gallery)):

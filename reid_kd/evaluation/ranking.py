@@ -128,10 +128,8 @@ def _same_bucket_above(scores, bucket, shares, pos_key, pos_score, pos_col) -> t
     step = max(1, PAIRS // max(int(n_pos.max()), 1)) if len(n_pos) else 1
     for start in range(0, len(item_key), step):
         part = slice(start, start + step)
-        n = n_pos[part]
-        item = torch.arange(len(n), device=n.device).repeat_interleave(n)
-        offset = torch.arange(len(item), device=n.device) - (n.cumsum(0) - n)[item]
-        pos = order[first[part][item] + offset]
+        item, at = expand_ranges(first[part], n_pos[part])
+        pos = order[at]
         s, c = item_score[part][item], item_cols[part][item]
         wins = (s > pos_score[pos]) | ((s == pos_score[pos]) & (c < pos_col[pos]))
         above.index_add_(0, pos, wins.long())
@@ -142,10 +140,14 @@ def same_id_pairs(q_pids: torch.Tensor, g_order: torch.Tensor, g_sorted_pids: to
     """(rows, cols): every (query, gallery item) pair of one identity, rows ascending, without a
     queries x gallery comparison. `g_order` sorts the gallery by identity (stably)."""
     first = torch.searchsorted(g_sorted_pids, q_pids)
-    n = torch.searchsorted(g_sorted_pids, q_pids, right=True) - first
-    rows = torch.arange(len(q_pids), device=q_pids.device).repeat_interleave(n)
-    offset = torch.arange(len(rows), device=q_pids.device) - (n.cumsum(0) - n)[rows]
-    return rows, g_order[first[rows] + offset]
+    rows, at = expand_ranges(first, torch.searchsorted(g_sorted_pids, q_pids, right=True) - first)
+    return rows, g_order[at]
+
+
+def expand_ranges(first: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(owner, index): every index of the ranges [first[i], first[i] + counts[i]), with its range i."""
+    owner = torch.arange(len(counts), device=counts.device).repeat_interleave(counts)
+    return owner, first[owner] + torch.arange(len(owner), device=counts.device) - (counts.cumsum(0) - counts)[owner]
 
 
 def rank_summaries(ranks: torch.Tensor, counts: torch.Tensor, max_rank: int):

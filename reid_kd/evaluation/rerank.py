@@ -126,10 +126,8 @@ def _query_expansion(v, neighbours: np.ndarray):
     """Each row of V replaced by the mean of its item's nearest rows (CSR in, CSR out)."""
     indptr, indices, data = v
     n, k = neighbours.shape
-    lengths = (indptr[1:] - indptr[:-1])[neighbours].ravel()
-    source = np.repeat(indptr[neighbours.ravel()], lengths)
-    source += np.arange(len(source)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = np.repeat(np.repeat(np.arange(n), k), lengths)
+    pair, source = _expand_ranges(indptr[neighbours.ravel()], (indptr[1:] - indptr[:-1])[neighbours].ravel())
+    rows = pair // k
     key = rows * n + indices[source]
     order = np.argsort(key, kind="stable")
     key = key[order]
@@ -138,6 +136,12 @@ def _query_expansion(v, neighbours: np.ndarray):
     out_rows = key[starts] // n
     out_indptr = np.concatenate([[0], np.cumsum(np.bincount(out_rows, minlength=n))])
     return out_indptr, key[starts] % n, summed.astype(np.float32)
+
+
+def _expand_ranges(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, index): every index of the ranges [first[i], first[i] + counts[i]), with its range i."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    return owner, first[owner] + np.arange(len(owner)) - (np.cumsum(counts) - counts)[owner]
 
 
 class _Overlap:
@@ -168,10 +172,8 @@ class _Overlap:
         start = 0
         while start < len(q_cols):  # entries whose pairs fit in PAIRS
             stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + PAIRS, "right")))
-            n = lengths[start:stop]
-            entry = np.repeat(np.arange(start, stop), n)
-            source = np.repeat(self.col_ptr[q_cols[start:stop]], n) + np.arange(len(entry)) - \
-                np.repeat(np.cumsum(n) - n, n)
+            entry, source = _expand_ranges(self.col_ptr[q_cols[start:stop]], lengths[start:stop])
+            entry += start
             index = q_rows[entry] * self.n_gallery + self.col_rows[source]
             value = np.minimum(q_vals[entry], self.col_vals[source])
             flat.index_add_(0, torch.from_numpy(index), torch.from_numpy(value))
