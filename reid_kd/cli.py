@@ -206,6 +206,130 @@ def methods() -> None:
             click.echo(f"{' ' * width}    {f'{key} = {value}'.ljust(key_width)}  {cls.sources[key]}")
 
 
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
+checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+                                 help="student.pt (or teacher.pt) written by reidkd run or bench.")
+search_params_option = click.option("--search-params", default=None, metavar="PARAMS",
+                                    help="FAISS search parameters, e.g. nprobe=32 (IVF) or efSearch=128 (HNSW); "
+                                         "default: those given at build, else FAISS's.")
+
+
+def _device(name: str):
+    from reid_kd.engine.trainer import select_device
+
+    return select_device(name, setting="--device", fix="--device auto")
+
+
+@main.command()
+@checkpoint_option
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]),
+              help="ONNX (ONNX Runtime, TensorRT, OpenVINO) or TorchScript (LibTorch).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Model file (default: beside the checkpoint, .onnx or .ts); its preprocessing goes to OUT.json.")
+def export(checkpoint, fmt, out) -> None:
+    """Export the retrieval model (images -> L2-normalised bn_feat, any batch size) with its preprocessing."""
+    from reid_kd.deploy.export import export_model
+
+    model_file, meta_file = export_model(checkpoint, fmt, out)
+    click.echo(f"{fmt} model: {model_file}")
+    click.echo(f"input and output (size, mean, std, feature dim): {meta_file}")
+
+
+@main.group()
+def index() -> None:
+    """FAISS gallery indexes of a trained model: build one, evaluate it (`reidkd search` queries it)."""
+
+
+@index.command("build")
+@checkpoint_option
+@click.option("--images", multiple=True, type=click.Path(exists=True), metavar="DIR",
+              help="Folder (searched recursively) or image files to index; repeatable. Identity and camera are read "
+                   "from names like 0002_c003_... (else -1).")
+@config_option
+@set_option
+@click.option("--split", type=click.Choice(["gallery", "query", "train"]), default="gallery", show_default=True,
+              help="With --config: the split whose images are indexed.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
+@click.option("--factory", default="Flat", show_default=True,
+              help="FAISS index factory: Flat (exact), or approximate, e.g. IVF4096,PQ64 or HNSW32.")
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Vectors sampled to train an approximate index (default: all of them).")
+@search_params_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@device_option
+def index_build(checkpoint, images, config, overrides, split, out, factory, train_size, search_params, batch_size,
+                workers, device) -> None:
+    """Extract features of a gallery and write a FAISS index with a table of paths, identities and cameras."""
+    if bool(images) == bool(config):
+        raise click.UsageError("give either --images DIR or --config F (with --split)")
+    cfg = load_config(config, overrides) if config else None
+    from reid_kd.deploy.index import build_index, items_from_config, items_from_images
+
+    if cfg is not None:
+        items, _ = items_from_config(cfg, split)
+        source = {"config": str(Path(config).resolve()), "set": list(overrides), "split": split,
+                  "dataset": cfg["data"]["dataset"]}
+    else:
+        items, source = items_from_images(list(images)), {"images": [str(Path(p).resolve()) for p in images]}
+    meta = build_index(checkpoint, items, out, factory, train_size, search_params, source, _device(device),
+                       batch_size, workers, log=click.echo)
+    click.echo(f"index: {meta['count']} images, {meta['factory']}, {meta['dim']}-d, built in "
+               f"{meta['build_seconds']:.1f} s -> {out}")
+
+
+@index.command("eval")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index folder.")
+@config_option
+@set_option
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Ranked-list depth scored (default: the whole gallery; a shorter one gives mAP@depth).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="k of recall@k.")
+@search_params_option
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The index's model where it moved (default: the path the index records).")
+@device_option
+def index_eval(index_dir, config, overrides, depth, k, search_params, checkpoint, device) -> None:
+    """mAP/CMC of an index on the config's query split, its recall@k against exact search, and queries/s."""
+    if not config:
+        raise click.UsageError("give --config F: its query split is scored against the index")
+    cfg = load_config(config, overrides)
+    from reid_kd.deploy.index import GalleryIndex
+    from reid_kd.deploy.index_eval import evaluate_index
+    from reid_kd.engine.run import markdown_table, queries_line
+
+    gallery = GalleryIndex.load(index_dir, search_params)
+    m = evaluate_index(gallery, cfg, depth, k, checkpoint, _device(device))
+    click.echo(markdown_table([(f"index {gallery.meta['factory']}", gallery.meta["backbone"], m)]))
+    click.echo(queries_line(m))
+    click.echo(f"Ranked to depth {m['depth']} of {gallery.index.ntotal} gallery items. recall@{m['k']} "
+               f"{m['recall']:.4f} against exact search; {m['queries_per_second']:.0f} queries/s through the index, "
+               f"{m['exact_queries_per_second']:.0f} exact (top-{m['k']} of {m['num_queries']} queries).")
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index folder.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the ranked lists into one PNG, a row per query.")
+@search_params_option
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The index's model where it moved (default: the path the index records).")
+@device_option
+def search(index_dir, images, top_k, png, search_params, checkpoint, device) -> None:
+    """The top-k gallery items of each query image (files or folders) in an index."""
+    from reid_kd.deploy.index import GalleryIndex
+    from reid_kd.deploy.search import search_images, write_ranked_lists_png
+
+    gallery = GalleryIndex.load(index_dir, search_params)
+    queries, table = search_images(gallery, list(images), top_k, checkpoint, _device(device))
+    click.echo(table.to_markdown(index=False, floatfmt=".4f"))
+    if png:
+        click.echo(f"ranked lists: {write_ranked_lists_png(queries, table, top_k, png)}")
+
+
 @main.group()
 def data() -> None:
     """Dataset tools."""

@@ -235,7 +235,7 @@ def test_eval_visualize_writes_ranked_list_pngs(tmp_path, tiny_overrides):
     loaders = build_loaders(cfg["data"], 0)
     torch.manual_seed(0)
     model = build_model(cfg["model"], loaders.dataset.num_train_pids)
-    save_model(model, cfg["model"], tmp_path / "student.pt")
+    save_model(model, cfg["model"], tmp_path / "student.pt", cfg["data"])
     result = reidkd("eval", "--checkpoint", str(tmp_path / "student.pt"), "--config", QUICKSTART,
                     *[a for o in overrides for a in ("--set", o)], "--visualize", "3", "--out", str(tmp_path / "vis"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,6 +9,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def model_input(data_cfg: dict) -> dict:
+    """What a model trained on `data_cfg` expects of an image: RGB, resized to height x width (bilinear),
+    scaled to [0, 1], then normalised by mean and std per channel (the test transform below)."""
+    return {"height": data_cfg["height"], "width": data_cfg["width"], "color": "RGB", "resize": "bilinear",
+            "scale": 1 / 255, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
 def build_transform(data_cfg: dict, train: bool, seed: int = 0) -> A.Compose:
     """The bag-of-tricks recipe: resize, flip, pad + random crop, normalise, random erasing.
 

@@ -19,6 +19,7 @@ import torchvision
 
 from reid_kd.config import ConfigError, config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
+from reid_kd.data.transforms import model_input
 from reid_kd.distill import build_distiller
 from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, remove_stale_temporaries, save_torch, write_json, \
     write_text
@@ -68,12 +69,17 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
 
 
-def save_model(model: ReIDModel, model_cfg: dict, path: Path) -> None:
-    save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes}, path)
+def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict) -> None:
+    """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy)."""
+    save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes,
+                "input": model_input(data_cfg)}, path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
-    """Rebuild a model saved by `save_model` (its architecture travels with the weights)."""
+    """Rebuild a model saved by `save_model` (its architecture travels with the weights).
+
+    `model.input` is what it expects of an image (None in files written before it was recorded).
+    """
     state = load_torch(path, device)
     if not isinstance(state, dict) or "model_cfg" not in state:
         raise UnsafeFileError(f"{path} is not a reid-kd model file (no 'model_cfg'); give a student.pt or teacher.pt")
@@ -81,6 +87,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     model = build_model(cfg, state["num_classes"])
     model.load_state_dict(state["model"])
     model.pretrained = state["model_cfg"].get("pretrained") is not None  # how it began, not how it is rebuilt
+    model.input = state.get("input")
     return model.to(device)
 
 
@@ -141,7 +148,7 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
                           amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log)
         seconds = trainer.fit()
         write_text(dump_config(cfg), folder / "config.yaml")
-        save_model(teacher, t_cfg, model_file)  # kept even if evaluation fails
+        save_model(teacher, t_cfg, model_file, cfg["data"])  # kept even if evaluation fails
         metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
         trainer.log_eval(metrics)
         metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
@@ -240,7 +247,7 @@ def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loader
                     device: torch.device, teacher_metrics: dict | None) -> dict:
     """Save and evaluate a trained student; write its metrics.json record (last: it marks a finished run)."""
     exp, out, student = cfg["experiment"], run_dir(cfg), trainer.model
-    save_model(student, cfg["model"], out / "student.pt")  # kept even if evaluation fails
+    save_model(student, cfg["model"], out / "student.pt", cfg["data"])  # kept even if evaluation fails
     metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
     trainer.log_eval(metrics)
     teacher_summary = None

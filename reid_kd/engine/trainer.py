@@ -33,12 +33,13 @@ from reid_kd.engine.scalars import ScalarLog
 from reid_kd.losses import reid_losses
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, setting: str = "config key 'experiment.device'", fix: str = "experiment.device=auto"
+                  ) -> torch.device:
+    """`auto`: the GPU when PyTorch sees one, else the CPU; `setting` and `fix` word the error for a missing GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'experiment.device' is 'cuda' but PyTorch sees no CUDA device; "
-                          "use experiment.device=auto (or cpu)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{setting} is '{name}' but PyTorch sees no CUDA device; use {fix} (or cpu)")
     return torch.device(name)
 
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from reid_kd.evaluation.metrics import evaluate
 
 
 @torch.no_grad()
-def extract_features(model, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Retrieval features (`bn_feat`, L2-normalised), identities and cameras of a loader's images."""
+def extract_features(model, loader, device: torch.device, progress: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Retrieval features (`bn_feat`, L2-normalised), identities and cameras of a loader's images.
+
+    `progress` names a progress bar over the batches (shown on a terminal).
+    """
     was_training = model.training
     model.eval()
     feats, pids, camids = [], [], []
-    for images, pid, camid, _ in loader:
+    batches = tqdm(loader, desc=progress, unit="batch", leave=False, disable=None) if progress else loader
+    for images, pid, camid, _ in batches:
         out = model(images.to(device, non_blocking=True))
         feats.append(F.normalize(out.bn_feat.float(), dim=1).cpu())
         pids.append(pid)

@@ -36,16 +36,24 @@ def _tile(path: str, color: tuple[int, int, int], caption: str) -> np.ndarray:
     return tile
 
 
-def draw_ranked_list(query_item, gallery_items: list, matches: list[bool], top_k: int) -> np.ndarray:
-    """An RGB panel of `panel_size(top_k)`: the query (grey border), then the gallery items in rank order."""
+def _label(item) -> str:
+    """`id 12 c3`, or the file name where the identity is unknown (-1)."""
+    return f"id {item.pid} c{item.camid}" if item.pid >= 0 else Path(item.path).stem[:14]
+
+
+def draw_ranked_list(query_item, gallery_items: list, matches: list[bool | None], top_k: int) -> np.ndarray:
+    """An RGB panel of `panel_size(top_k)`: the query (grey border), then the gallery items in rank order.
+
+    A match None (the query's identity is unknown) gets a grey border.
+    """
     h, w = panel_size(top_k)
     panel = np.full((h, w, 3), 255, np.uint8)
     x = GAP
-    caption = f"query id {query_item.pid} c{query_item.camid}"
-    panel[GAP:GAP + TILE_H + LABEL_H, x:x + TILE_W] = _tile(query_item.path, GREY, caption)
+    panel[GAP:GAP + TILE_H + LABEL_H, x:x + TILE_W] = _tile(query_item.path, GREY, f"query {_label(query_item)}")
     x += TILE_W + GAP
     for rank, (item, same) in enumerate(zip(gallery_items, matches), 1):
-        tile = _tile(item.path, GREEN if same else RED, f"{rank}: id {item.pid} c{item.camid}")
+        color = GREY if same is None else GREEN if same else RED
+        tile = _tile(item.path, color, f"{rank}: {_label(item)}")
         panel[GAP:GAP + TILE_H + LABEL_H, x:x + TILE_W] = tile
         x += TILE_W + 2
     return panel

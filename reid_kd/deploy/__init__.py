@@ -1,0 +1,1 @@
+"""Deploying a trained student: export to ONNX / TorchScript, a FAISS gallery index, search and its evaluation."""

@@ -1,0 +1,51 @@
+"""`reidkd search`: the top-k gallery items of query images, as a table and as one ranked-list PNG.
+
+The query images go through the model the index was built with (checked by its weights' SHA-256), so a
+query is always compared with gallery features of the same model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from reid_kd.data.datasets import Item
+from reid_kd.deploy.index import GalleryIndex, extract, items_from_images
+from reid_kd.engine.io import write_bytes
+from reid_kd.evaluation.visualize import GAP, draw_ranked_list
+
+
+def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, checkpoint: str | None = None,
+                  device: torch.device | str = "cpu") -> tuple[list[Item], pd.DataFrame]:
+    """The query items and a table with one row per (query, rank): score, gallery path, identity, camera."""
+    queries = items_from_images(images)
+    model = gallery.model(checkpoint, device)
+    scores, rows = gallery.search(extract(model, queries, torch.device(device)), top_k)
+    table = []
+    for query, score_row, id_row in zip(queries, scores, rows):
+        for rank, (score, row) in enumerate(zip(score_row, id_row), 1):
+            if row < 0:  # an approximate index found fewer than top_k
+                break
+            hit = gallery.items.iloc[row]
+            table.append({"query": query.path, "rank": rank, "score": float(score), "path": hit["path"],
+                          "pid": int(hit["pid"]), "camid": int(hit["camid"])})
+    return queries, pd.DataFrame(table, columns=["query", "rank", "score", "path", "pid", "camid"])
+
+
+def write_ranked_lists_png(queries: list[Item], table: pd.DataFrame, top_k: int, out: str | Path) -> Path:
+    """One PNG, a row per query: the query and its ranked gallery items (green: same identity, red: another,
+    grey: the query's identity is unknown)."""
+    panels = []
+    for query in queries:
+        hits = table[table["query"] == query.path]
+        gallery = [Item(p, int(i), int(c)) for p, i, c in zip(hits["path"], hits["pid"], hits["camid"])]
+        same = [None if query.pid < 0 else it.pid == query.pid for it in gallery]
+        panels.append(draw_ranked_list(query, gallery, same, top_k))
+    image = np.concatenate([panels[0]] + [p[GAP:] for p in panels[1:]])  # rows share their gap
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return write_bytes(png.tobytes(), Path(out))
