@@ -71,16 +71,36 @@ overwrite_option = click.option("--overwrite", is_flag=True,
 @config_option
 @set_option
 @overwrite_option
-def run(config, overrides, overwrite) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train data-parallel in N processes on this machine (one per GPU, or gloo on CPU) through "
+                   "torchrun; data.batch_p must be a multiple of N.")
+@click.pass_context
+def run(ctx, config, overrides, overwrite, nproc) -> None:
     """Train (or reuse) the teacher, train the student, evaluate both."""
     cfg = load_config(config, overrides)  # first: a config mistake is told before the heavy imports
+    if nproc is not None and nproc > 1:
+        sys.exit(_torchrun(nproc, config, overrides, overwrite, ctx.parent.params.get("debug")))
+    from reid_kd.engine import distributed
     from reid_kd.engine.run import markdown_table, queries_line, run_experiment
 
     teacher_metrics, record = run_experiment(cfg, overwrite=overwrite)
+    if not distributed.is_main():
+        return
     click.echo("")
     click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics),
                                (f"student ({record['method']})", record["student_backbone"], record)]))
     click.echo(queries_line(record))
+
+
+def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> int:
+    """`reidkd run` again in `nproc` processes started by torchrun on this machine; its exit status."""
+    import subprocess
+
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "reid_kd", *(["--debug"] if debug else []), "run"]
+    args += ["--config", config] if config else []
+    args += [a for o in overrides for a in ("--set", o)] + (["--overwrite"] if overwrite else [])
+    return subprocess.run(args).returncode
 
 
 @main.command("eval")

@@ -106,6 +106,7 @@ SCHEMA: dict[str, Any] = {
         "amp": False,
         "deterministic": False,
         "threads": Maybe(int, 1, why="null uses every core"),
+        "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch (every rank's share)
     },
     "data": {
         "dataset": "synth_veri",

@@ -15,6 +15,7 @@ from reid_kd.data.datasets.base import combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
 from reid_kd.data.validation import validation_split
+from reid_kd.engine import distributed
 from reid_kd.errors import UserError
 
 
@@ -111,7 +112,8 @@ def build_loaders(data_cfg: dict, seed: int, dataset: ReIDDataset | None = None)
     dataset = dataset or load_dataset(data_cfg)
     workers, cache = data_cfg["workers"], data_cfg["cache_images"] and data_cfg["workers"] == 0
     train_set = ImageDataset(dataset.train, build_transform(data_cfg, train=True, seed=seed), cache)
-    sampler = PKBatchSampler([it.pid for it in dataset.train], data_cfg["batch_p"], data_cfg["batch_k"], seed)
+    sampler = PKBatchSampler([it.pid for it in dataset.train], data_cfg["batch_p"], data_cfg["batch_k"], seed,
+                             distributed.rank(), distributed.world_size())
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, worker_init_fn=_worker_seed,
                        generator=generator, persistent_workers=workers > 0)

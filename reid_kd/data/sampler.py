@@ -3,6 +3,10 @@
 Batch-hard triplet mining and relation-based distillation need several positives per identity in
 a batch; this guarantees it. Identities with fewer than K images are sampled with replacement.
 The order is a function of (seed, epoch), so a resumed run sees the same batches.
+
+Under data-parallel training with N ranks, rank r yields identities r·P/N .. (r+1)·P/N − 1 of every
+global batch (whole identities, K images each): the N shares together are exactly the batch one process
+draws for the same seed, and each rank's batch-hard triplets find their positives at home.
 """
 from __future__ import annotations
 
@@ -16,8 +20,12 @@ from reid_kd.config import ConfigError
 
 
 class PKBatchSampler(Sampler[list[int]]):
-    def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
+    def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        if p % world_size:
+            raise ConfigError(f"config key 'data.batch_p' is {p}, which {world_size} processes cannot share by whole "
+                              f"identities; set data.batch_p to a multiple of {world_size}")
+        self.rank, self.world_size = rank, world_size
         by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             by_pid[int(pid)].append(index)
@@ -49,7 +57,8 @@ class PKBatchSampler(Sampler[list[int]]):
             for j in sorted(picked):
                 batch.extend(int(i) for i in groups[available[j]].pop())
             available = [pid for pid in available if groups[pid]]
-            yield batch
+            share = len(batch) // self.world_size  # P/N identities of K images each
+            yield batch[self.rank * share:(self.rank + 1) * share]
 
     def __len__(self) -> int:
         """Upper bound used for progress bars: all groups packed P at a time."""

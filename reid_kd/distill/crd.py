@@ -30,6 +30,7 @@ from torch import nn
 from reid_kd.config import Choice, ConfigError
 from reid_kd.distill.common import model_widths
 from reid_kd.distill.registry import Distiller, register
+from reid_kd.engine import distributed
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -109,6 +110,8 @@ class CRD(Distiller):
         self._init_z(self.z_t, scores_t.detach())
         n = self.labels.numel()
         loss = nce_loss(scores_s, self.z_s, self.t, n) + nce_loss(scores_t, self.z_t, self.t, n)
+        # every rank writes the global batch's embeddings (gathered in rank order): one memory everywhere
+        indices, e_s, e_t = (distributed.gather_rows(x) for x in (indices, e_s.detach(), e_t.detach()))
         self.update_memory(self.memory_s, indices, e_s)
         self.update_memory(self.memory_t, indices, e_t)
         return {"crd": self.weight * loss}

@@ -51,6 +51,7 @@ from torch import nn
 from reid_kd.config import Choice, ConfigError, Typed
 from reid_kd.distill.common import EMBEDDINGS, check_layers, layer_feature, model_widths
 from reid_kd.distill.registry import Distiller, register
+from reid_kd.engine import distributed
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -150,19 +151,22 @@ class GIRD(Distiller):
             s = F.normalize(layer_feature(student, i, self.embedding).float(), dim=1)
             t = F.normalize(layer_feature(teacher, i, self.embedding).float(), dim=1)
             s_hat[i], t_hat[i] = s, t
+            # the batch's columns: under data-parallel training every rank's rows, so that each row is the
+            # one a single process computes on the global batch (s and t themselves in one process)
+            s_all, t_all = distributed.gather_rows_with_grad(s), distributed.gather_rows(t)
             if not self.use_memory:
-                r_s.append(s @ s.t())
-                r_t.append(t @ t.t())
+                r_s.append(s @ s_all.t())
+                r_t.append(t @ t_all.t())
                 continue
             m_s, m_t = self.memory(i)
             if self.cross_memory:
                 s_proj = F.normalize(self.proj[str(i)](s), dim=1) if str(i) in self.proj else s
                 # a copy: autograd keeps it for backward, and the memory changes in place after the loss
-                r_s.append(torch.cat([s @ s.t(), s_proj @ m_t.clone().t()], dim=1))
+                r_s.append(torch.cat([s @ s_all.t(), s_proj @ m_t.clone().t()], dim=1))
             else:
-                r_s.append(s @ torch.cat([s, m_s]).t())  # cat copies: the in-place enqueue cannot touch it
+                r_s.append(s @ torch.cat([s_all, m_s]).t())  # cat copies: the in-place enqueue cannot touch it
             # the teacher side needs no gradient: no copy of its memory, only the B × (B+K) product
-            r_t.append(torch.cat([t @ t.t(), t @ m_t.t()], dim=1))
+            r_t.append(torch.cat([t @ t_all.t(), t @ m_t.t()], dim=1))
         return r_s, r_t, s_hat, t_hat
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -174,5 +178,8 @@ class GIRD(Distiller):
                                for k in range(len(self.layers) - 1)]).mean()
             losses["gird_evo"] = self.w_evo * evo
         if self.use_memory:  # after the loss: the current batch never meets itself in the memory
-            self.enqueue(s_hat, t_hat, targets)
+            # under data-parallel training every rank enqueues the global batch, in rank order: one memory
+            gather = distributed.gather_rows
+            self.enqueue({i: gather(v) for i, v in s_hat.items()}, {i: gather(v) for i, v in t_hat.items()},
+                         gather(targets))
         return losses

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import faiss
@@ -21,6 +21,7 @@ from reid_kd.config import ConfigError, config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.data.transforms import model_input
 from reid_kd.distill import build_distiller
+from reid_kd.engine import distributed
 from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, remove_stale_temporaries, save_torch, write_json, \
     write_text
 from reid_kd.engine.lock import folder_lock
@@ -57,7 +58,18 @@ def setup_runtime(cfg: dict) -> torch.device:
         torch.set_num_threads(exp["threads"])
     if exp["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if distributed.launched():  # started by torchrun: join its process group, take this rank's device
+        return distributed.init(select_device(exp["device"]).type)
     return select_device(exp["device"])
+
+
+def main_lock(folder: Path, log):
+    """The folder's lock, taken by rank 0 alone under data-parallel training (it alone writes there)."""
+    return folder_lock(folder, log) if distributed.is_main() else nullcontext()
+
+
+def quiet(_: str) -> None:
+    """The log of ranks other than 0: one line per event, from rank 0."""
 
 
 def method_name(cfg: dict) -> str:
@@ -134,8 +146,8 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     if model_file.is_file() and metrics_file.is_file():
         log(f"teacher: reusing {model_file}")
         return load_model(model_file, device), read_json(metrics_file)
-    with folder_lock(folder, log):
-        for p in remove_stale_temporaries(folder):
+    with main_lock(folder, log):
+        for p in remove_stale_temporaries(folder) if distributed.is_main() else ():
             log(f"removed the stale temporary file {p}")
         log(f"teacher: training {t_cfg['backbone']} into {folder}")
         seed = teacher_seed(cfg)
@@ -145,18 +157,22 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
         torch.manual_seed(seed)
         teacher = build_model(t_cfg, loaders.dataset.num_train_pids)
         trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
-                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log)
+                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log,
+                          sync_bn=cfg["experiment"]["sync_bn"])
         seconds = trainer.fit()
-        write_text(dump_config(cfg), folder / "config.yaml")
-        save_model(teacher, t_cfg, model_file, cfg["data"])  # kept even if evaluation fails
+        if distributed.is_main():
+            write_text(dump_config(cfg), folder / "config.yaml")
+            save_model(teacher, t_cfg, model_file, cfg["data"])  # kept even if evaluation fails
         metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
         trainer.log_eval(metrics)
         metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
                     "backbone": teacher.backbone_name, "seed": seed, "pretrained": teacher.pretrained,
                     "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
                     "environment": software_environment(device)}
-        write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
-        trainer.checkpoint_path.unlink(missing_ok=True)
+        if distributed.is_main():
+            write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
+            trainer.checkpoint_path.unlink(missing_ok=True)
+        distributed.barrier()  # every rank leaves with the teacher cached
     return teacher, metrics
 
 
@@ -221,7 +237,7 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
     forward per batch (see `engine/trainer.train_side_by_side`); each gets the result it would get alone."""
     with ExitStack() as locks:
         for cfg in cfgs:
-            locks.enter_context(folder_lock(run_dir(cfg), log))
+            locks.enter_context(main_lock(run_dir(cfg), log))
         trainers = [_student_trainer(cfg, loaders, teacher, device, log) for cfg in cfgs]
         seconds = train_side_by_side(trainers, stop_after=stop_after)
         return [None if stop_after is not None and stop_after < cfg["train"]["epochs"]
@@ -232,22 +248,25 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
 def _student_trainer(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device, log) -> Trainer:
     """The student, its distiller and its trainer, built from the seed alone (as every method of the seed)."""
     exp, out = cfg["experiment"], run_dir(cfg)
-    for p in remove_stale_temporaries(out):  # safe: this process holds the folder's lock
-        log(f"removed the stale temporary file {p}")
+    if distributed.is_main():
+        for p in remove_stale_temporaries(out):  # safe: this process holds the folder's lock
+            log(f"removed the stale temporary file {p}")
     torch.manual_seed(exp["seed"])
     student = build_model(cfg["model"], loaders.dataset.num_train_pids)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
-    write_text(dump_config(cfg), out / "config.yaml")
+    if distributed.is_main():
+        write_text(dump_config(cfg), out / "config.yaml")
     return Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
                    teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
-                   desc=run_name(cfg), tag=config_hash(cfg), log=log)
+                   desc=run_name(cfg), tag=config_hash(cfg), log=log, sync_bn=exp["sync_bn"])
 
 
 def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loaders, teacher: ReIDModel | None,
                     device: torch.device, teacher_metrics: dict | None) -> dict:
     """Save and evaluate a trained student; write its metrics.json record (last: it marks a finished run)."""
     exp, out, student = cfg["experiment"], run_dir(cfg), trainer.model
-    save_model(student, cfg["model"], out / "student.pt", cfg["data"])  # kept even if evaluation fails
+    if distributed.is_main():
+        save_model(student, cfg["model"], out / "student.pt", cfg["data"])  # kept even if evaluation fails
     metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
     trainer.log_eval(metrics)
     teacher_summary = None
@@ -270,7 +289,8 @@ def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loader
         "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
         "environment": software_environment(device), "teacher": teacher_summary,
     }
-    write_json(record, out / "metrics.json")  # written last: its presence marks a finished run
+    if distributed.is_main():
+        write_json(record, out / "metrics.json")  # written last: its presence marks a finished run
     return record
 
 
@@ -279,15 +299,20 @@ def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict,
 
     Holds the run folder's lock throughout; everything checkable is checked before any training.
     """
-    device = setup_runtime(cfg)
+    device = setup_runtime(cfg)  # under torchrun: joins the process group first
+    main = distributed.is_main()
+    log = log if main else quiet
     start, out = time.perf_counter(), run_dir(cfg)
-    check_writable(out)
-    with folder_lock(out, log):
-        if claim_run_folder(out, config_hash(cfg), overwrite):
+    if main:
+        check_writable(out)
+    with main_lock(out, log):
+        if main and claim_run_folder(out, config_hash(cfg), overwrite):
             log(f"--overwrite: removed the run of another config in {out}")
+        distributed.barrier()  # no rank reads the run folder before rank 0 has claimed it
         loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
         log(loaders.dataset.summary())
-        preflight(cfg, loaders, out)
+        if main:
+            preflight(cfg, loaders, out)
         teacher, teacher_metrics = get_teacher(cfg, loaders, device, log)
         record = train_student(cfg, loaders, teacher, device, teacher_metrics, log=log)
     log(f"done in {time.perf_counter() - start:.0f} s; results in {out}")

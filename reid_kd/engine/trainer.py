@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid_kd.config import ConfigError
+from reid_kd.engine import distributed
 from reid_kd.engine.io import load_torch, save_torch
 from reid_kd.engine.scalars import ScalarLog
 from reid_kd.losses import reid_losses
@@ -83,12 +84,23 @@ class Trainer:
     def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
                  *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
                  amp: bool = False, desc: str = "train", tag: str | None = None,
-                 log: Callable[[str], None] = echo, tensorboard: bool = True):
+                 log: Callable[[str], None] = echo, tensorboard: bool = True, sync_bn: bool = False):
         """`log` gets one line per finished epoch and a line on resuming; `tensorboard=False` writes no
-        scalars even when the `tensorboard` package is installed."""
-        self.log, self.tensorboard = log, tensorboard
+        scalars even when the `tensorboard` package is installed.
+
+        Under torch.distributed (see `engine/distributed.py`) the model trains as DistributedDataParallel,
+        with its BatchNorms synchronised across ranks when `sync_bn`; only rank 0 writes or logs.
+        """
+        self.main = distributed.is_main()
+        self.log, self.tensorboard = log, tensorboard and self.main
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
+        if sync_bn and distributed.active():
+            model = distributed.sync_batch_norm(model, device)
         self.model, self.loader, self.cfg, self.device = model.to(device), train_loader, train_cfg, device
+        self.forward = self.model
+        if distributed.active():  # gradients averaged over the ranks as the backward pass runs
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.out_dir, self.seed, self.desc = Path(out_dir), seed, desc
         self.teacher = teacher.to(device).eval() if teacher is not None else None
         if self.teacher is not None:
@@ -117,6 +129,8 @@ class Trainer:
         return self.out_dir / "tensorboard"
 
     def save_checkpoint(self, epoch: int, train_seconds: float) -> None:
+        if not self.main:
+            return
         state = {"epoch": epoch, "train_seconds": train_seconds, "tag": self.tag, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.distiller is not None:
@@ -153,7 +167,7 @@ class Trainer:
               ) -> tuple[dict[str, float], float]:
         """One optimisation step; `teacher_out` is the teacher's output on `images` (shared by a cohort)."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.model(images)
+            out = self.forward(images)
             losses = reid_losses(out, targets, self.cfg)
             if self.distiller is not None:
                 losses.update(self.distiller(out, teacher_out, targets, indices))
@@ -162,14 +176,19 @@ class Trainer:
             raise FloatingPointError(f"{self.desc}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        if self.distiller is not None:  # its regressors and projectors sit outside DDP: average them here
+            distributed.average_gradients(self.distiller.extra_parameters())
         if self.cfg["grad_clip"]:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        acc = (out.logits.argmax(1) == targets).float().mean().item() if out.logits is not None else float("nan")
-        return {k: v.item() for k, v in losses.items()} | {"loss": total.item()}, acc
+        acc = (out.logits.argmax(1) == targets).float().mean() if out.logits is not None else total.new_tensor(math.nan)
+        # the global batch's figures under data-parallel training (each rank's share is equal: their mean)
+        values = distributed.mean_over_ranks(torch.stack([*(v.detach().float() for v in losses.values()),
+                                                          total.detach().float(), acc.float()])).tolist()
+        return dict(zip([*losses, "loss"], values[:-1])), values[-1]
 
     def fit(self, resume: bool = True, stop_after: int | None = None) -> float:
         """Train to `epochs` (or only up to epoch `stop_after`); returns training seconds across resumes."""
@@ -230,6 +249,8 @@ class Trainer:
             self.scalars = None
 
     def _say(self, message: str) -> None:
+        if not self.main:
+            return
         self.log(message)
         sys.stdout.flush()  # whatever `log` is (print, click.echo): a log file shows the line now, not at exit
 
@@ -269,7 +290,7 @@ class Trainer:
 
     def _trim_log(self, epochs_done: int) -> None:
         """Keep only the log rows of epochs that the checkpoint holds (a kill may fall in between)."""
-        if not self.log_path.is_file():
+        if not self.main or not self.log_path.is_file():
             return
         with self.log_path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()
@@ -279,6 +300,8 @@ class Trainer:
             self._log(r)
 
     def _log(self, row: dict) -> None:
+        if not self.main:
+            return
         new = not self.log_path.is_file()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", newline="") as f:
@@ -339,7 +362,7 @@ def train_side_by_side(trainers: list[Trainer], resume: bool = True, stop_after:
             start = time.perf_counter()
             desc = first.desc if len(active) == 1 else f"{len(active)} runs side by side"
             bar = tqdm(batches, total=len(first.loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
-                       dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal (logs stay readable)
+                       dynamic_ncols=True, disable=None if first.main else True)  # no bar when stderr is not a terminal (logs stay readable)
             for images, targets, _, indices in bar:
                 images, targets = images.to(first.device, non_blocking=True), targets.to(first.device)
                 indices = indices.to(first.device)

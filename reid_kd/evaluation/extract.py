@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
+
+from reid_kd.engine import distributed
 
 from reid_kd.evaluation.metrics import evaluate
 
@@ -18,15 +21,20 @@ def extract_features(model, loader, device: torch.device, progress: str | None =
     """
     was_training = model.training
     model.eval()
+    total = len(loader.dataset)
+    if distributed.active():  # rank r embeds items r, r + N, ...; the rows are gathered back in order
+        loader = DataLoader(Subset(loader.dataset, range(distributed.rank(), total, distributed.world_size())),
+                            batch_size=loader.batch_size, num_workers=loader.num_workers)
     feats, pids, camids = [], [], []
     batches = tqdm(loader, desc=progress, unit="batch", leave=False, disable=None) if progress else loader
     for images, pid, camid, _ in batches:
         out = model(images.to(device, non_blocking=True))
-        feats.append(F.normalize(out.bn_feat.float(), dim=1).cpu())
-        pids.append(pid)
-        camids.append(camid)
+        feats.append(F.normalize(out.bn_feat.float(), dim=1))
+        pids.append(pid.to(device))
+        camids.append(camid.to(device))
     model.train(was_training)
-    return torch.cat(feats).numpy(), torch.cat(pids).numpy(), torch.cat(camids).numpy()
+    feats, pids, camids = (distributed.gather_in_order(torch.cat(x), total).cpu().numpy() for x in (feats, pids, camids))
+    return feats, pids, camids
 
 
 def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reid_kd.engine import distributed
+
 
 def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Cross-entropy against (1 - eps) one-hot + eps / C uniform (Szegedy et al., 2016)."""
@@ -13,15 +15,16 @@ def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: floa
     return ((1 - epsilon) * nll + epsilon * uniform).mean()
 
 
-def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """N×N squared Euclidean distances, clamped at zero against rounding."""
-    sq = (x * x).sum(1)
-    return (sq[:, None] + sq[None, :] - 2.0 * x @ x.t()).clamp_min(0.0)
+def squared_distances(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared Euclidean distances between the rows of x and those of y (default x), clamped at zero."""
+    y = x if y is None else y
+    sq_x, sq_y = (x * x).sum(1), (y * y).sum(1)
+    return (sq_x[:, None] + sq_y[None, :] - 2.0 * x @ y.t()).clamp_min(0.0)
 
 
-def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
-    """N×N Euclidean distances, clamped before the square root so gradients stay finite."""
-    return squared_distances(x).clamp_min(1e-12).sqrt()
+def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distances (rows of x to rows of y, default x), clamped before the root: finite gradients."""
+    return squared_distances(x, y).clamp_min(1e-12).sqrt()
 
 
 def batch_hard_triplet(feats: torch.Tensor, targets: torch.Tensor, margin: float = 0.3,
@@ -30,11 +33,14 @@ def batch_hard_triplet(feats: torch.Tensor, targets: torch.Tensor, margin: float
 
     `soft_margin` replaces the hinge by log(1 + exp(d_ap - d_an)). `normalize` measures distances
     between L2-normalised features, so the loss cannot be lowered by shrinking the features' scale.
+    Under data-parallel training each rank's anchors are mined against the whole global batch (every
+    rank's features, gradients flowing back), so the loss is the one a single process would compute.
     """
     if normalize:
         feats = F.normalize(feats, dim=1)
-    dist = pairwise_euclidean(feats)
-    same = targets[:, None] == targets[None, :]
+    others, other_targets = distributed.gather_rows_with_grad(feats), distributed.gather_rows(targets)
+    dist = pairwise_euclidean(feats, others if others is not feats else None)
+    same = targets[:, None] == other_targets[None, :]
     hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
     hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
     valid = torch.isfinite(hardest_neg)  # an anchor needs a negative in the batch

@@ -1,0 +1,117 @@
+"""Data-parallel training with torchrun: 2 gloo processes on the CPU against one process on the same global batch."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reid_kd.engine.io import load_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# one P×K batch of 4 identities × 2 images per epoch, so each epoch's log row is one step's losses;
+# no augmentation: a rank then sees exactly the images of its share of the single process's batch
+TINY = ["data.height=32", "data.width=32", "data.batch_p=4", "data.batch_k=2", "data.pad=0", "data.flip_prob=0",
+        "data.synth.train_ids=4", "data.synth.test_ids=6", "data.synth.cameras=4", "data.synth.images_per_id=2",
+        "data.synth.image_size=32", "teacher.backbone=resnet18", "teacher.train.epochs=2",
+        "model.backbone=mobilenet_v3_small", "experiment.sync_bn=true", "distill.method=gird",
+        "distill.gird.memory_size=16"]
+
+
+def reidkd(*args, nproc=1, timeout=600):
+    extra = ["--nproc", str(nproc)] if nproc > 1 else []
+    return subprocess.run([sys.executable, "-m", "reid_kd", *args, *extra], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def single_and_ddp(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    runs = {}
+    for name, nproc in (("single", 1), ("ddp", 2)):
+        out = tmp_path_factory.mktemp(name)
+        result = reidkd("run", "--config", "configs/quickstart.yaml",
+                        *sets([*TINY, f"data.root={data}", f"experiment.output_dir={out}", "train.epochs=3"]),
+                        nproc=nproc)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = (out, result)
+    return runs
+
+
+def test_two_gloo_ranks_take_the_single_process_steps(single_and_ddp):
+    (one, _), (two, ddp) = single_and_ddp["single"], single_and_ddp["ddp"]
+    assert ddp.stdout.count("gird epoch 3/3") == 1  # rank 0 alone reports
+    teacher_logs = [rows(next((out / "teachers").glob("*/log.csv"))) for out in (one, two)]
+    student_logs = [rows(out / "quickstart" / "gird" / "seed0" / "log.csv") for out in (one, two)]
+    for want, got in (teacher_logs, student_logs):
+        assert len(want) == len(got) > 0
+        for a, b in zip(want, got):  # every step's loss terms (one step per epoch), rank 0 logging the global batch
+            for key in ("loss", "id", "triplet", "gird_sim", "gird_evo", "acc"):
+                if key in a:
+                    assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), (a["epoch"], key)
+
+
+def test_every_rank_enqueues_the_global_batch_into_one_gird_memory(single_and_ddp):
+    one, two = (single_and_ddp[n][0] / "quickstart" / "gird" / "seed0" / "checkpoint.pt" for n in ("single", "ddp"))
+    want, got = load_torch(one)["distiller"], load_torch(two)["distiller"]
+    assert int(want["mem_count"]) == int(got["mem_count"]) == 16 and int(want["mem_ptr"]) == int(got["mem_ptr"])
+    assert torch.equal(want["mem_labels"], got["mem_labels"])
+    for key in want:
+        if key.startswith(("mem_s", "mem_t")):
+            assert torch.allclose(want[key], got[key], atol=1e-4), key
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker `rank`, found through /proc (its RANK environment variable)."""
+    todo, seen = [launcher], set()
+    while todo:
+        pid = todo.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            todo += [int(c) for c in (task / "children").read_text().split() if int(c) not in seen]
+        seen.add(pid)
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and pid != launcher:
+            return pid
+    return None
+
+
+def test_resume_after_one_rank_is_killed(tmp_path):
+    overrides = [*TINY, f"data.root={tmp_path / 'data'}", f"experiment.output_dir={tmp_path / 'runs'}",
+                 "train.epochs=25"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "reid_kd",
+               "run", "--config", "configs/quickstart.yaml", *sets(overrides)]
+    log = tmp_path / "runs" / "quickstart" / "gird" / "seed0" / "log.csv"
+    launcher = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (log.is_file() and len(rows(log)) >= 2) and launcher.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    victim = _rank_pid(launcher.pid, 1)
+    assert victim is not None and launcher.poll() is None, "the run ended before rank 1 could be killed"
+    os.kill(victim, signal.SIGKILL)
+    launcher.communicate(timeout=300)
+    assert launcher.returncode != 0
+    done = len(rows(log))
+    assert 2 <= done < 25
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming from checkpoint.pt after epoch" in again.stdout
+    epochs = [int(r["epoch"]) for r in rows(log)]
+    assert epochs == list(range(1, 26))  # every epoch once: none lost, none repeated
+    assert (log.parent / "metrics.json").is_file() and not list(log.parent.glob(".*.tmp"))
