@@ -133,8 +133,8 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
     set_search_params(index, search_params)
     build_seconds = time.perf_counter() - start
     write_bytes(faiss.serialize_index(index).tobytes(), out / INDEX_FILE)
-    table = pd.DataFrame({"path": [str(Path(it.path).resolve()) for it in items],  # usable from any folder "pid": [it.pid for it in items],
-                          "camid": [it.camid for it in items]})
+    table = pd.DataFrame({"path": [str(Path(it.path).resolve()) for it in items],  # usable from any folder
+                          "pid": [it.pid for it in items], "camid": [it.camid for it in items]})
     write_text(table.to_csv(index=False), out / ITEMS_FILE)
     if factory != "Flat":
         buffer = io.BytesIO()
