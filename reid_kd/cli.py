@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from reid_kd.bench.launch import LAUNCHERS
 from reid_kd.bench.tune import VALIDATION_FRACTION
 from reid_kd.config import load_config
 from reid_kd.errors import UserError
@@ -139,17 +140,59 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
               help="Suite YAML, e.g. configs/suites/synth_cpu.yaml.")
 @set_option
 @overwrite_option
-def bench(suite_file, overrides, overwrite) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run N worker processes on this host (one GPU each when there are GPUs, else cores/N threads).")
+@click.option("--launcher", type=click.Choice(LAUNCHERS), default=None,
+              help="Submit --jobs worker jobs through submitit: slurm, or local (processes here, to try it out).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --launcher: jobs.")
+@click.option("--partition", default=None, help="With --launcher slurm: the Slurm partition.")
+@click.option("--gpus-per-job", type=click.IntRange(min=0), default=1, show_default=True,
+              help="With --launcher: GPUs of each job.")
+@click.option("--time", "minutes", type=click.IntRange(min=1), default=240, show_default=True,
+              help="With --launcher: each job's time limit in minutes (a job cut short leaves its runs to resume).")
+@click.option("--claim-timeout", type=click.FloatRange(min=1), default=600, show_default=True, metavar="SECONDS",
+              help="A claimed run whose worker sent no heartbeat for this long is stale and taken over.")
+@click.option("--status", is_flag=True, help="Print where each run stands (done, running, stale, failed, pending).")
+@click.option("--worker-id", default="", hidden=True, help="This worker's name in its claims (set by launchers).")
+@click.option("--launch", default="", hidden=True, help="The launch this worker belongs to (set by launchers).")
+def bench(suite_file, overrides, overwrite, workers, launcher, jobs, partition, gpus_per_job, minutes, claim_timeout,
+          status, worker_id, launch) -> None:
     """Run a benchmark suite: the teacher once, then the baseline and every method for every seed.
 
     Runs already done (metrics.json of the same config) are skipped; interrupted runs resume from
-    their last checkpoint, so the command can simply be run again.
+    their last checkpoint, so the command can simply be run again. Any number of these commands on
+    one suite (processes, hosts sharing the runs folder) split its runs through claim files.
     """
-    from reid_kd.bench.suite import load_suite, run_suite
+    from reid_kd.bench.suite import load_suite, plan_suite, run_suite
 
+    if workers and launcher:
+        raise click.UsageError("give --workers N (processes here) or --launcher (jobs), not both")
+    if not launcher and (partition or jobs != 1):
+        raise click.UsageError("--jobs and --partition go with --launcher")
     suite = load_suite(suite_file)
-    records = run_suite(suite, tuple(overrides), overwrite=overwrite)
-    click.echo(f"suite {suite.name}: {len(records)} runs complete; `reidkd leaderboard` rebuilds its leaderboard")
+    if status:
+        from reid_kd.bench.status import status_table, suite_status
+
+        click.echo(status_table(suite_status(suite, tuple(overrides), claim_timeout)))
+        return
+    if workers:
+        from reid_kd.bench.launch import run_local_workers
+
+        plan_suite(suite, tuple(overrides), overwrite)  # a config mistake is told once, not by every worker
+        run_local_workers(suite_file, tuple(overrides), workers, overwrite, claim_timeout, log=click.echo)
+        click.echo(f"suite {suite.name}: every worker finished; `reidkd leaderboard` rebuilds its leaderboard")
+        return
+    if launcher:
+        from reid_kd.bench.launch import submit_jobs
+
+        submit_jobs(suite_file, tuple(overrides), jobs, launcher, partition, gpus_per_job, minutes, overwrite,
+                    claim_timeout, log=click.echo)
+        click.echo(f"suite {suite.name}: every job finished; `reidkd leaderboard` rebuilds its leaderboard")
+        return
+    records = run_suite(suite, tuple(overrides), overwrite=overwrite, worker=worker_id, claim_timeout=claim_timeout,
+                        launch=launch)
+    click.echo(f"suite {suite.name}: {len(records)} of {len(suite.seeds) * len(suite.entries)} runs complete; "
+               "`reidkd leaderboard` rebuilds its leaderboard")
 
 
 @main.command()

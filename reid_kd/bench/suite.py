@@ -19,20 +19,26 @@ teacher.seed + distill.method)`. `run_suite` trains (or reuses) the teacher once
 each seed side by side (one data pass and one teacher forward per batch for all of them; each run's
 result is the one it would get alone): a run whose metrics.json holds the config hash of its resolved
 config is skipped, any other run trains, resuming from its checkpoint.pt when one of the same config is there.
+Every `run_suite` is a worker: it claims the runs it trains (bench/claims.py), so several of them on one suite
+(`reidkd bench --workers N`, Slurm jobs, hosts sharing the runs folder) train each run once.
 """
 from __future__ import annotations
 
 import copy
-import json
-from contextlib import ExitStack
+import os
 import re
+import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
 from reid_kd.config import ConfigError, _yaml, config_hash, load_config
+from reid_kd.engine.lock import HOST
+from reid_kd.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
@@ -223,13 +229,9 @@ def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> N
                              "--overwrite to replace them, or change the suite's name to keep both")
 
 
-def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: bool = False) -> list[dict]:
-    """Train the teacher once and every (entry, seed) run not done yet; returns every run's metrics record."""
-    from reid_kd.data.image_dataset import build_loaders, load_dataset
-    from reid_kd.engine.io import read_json, write_json, write_text
-    from reid_kd.engine.lock import folder_lock
-    from reid_kd.engine.preflight import claim_run_folder, preflight
-    from reid_kd.engine.run import get_teacher, run_dir, setup_runtime, teacher_key, train_students
+def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False) -> list[tuple[Entry, int, dict]]:
+    """Every run's config, validated, and the suite recorded beside its runs (suite.yaml, expected runs)."""
+    from reid_kd.engine.io import write_json, write_text
 
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
@@ -237,6 +239,98 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
     write_json(expected_runs(runs), suite_dir / EXPECTED_RUNS)
+    return runs
+
+
+class RunsFailedError(UserError):
+    """Some runs of a suite failed (each has its failure.json); the others were trained."""
+
+
+def cohort_key(seed: int, cfg: dict) -> tuple:
+    """Runs with the same key can train side by side: one seed, data, teacher, device and precision."""
+    from reid_kd.engine.run import teacher_key
+
+    return (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
+            cfg["experiment"]["device"], cfg["experiment"]["amp"])
+
+
+def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: bool = False, worker: str = "",
+              claim_timeout: float = CLAIM_TIMEOUT, launch: str = "") -> list[dict]:
+    """Train the teacher once and every (entry, seed) run not done yet; returns the metrics of the runs done.
+
+    A worker: it claims the pending runs of one seed (see bench/claims.py), trains them side by side,
+    releases them and claims again, so any number of workers on one suite (processes, hosts) train each
+    run once. A run another worker holds is left to it. A cohort that fails is retried run by run, so
+    one failing run does not fail the others; a failed run is recorded and not retried in this launch,
+    and RunsFailedError is raised at the end.
+    """
+    import traceback
+
+    from reid_kd.engine.io import read_json
+    from reid_kd.engine.preflight import preflight
+    from reid_kd.engine.run import run_dir
+
+    runs = plan_suite(suite, extra, overwrite)
+    loaders_for = _loaders_cache()
+    for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
+        preflight(cfg, loaders_for(cfg, seed), run_dir(cfg))  # every entry, before any training
+    tags = {(e.name, s): f"[{i}/{len(runs)}] {e.name} seed{s}" for i, (e, s, _) in enumerate(runs, 1)}
+    for entry, seed, cfg in runs:
+        if run_state(cfg) == "done":
+            log(f"{tags[entry.name, seed]}: done, skipped ({run_dir(cfg)})")
+    last_line = [""]
+
+    def log_line(line: str) -> None:
+        last_line[0] = line
+        log(line)
+
+    claims = Claims(worker or f"{HOST}:{os.getpid()}", claim_timeout, launch, log)
+    failed: list[str] = []
+    alone: set[tuple[str, int]] = set()  # runs of a failed cohort: retried one at a time
+    teachers: dict[str, tuple] = {}
+    try:
+        while cohort := _claim_cohort(runs, claims, alone, failed, launch):
+            for entry, seed, cfg in cohort:
+                log(f"{tags[entry.name, seed]}: "
+                    f"{'resuming from its checkpoint' if run_state(cfg) == 'resume' else 'training'}")
+            try:
+                _train_cohort(cohort, loaders_for, teachers, overwrite, log_line)
+            except Exception as e:
+                if not isinstance(e, UserError):  # a bug: its traceback; a user error says all in its line
+                    log(traceback.format_exc().rstrip())
+                if len(cohort) > 1:
+                    log(f"{len(cohort)} runs side by side failed ({type(e).__name__}: {e}); retrying them one at a "
+                        "time to find which")
+                    alone.update((entry.name, seed) for entry, seed, _ in cohort)
+                else:
+                    entry, seed, cfg = cohort[0]
+                    claims.fail(run_dir(cfg), e, last_line[0])
+                    failed.append(f"{entry.name}/seed{seed}")
+                    log(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
+            else:
+                for _, _, cfg in cohort:
+                    (run_dir(cfg) / FAILURE_NAME).unlink(missing_ok=True)
+            finally:
+                for _, _, cfg in cohort:
+                    claims.release(run_dir(cfg))
+    finally:
+        claims.close()
+    for entry, seed, cfg in runs:
+        holder = read_claim(run_dir(cfg))
+        if run_state(cfg) != "done" and holder:
+            log(f"{tags[entry.name, seed]}: left to worker {holder.get('worker', '?')} (pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')}), which holds it")
+    if failed:
+        raise RunsFailedError(f"{len(failed)} run(s) of suite {suite.name!r} failed: {', '.join(failed)}; the others "
+                              f"were trained; `reidkd bench --suite FILE --status` shows each error, and running "
+                              "`reidkd bench` again retries them")
+    return [read_json(run_dir(cfg) / "metrics.json") for _, _, cfg in runs if run_state(cfg) == "done"]
+
+
+def _loaders_cache():
+    """loaders_for(cfg, seed): each dataset loaded once per process, loaders built per seed."""
+    from reid_kd.data.image_dataset import build_loaders, load_dataset
+
     datasets: dict[str, Any] = {}
 
     def loaders_for(cfg: dict, seed: int):
@@ -245,37 +339,80 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
             datasets[data_key] = load_dataset(cfg["data"])
         return build_loaders(cfg["data"], seed, dataset=datasets[data_key])
 
-    for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
-        preflight(cfg, loaders_for(cfg, seed), run_dir(cfg))  # every entry, before any training
-    cohorts: dict[tuple, list[tuple[Entry, dict]]] = {}  # runs that can train side by side
-    for i, (entry, seed, cfg) in enumerate(runs, 1):
-        tag = f"[{i}/{len(runs)}] {entry.name} seed{seed}"
-        state = run_state(cfg)
-        if state == "done":
-            log(f"{tag}: done, skipped ({run_dir(cfg)})")
+    return loaders_for
+
+
+def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: set, failed: list[str],
+                  launch: str) -> list[tuple[Entry, int, dict]]:
+    """Claim the pending runs of the first cohort that has any free; [] when no run is left to claim."""
+    from reid_kd.engine.run import run_dir
+
+    groups: dict[tuple, list[tuple[Entry, int, dict]]] = {}
+    for entry, seed, cfg in runs:
+        if f"{entry.name}/seed{seed}" in failed or run_state(cfg) == "done":
             continue
-        log(f"{tag}: {'resuming from its checkpoint' if state == 'resume' else 'training'}")
-        key = (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
-               cfg["experiment"]["device"], cfg["experiment"]["amp"])
-        cohorts.setdefault(key, []).append((entry, cfg))
-    teachers: dict[str, tuple] = {}
-    for (seed, _, t_key, _, _), cohort in cohorts.items():
-        cfgs = [copy.deepcopy(cfg) for _, cfg in cohort]
-        device = setup_runtime(cfgs[0])
-        loaders = loaders_for(cfgs[0], seed)
-        if t_key not in teachers:
-            log(loaders.dataset.summary())
-            teachers[t_key] = get_teacher(cfgs[0], loaders, device, log)
-        teacher, teacher_metrics = teachers[t_key]
-        with ExitStack() as locks:
-            for entry, cfg in cohort:
-                locks.enter_context(folder_lock(run_dir(cfg), log))
-                if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
-                    log(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in {run_dir(cfg)}")
-            log(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "
-                + ", ".join(entry.name for entry, _ in cohort))
-            done = train_students(cfgs, loaders, teacher, device, teacher_metrics, log=log)
-        for (entry, cfg), record in zip(cohort, done):
-            log(f"{entry.name} seed{seed}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} "
-                f"({run_dir(cfg)})")
-    return [read_json(run_dir(cfg) / "metrics.json") for _, _, cfg in runs]
+        failure = read_failure(run_dir(cfg))
+        if launch and failure and failure.get("launch") == launch:  # failed in this launch: not again
+            continue
+        key = cohort_key(seed, cfg) + (((entry.name, seed),) if (entry.name, seed) in alone else ())
+        groups.setdefault(key, []).append((entry, seed, cfg))
+    for leftovers in (False, True):  # first whole cohorts; then the runs other workers left of theirs
+        for group in groups.values():
+            mine = []
+            for run in group:
+                if claims.claim(run_dir(run[2])):
+                    mine.append(run)
+                elif not mine and not leftovers:
+                    break  # another worker is claiming this cohort: leave it whole to it
+            for run in [r for r in mine if run_state(r[2]) == "done"]:  # finished elsewhere since we looked
+                claims.release(run_dir(run[2]))
+                mine.remove(run)
+            if mine:
+                return mine
+    return []
+
+
+def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: dict, overwrite: bool, log) -> None:
+    """Train claimed runs of one seed side by side behind one teacher forward per batch."""
+    from reid_kd.engine.lock import folder_lock
+    from reid_kd.engine.preflight import claim_run_folder
+    from reid_kd.engine.run import run_dir, setup_runtime, train_students
+
+    seed = cohort[0][1]
+    cfgs = [copy.deepcopy(cfg) for _, _, cfg in cohort]
+    device = setup_runtime(cfgs[0])
+    loaders = loaders_for(cfgs[0], seed)
+    t_key = cohort_key(seed, cfgs[0])[2]
+    if t_key not in teachers:
+        log(loaders.dataset.summary())
+        teachers[t_key] = _wait_for_teacher(cfgs[0], loaders, device, log)
+    teacher, teacher_metrics = teachers[t_key]
+    with ExitStack() as locks:
+        for (entry, _, cfg) in cohort:
+            locks.enter_context(folder_lock(run_dir(cfg), log))
+            if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
+                log(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in {run_dir(cfg)}")
+        log(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "
+            + ", ".join(entry.name for entry, _, _ in cohort))
+        done = train_students(cfgs, loaders, teacher, device, teacher_metrics, log=log)
+    for (entry, _, cfg), record in zip(cohort, done):
+        log(f"{entry.name} seed{seed}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} "
+            f"({run_dir(cfg)})")
+
+
+def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
+    """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
+    from reid_kd.engine.lock import FolderLockedError, describe_holder
+    from reid_kd.engine.run import get_teacher, teacher_dir
+
+    told = False
+    while True:
+        try:
+            return get_teacher(cfg, loaders, device, log)
+        except FolderLockedError as e:
+            if e.folder != teacher_dir(cfg):
+                raise
+            if not told:
+                log(f"teacher: waiting for {describe_holder(e.holder)}, which trains it into {e.folder}")
+                told = True
+            time.sleep(poll)

@@ -1,0 +1,45 @@
+"""`reidkd bench --suite F --status`: where each run of a suite stands, from the files alone (trains nothing).
+
+done (its metrics.json holds its config hash), running (a live claim: who, where, heartbeat age), stale
+(a claim whose holder stopped beating; the next worker takes it over), failed (failure.json: the error
+and the last log line), pending (nothing yet, or a checkpoint to resume).
+"""
+from __future__ import annotations
+
+import json
+
+from reid_kd.bench.claims import CLAIM_TIMEOUT, heartbeat_age, is_stale, read_claim, read_failure
+from reid_kd.bench.suite import Suite, run_state
+
+
+def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLAIM_TIMEOUT) -> list[dict]:
+    """One row per (entry, seed): run, state, detail."""
+    from reid_kd.engine.run import run_dir
+
+    rows = []
+    for entry, seed, cfg in suite.runs(extra):
+        folder, state = run_dir(cfg), run_state(cfg)
+        claim, age = read_claim(folder), heartbeat_age(folder)
+        failure = read_failure(folder)
+        if state == "done":
+            mAP = json.loads((folder / "metrics.json").read_text()).get("mAP")
+            row = ("done", f"mAP {100 * mAP:.2f}" if isinstance(mAP, (int, float)) else "mAP missing")
+        elif claim is not None and age is not None:
+            who = f"worker {claim.get('worker', '?')}, pid {claim.get('pid', '?')} on {claim.get('host', '?')}"
+            row = ("stale" if is_stale(claim, age, timeout) else "running",
+                   f"{who}, heartbeat {age:.0f} s ago" + (", resuming" if state == "resume" else ""))
+        elif failure is not None:
+            row = ("failed", f"{failure.get('error', '?')}; last log line: {failure.get('last_log_line', '')}")
+        else:
+            row = ("pending", "checkpoint to resume" if state == "resume" else "")
+        rows.append({"run": f"{entry.name}/seed{seed}", "state": row[0], "detail": row[1]})
+    return rows
+
+
+def status_table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "stale", "failed", "pending")}
+    table = tabulate([[r["run"], r["state"], r["detail"]] for r in rows], headers=["Run", "State", "Detail"],
+                     tablefmt="github")
+    return table + "\n" + ", ".join(f"{n} {s}" for s, n in counts.items())
