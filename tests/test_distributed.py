@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,41 @@ def test_resume_after_one_rank_is_killed(tmp_path):
     epochs = [int(r["epoch"]) for r in rows(log)]
     assert epochs == list(range(1, 26))  # every epoch once: none lost, none repeated
     assert (log.parent / "metrics.json").is_file() and not list(log.parent.glob(".*.tmp"))
+
+
+class _Images(torch.utils.data.Dataset):
+    """Item i: an image filled with i, identity 100 + i, camera i % 3 (the loaders' 4-tuple)."""
+
+    def __len__(self):
+        return 7  # not a multiple of the 2 ranks: the last shard is shorter
+
+    def __getitem__(self, i):
+        return torch.full((3, 2, 2), float(i)), 100 + i, i % 3, i
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, images):
+        return types.SimpleNamespace(bn_feat=torch.stack([images.mean((1, 2, 3)), torch.ones(len(images))], 1))
+
+
+def _extract_on_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from reid_kd.evaluation.extract import extract_features
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    loader = torch.utils.data.DataLoader(_Images(), batch_size=2)
+    feats, pids, cams = extract_features(_Mean(), loader, torch.device("cpu"))
+    if rank == 0:
+        torch.save({"feats": torch.from_numpy(feats), "pids": torch.from_numpy(pids), "cams": torch.from_numpy(cams)},
+                   out)
+    dist.destroy_process_group()
+
+
+def test_sharded_feature_extraction_returns_dataset_order(tmp_path):
+    torch.multiprocessing.spawn(_extract_on_rank, args=(str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2)
+    got = torch.load(tmp_path / "out.pt")
+    i = torch.arange(7)
+    assert torch.equal(got["pids"], 100 + i) and torch.equal(got["cams"], i % 3)
+    want = torch.nn.functional.normalize(torch.stack([i.float(), torch.ones(7)], 1), dim=1)
+    assert torch.allclose(got["feats"], want)

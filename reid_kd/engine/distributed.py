@@ -41,16 +41,15 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init(device_name: str) -> torch.device:
-    """Join the process group torchrun describes and return this rank's device (its LOCAL_RANK's GPU, or the CPU)."""
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if launched() and not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+def init(device_type: str) -> torch.device:
+    """Join the process group torchrun describes; this rank's device: its LOCAL_RANK's GPU, or the CPU."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_type == "cuda"
     if use_cuda:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if launched() else torch.cuda.current_device())
-    return torch.device("cpu")
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 
 def barrier() -> None:
@@ -131,18 +130,11 @@ def gather_in_order(x: torch.Tensor, total: int) -> torch.Tensor:
     """Rows of a sharded pass (rank r holds items r, r + N, r + 2N, ...) back in dataset order."""
     if not active():
         return x
-    n = world_size()
-    per_rank = -(-total // n)
+    n, per_rank = world_size(), -(-total // world_size())
     padded = torch.zeros((per_rank, *x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[:len(x)] = x
-    rows = torch.stack([p for p in _all_gather(padded)], dim=1)  # per_rank x N x ...: item i at (i // N, i % N)
-    return rows.reshape(per_rank * n, *x.shape[1:])[:total]
-
-
-def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x)
-    return parts
+    by_rank = gather_rows(padded).reshape(n, per_rank, *x.shape[1:])  # item i sits at (i % N, i // N)
+    return by_rank.transpose(0, 1).reshape(n * per_rank, *x.shape[1:])[:total]
 
 
 class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
