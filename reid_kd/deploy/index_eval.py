@@ -93,7 +93,8 @@ def evaluate_index(gallery: GalleryIndex, cfg: dict, depth: int | None = None, k
     _, exact_top = knn(qf, exact_features, k, inner_product=True, use_gpu=False)
     _, found = gallery.search(qf, k)
     cmc = metrics["cmc"]
-    metrics |= {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "depth": depth, "k": k, "recall": recall_at_k(found, exact_top),
+    metrics |= {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "depth": depth, "k": k,
+                "recall": recall_at_k(found, exact_top),
                 "queries_per_second": queries_per_second(lambda q: gallery.search(q, k), qf),
                 "exact_queries_per_second": queries_per_second(
                     lambda q: knn(q, exact_features, k, inner_product=True, use_gpu=False), qf)}

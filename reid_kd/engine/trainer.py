@@ -361,8 +361,9 @@ def train_side_by_side(trainers: list[Trainer], resume: bool = True, stop_after:
             distilling = teacher is not None and any(t.distiller is not None for t in active)
             start = time.perf_counter()
             desc = first.desc if len(active) == 1 else f"{len(active)} runs side by side"
+            # no bar when stderr is not a terminal (logs stay readable), nor on ranks other than 0
             bar = tqdm(batches, total=len(first.loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
-                       dynamic_ncols=True, disable=None if first.main else True)  # no bar when stderr is not a terminal (logs stay readable)
+                       dynamic_ncols=True, disable=None if first.main else True)
             for images, targets, _, indices in bar:
                 images, targets = images.to(first.device, non_blocking=True), targets.to(first.device)
                 indices = indices.to(first.device)

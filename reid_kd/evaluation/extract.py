@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from reid_kd.engine import distributed
-
 from reid_kd.evaluation.metrics import evaluate
 
 
@@ -33,8 +32,8 @@ def extract_features(model, loader, device: torch.device, progress: str | None =
         pids.append(pid.to(device))
         camids.append(camid.to(device))
     model.train(was_training)
-    feats, pids, camids = (distributed.gather_in_order(torch.cat(x), total).cpu().numpy() for x in (feats, pids, camids))
-    return feats, pids, camids
+    in_order = (distributed.gather_in_order(torch.cat(x), total).cpu().numpy() for x in (feats, pids, camids))
+    return tuple(in_order)
 
 
 def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device) -> dict:
