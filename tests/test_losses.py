@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_kd.losses import batch_hard_triplet, label_smoothed_ce
+from reid_kd.losses import batch_hard_triplet, label_smoothed_ce, squared_distances
 
 
 def brute_force_triplet(x, y, margin, soft):
@@ -53,3 +53,15 @@ def test_label_smoothing_matches_definition():
     expected = -(q * logits.log_softmax(1)).sum(1).mean()
     assert label_smoothed_ce(logits, targets, eps).item() == pytest.approx(expected.item(), abs=1e-6)
     assert label_smoothed_ce(logits, targets, 0.0).item() == pytest.approx(F.cross_entropy(logits, targets).item())
+
+
+def test_distances_within_one_batch_keep_the_graph_of_one_norm_tensor():
+    """Bitwise the gradient of the N×N formula with one norm tensor used twice: computing the norms twice
+    rounds the gradient otherwise, and 40 epochs turn that into other quickstart numbers."""
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    w = torch.rand(32, 32, generator=torch.Generator().manual_seed(1))
+    (squared_distances(x) * w).sum().backward()
+    got, x.grad = x.grad, None
+    sq = (x * x).sum(1)
+    ((sq[:, None] + sq[None, :] - 2.0 * x @ x.t()).clamp_min(0.0) * w).sum().backward()
+    assert torch.equal(got, x.grad)

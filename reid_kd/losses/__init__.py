@@ -17,9 +17,10 @@ def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: floa
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances between the rows of x and those of y (default x), clamped at zero."""
-    y = x if y is None else y
-    sq_x, sq_y = (x * x).sum(1), (y * y).sum(1)
-    return (sq_x[:, None] + sq_y[None, :] - 2.0 * x @ y.t()).clamp_min(0.0)
+    sq_x = (x * x).sum(1)
+    if y is None:  # one norm tensor used twice: the very graph (and rounding) of the N×N case
+        return (sq_x[:, None] + sq_x[None, :] - 2.0 * x @ x.t()).clamp_min(0.0)
+    return (sq_x[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.t()).clamp_min(0.0)
 
 
 def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
