@@ -37,11 +37,9 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     example = example_batch(model.input)
     data = _onnx_bytes(retrieval, example) if fmt == "onnx" else _torchscript_bytes(retrieval, example)
     write_bytes(data, out)
-    with torch.no_grad():
-        dim = retrieval(example).shape[1]
     meta = {"format": fmt, "file": out.name, "input": {"name": "images", "layout": "NCHW", "dtype": "float32",
                                                        "batch": "dynamic", **model.input},
-            "output": {"name": "features", "dim": int(dim), "normalised": "L2",
+            "output": {"name": "features", "dim": model.feat_dim, "normalised": "L2",
                        "compare": "inner product (cosine similarity); higher is more similar"},
             "backbone": model.backbone_name, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": file_digest(checkpoint), "torch": torch.__version__}

@@ -72,10 +72,10 @@ def items_from_config(cfg: dict, split: str) -> tuple[list[Item], bool]:
 
 def extract(model, items: list[Item], device: torch.device, batch_size: int = 256, workers: int = 0,
             progress: str | None = None) -> np.ndarray:
-    """L2-normalised features of `items`, preprocessed as the model records (its test transform)."""
+    """L2-normalised features of `items` by a model on `device`, preprocessed as it records (its test transform)."""
     transform = build_transform({"height": model.input["height"], "width": model.input["width"]}, train=False)
     loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
-    return extract_features(model.to(device), loader, device, progress)[0]
+    return extract_features(model, loader, device, progress)[0]
 
 
 def new_index(factory: str, features: np.ndarray, train_size: int | None, seed: int = 0) -> faiss.Index:
@@ -121,8 +121,7 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
                 device: torch.device | str = "cpu", batch_size: int = 256, workers: int = 0, log=print) -> dict:
     """Extract `items`' features with the checkpoint's model and write an index folder; returns its metadata."""
     out, checkpoint = Path(out), Path(checkpoint)
-    if (out / META_FILE).exists():
-        (out / META_FILE).unlink()  # an index being rebuilt is incomplete until its metadata is written again
+    (out / META_FILE).unlink(missing_ok=True)  # an index being rebuilt is incomplete until its metadata is back
     model = load_checkpoint(checkpoint, device)
     start = time.perf_counter()
     features = extract(model, items, torch.device(device), batch_size, workers, progress="features")
@@ -180,9 +179,10 @@ class GalleryIndex:
         if not path.is_file():
             raise UserError(f"the index {self.folder} was built with {path}, which is not there; pass --checkpoint "
                             "with that student.pt")
-        if file_digest(path) != self.meta["checkpoint_sha256"]:
+        digest = file_digest(path)
+        if digest != self.meta["checkpoint_sha256"]:
             raise UserError(f"{path} is not the model the index {self.folder} was built with (its weights differ: "
-                            f"sha256 {file_digest(path)[:12]} vs {self.meta['checkpoint_sha256'][:12]}); pass the "
+                            f"sha256 {digest[:12]} vs {self.meta['checkpoint_sha256'][:12]}); pass the "
                             "index's own checkpoint, or rebuild the index with this one (`reidkd index build`)")
         return load_checkpoint(path, device)
 
