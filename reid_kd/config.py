@@ -105,7 +105,7 @@ SCHEMA: dict[str, Any] = {
         "device": Choice("auto", "cpu", "cuda"),
         "amp": False,
         "deterministic": False,
-        "threads": Maybe(int, 1, why="null uses every core"),
+        "threads": Maybe(int, 1, why="null uses every core"),  # null: every core (bench --workers N: cores/N)
         "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch (every rank's share)
     },
     "data": {
@@ -146,6 +146,7 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "backbone": "resnet18",
+        # null (random), imagenet (torchvision's weights via torch hub's cache), synth (engine/pretrain.py), a file
         "pretrained": Typed(str, None),
         "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
         "neck": Choice("bnneck", "none"),
@@ -160,6 +161,21 @@ SCHEMA: dict[str, Any] = {
         "train": TRAIN_SCHEMA,
     },
     "train": TRAIN_SCHEMA,
+    # `pretrained: synth`: the backbone first trained on these synthetic vehicles (engine/pretrain.py);
+    # their generator seed must differ from data.synth.seed, so no identity is the benchmark's
+    "pretrain": {
+        "synth": {
+            "train_ids": Num(600, 2),
+            "test_ids": Num(50, 1),  # held out: the pretraining's own mAP, in its metrics.json
+            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
+            "images_per_id": Num(10, 2),
+            "image_size": Num(64, 16),
+            "seed": Num(7, 0),
+        },
+        "seed": Num(0, 0),
+        "student": TRAIN_SCHEMA,  # the recipe pretraining `model`'s backbone
+        "teacher": TRAIN_SCHEMA,  # the recipe pretraining `teacher`'s backbone
+    },
     "distill": {"method": "none"},
     "eval": {
         "metric": Choice("cosine", "euclidean"),
@@ -326,7 +342,18 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     raw = _read_yaml(Path(path)) if path is not None else {}
     cfg = validate(apply_overrides(raw, overrides))
     check_names(cfg)
+    check_pretraining_disjoint(cfg)
     return cfg
+
+
+def check_pretraining_disjoint(cfg: dict[str, Any]) -> None:
+    """`pretrained: synth` vehicles must not be the benchmark's: they need another generator seed."""
+    uses = any(cfg[block]["pretrained"] == "synth" for block in ("model", "teacher"))
+    datasets = {cfg["data"]["dataset"], *cfg["data"]["train_datasets"]}
+    seed = cfg["pretrain"]["synth"]["seed"]
+    if uses and "synth_veri" in datasets and seed == cfg["data"]["synth"]["seed"]:
+        raise ConfigError(f"config key 'pretrain.synth.seed': {seed} is data.synth.seed too, so the pretraining "
+                          "vehicles would be the benchmark's; give it another seed")
 
 
 def check_names(cfg: dict[str, Any]) -> None:

@@ -125,8 +125,8 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert "](tiny_cmc.png)" in md and "Reported epoch: **last**" in md
     records = [json.loads(p.read_text()) for p in sorted((out / "tiny").glob("*/seed*/metrics.json"))]
     assert f"`{records[0]['git_commit']}`" in md
-    assert all(r["pretrained"] == {"teacher": False, "student": False} for r in records)
-    assert all(r["teacher"]["pretrained"] is False for r in records)
+    assert all(r["pretrained"] == {"teacher": {"kind": "none"}, "student": {"kind": "none"}} for r in records)
+    assert all(r["teacher"]["pretrained"] == {"kind": "none"} for r in records)
     assert "Initialisation: teacher from scratch, student from scratch." in md
     assert f"PyTorch {torch.__version__}" in md
     for header in ("Method", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "Δ mAP (95% CI)", "Δ Rank-1 (95% CI)",

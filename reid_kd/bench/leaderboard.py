@@ -20,6 +20,7 @@ from reid_kd.bench.stats import format_delta, paired_delta
 from reid_kd.bench.suite import EXPECTED_RUNS
 from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
 from reid_kd.evaluation.extract import rerank_said
+from reid_kd.models.weights import describe
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
@@ -110,13 +111,11 @@ def _delta(mean: float | None, reference: float | None) -> str:
 
 
 def _initialisation(runs: pd.DataFrame) -> str:
-    """How the runs' networks began: ImageNet weights (`pretrained`) or random initialisation."""
+    """How the runs' networks began: ImageNet weights, synthetic pretraining, a file, or random weights."""
     def say(role: str) -> str:
-        flags = {r.get(role) for r in runs.get("pretrained", pd.Series(dtype=object)) if isinstance(r, dict)}
-        flags.discard(None)
-        if not flags:
-            return f"{role} {DASH}"
-        return f"{role} " + " and ".join("ImageNet-pretrained" if f else "from scratch" for f in sorted(flags))
+        said = {describe(r.get(role)) for r in runs.get("pretrained", pd.Series(dtype=object))
+                if isinstance(r, dict) and r.get(role) is not None}
+        return f"{role} " + (" and ".join(sorted(said)) if said else DASH)
     return f"Initialisation: {say('teacher')}, {say('student')}."
 
 

@@ -16,10 +16,13 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+from reid_kd.engine import distributed
+from reid_kd.engine.io import remove_stale_temporaries
 from reid_kd.errors import UserError
 
 try:
@@ -160,3 +163,16 @@ class FolderLock:
 def folder_lock(folder: str | Path, log: Callable[[str], None] | None = None) -> FolderLock:
     """The lock of `folder` (use as `with folder_lock(out) as lock:`); `log` is told of a dead holder taken over."""
     return FolderLock(folder, log)
+
+
+@contextmanager
+def main_lock(folder: str | Path, log: Callable[[str], None]) -> Iterator[None]:
+    """The folder's lock, taken by rank 0 alone under data-parallel training (it alone writes there);
+    once held, the temporary files a killed writer left in the folder are removed."""
+    if not distributed.is_main():
+        yield
+        return
+    with folder_lock(folder, log):
+        for p in remove_stale_temporaries(folder):
+            log(f"removed the stale temporary file {p}")
+        yield

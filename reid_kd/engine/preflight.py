@@ -21,6 +21,7 @@ from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill import build_distiller
 from reid_kd.errors import UserError
 from reid_kd.models.reid_model import build_model
+from reid_kd.models.weights import Start
 
 RUN_FILES = ("metrics.json", "student.pt", "checkpoint.pt", "log.csv", "config.yaml")
 RUN_FOLDERS = ("tensorboard", "ranked_lists")
@@ -107,7 +108,8 @@ def check_distiller(cfg: dict, loaders: Loaders) -> int:
     """Build the method on untrained networks (its option errors stop the run); returns their parameters."""
     n = loaders.dataset.num_train_pids
     with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
-        student, teacher = build_model(cfg["model"], n), build_model(cfg["teacher"], n)
+        # shapes only: random weights (no download, no pretraining before the checks)
+        student, teacher = build_model(cfg["model"], n, Start()), build_model(cfg["teacher"], n, Start())
         if cfg["distill"]["method"] != "none":
             try:
                 build_distiller(cfg["distill"], student, teacher, train_targets(loaders))

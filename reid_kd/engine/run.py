@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 import faiss
@@ -22,9 +22,9 @@ from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.data.transforms import model_input
 from reid_kd.distill import build_distiller
 from reid_kd.engine import distributed
-from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, remove_stale_temporaries, save_torch, write_json, \
-    write_text
-from reid_kd.engine.lock import folder_lock
+from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, save_torch, write_json, write_text
+from reid_kd.engine.lock import main_lock
+from reid_kd.engine.pretrain import network_start, pretrain_key
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
 from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
 from reid_kd.evaluation import evaluate_model
@@ -63,11 +63,6 @@ def setup_runtime(cfg: dict) -> torch.device:
     return select_device(exp["device"])
 
 
-def main_lock(folder: Path, log):
-    """The folder's lock, taken by rank 0 alone under data-parallel training (it alone writes there)."""
-    return folder_lock(folder, log) if distributed.is_main() else nullcontext()
-
-
 def quiet(_: str) -> None:
     """The log of ranks other than 0: one line per event, from rank 0."""
 
@@ -84,7 +79,7 @@ def count_params(model: torch.nn.Module) -> int:
 def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict) -> None:
     """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy)."""
     save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes,
-                "input": model_input(data_cfg)}, path)
+                "input": model_input(data_cfg), "start": model.start}, path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
@@ -98,7 +93,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     cfg = dict(state["model_cfg"], pretrained=None)
     model = build_model(cfg, state["num_classes"])
     model.load_state_dict(state["model"])
-    model.pretrained = state["model_cfg"].get("pretrained") is not None  # how it began, not how it is rebuilt
+    # how it began, not how it is rebuilt (files from before start records: whether `pretrained` was set)
+    model.start = state.get("start", state["model_cfg"].get("pretrained") is not None)
     model.input = state.get("input")
     return model.to(device)
 
@@ -112,6 +108,8 @@ def teacher_seed(cfg: dict) -> int:
 def teacher_key(cfg: dict) -> str:
     t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
     shaping = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
+    if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
+        shaping["start"] = pretrain_key(cfg, "teacher")
     return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
 
 
@@ -147,15 +145,14 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
         log(f"teacher: reusing {model_file}")
         return load_model(model_file, device), read_json(metrics_file)
     with main_lock(folder, log):
-        for p in remove_stale_temporaries(folder) if distributed.is_main() else ():
-            log(f"removed the stale temporary file {p}")
         log(f"teacher: training {t_cfg['backbone']} into {folder}")
         seed = teacher_seed(cfg)
         train_loader = loaders.train
         if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
             train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
+        start = network_start(cfg, "teacher", device, log)
         torch.manual_seed(seed)
-        teacher = build_model(t_cfg, loaders.dataset.num_train_pids)
+        teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
         trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
                           amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log,
                           sync_bn=cfg["experiment"]["sync_bn"])
@@ -166,7 +163,7 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
         metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
         trainer.log_eval(metrics)
         metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
-                    "backbone": teacher.backbone_name, "seed": seed, "pretrained": teacher.pretrained,
+                    "backbone": teacher.backbone_name, "seed": seed, "pretrained": teacher.start,
                     "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
                     "environment": software_environment(device)}
         if distributed.is_main():
@@ -248,11 +245,9 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
 def _student_trainer(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device, log) -> Trainer:
     """The student, its distiller and its trainer, built from the seed alone (as every method of the seed)."""
     exp, out = cfg["experiment"], run_dir(cfg)
-    if distributed.is_main():
-        for p in remove_stale_temporaries(out):  # safe: this process holds the folder's lock
-            log(f"removed the stale temporary file {p}")
+    start = network_start(cfg, "model", device, log)
     torch.manual_seed(exp["seed"])
-    student = build_model(cfg["model"], loaders.dataset.num_train_pids)
+    student = build_model(cfg["model"], loaders.dataset.num_train_pids, start)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     if distributed.is_main():
         write_text(dump_config(cfg), out / "config.yaml")
@@ -273,14 +268,13 @@ def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loader
     if teacher_metrics is not None:
         teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
                                                                "inference_images_per_sec", "train_seconds")}
-        teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.pretrained,
+        teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.start,
                             "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
     record = {
         "method": method_name(cfg), "run_name": run_name(cfg), "dataset": evaluated_on(cfg),
         "teacher_backbone": teacher.backbone_name if teacher is not None else cfg["teacher"]["backbone"],
         "student_backbone": student.backbone_name,
-        "pretrained": {"teacher": teacher.pretrained if teacher is not None else None,
-                       "student": student.pretrained},
+        "pretrained": {"teacher": teacher.start if teacher is not None else None, "student": student.start},
         "seed": exp["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
         "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
         "params": count_params(student),

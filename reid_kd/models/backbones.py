@@ -2,19 +2,15 @@
 
 A backbone here is an `nn.ModuleList` of stages plus its output width. ResNets use the last-stride-1
 trick (the last stage keeps its resolution, as the re-ID bag of tricks does); MobileNets take the
-same option on their last downsampling block. Pretrained weights
-are never downloaded: pass a local file (a torchvision state dict) to load them.
+same option on their last downsampling block. Where the first weights come from: `models/weights.py`.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from reid_kd.config import ConfigError
-from reid_kd.engine.io import load_torch
+from reid_kd.models.weights import HEAD_KEYS, Start, load_into
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
@@ -52,34 +48,27 @@ def _block_stride(block: nn.Module) -> int:
     return max((m.stride[0] for m in block.modules() if isinstance(m, nn.Conv2d)), default=1)
 
 
-def _load_local(net: nn.Module, path: str) -> None:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {file} (give a local torchvision state dict)")
-    state = load_torch(file)
-    state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ConfigError(f"pretrained weights {file} hold nothing for this backbone; give a torchvision state "
-                          "dict of the same architecture")
-    net.load_state_dict(usable, strict=False)
-    missing = [k for k in own if k not in usable and not k.startswith(("fc.", "classifier."))]
-    if missing:
-        raise ConfigError(f"pretrained weights {file} lack {len(missing)} of this backbone's weights, e.g. "
-                          f"{missing[:3]}; give a torchvision state dict of the same architecture")
-
-
-def build_backbone(name: str, last_stride: int = 1, pretrained: str | None = None) -> tuple[nn.ModuleList, int]:
-    """Stages of a torchvision network and the width of its last stage."""
+def torchvision_net(name: str, last_stride: int = 1) -> tuple[nn.ModuleList, nn.Module]:
+    """A torchvision network and its stages (which share its modules, so loading one fills the other)."""
     if name in RESNETS:
-        stages, net = _resnet(name, last_stride)
-    elif name in MOBILENETS:
-        stages, net = _mobilenet(name, last_stride)
-    else:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
-    if pretrained:
-        _load_local(net, pretrained)  # stages share modules with `net`, so they receive the weights
+        return _resnet(name, last_stride)
+    if name in MOBILENETS:
+        return _mobilenet(name, last_stride)
+    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+
+
+def torchvision_state(name: str, stages: nn.ModuleList) -> dict:
+    """Trained stages as a torchvision state dict of `name`, head dropped: what `pretrained` files hold."""
+    fresh, net = torchvision_net(name)
+    fresh.load_state_dict(stages.state_dict())
+    return {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD_KEYS)}
+
+
+def build_backbone(name: str, last_stride: int = 1, start: Start = Start()) -> tuple[nn.ModuleList, int]:
+    """Stages of a torchvision network, started as `start` says, and the width of its last stage."""
+    stages, net = torchvision_net(name, last_stride)
+    if start.file is not None:
+        load_into(net, start)  # stages share modules with `net`, so they receive the weights
     with torch.no_grad():
         x = torch.zeros(1, 3, 64, 64)
         for stage in stages:

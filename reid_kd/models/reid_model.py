@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from reid_kd.models.backbones import build_backbone
+from reid_kd.models.weights import Start, resolve
 
 
 @dataclass
@@ -24,11 +25,13 @@ class ModelOutput:
 
 class ReIDModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, last_stride: int = 1, neck: str = "bnneck",
-                 pretrained: str | None = None):
+                 pretrained: str | Start | None = None):
+        """`pretrained`: None (random), "imagenet", a local torchvision state dict, or a resolved `Start`."""
         super().__init__()
         self.backbone_name, self.num_classes = backbone, num_classes
-        self.pretrained = pretrained is not None  # started from ImageNet weights, not from scratch
-        self.stages, self.feat_dim = build_backbone(backbone, last_stride, pretrained)
+        start = resolve(pretrained, backbone)
+        self.start = start.record()  # how it began (kind, weights' name, SHA-256), kept by checkpoints
+        self.stages, self.feat_dim = build_backbone(backbone, last_stride, start)
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":
             self.neck = nn.BatchNorm1d(self.feat_dim)
@@ -56,6 +59,7 @@ class ReIDModel(nn.Module):
         return ModelOutput(feats, global_feat, bn_feat, logits)
 
 
-def build_model(model_cfg: dict, num_classes: int) -> ReIDModel:
+def build_model(model_cfg: dict, num_classes: int, start: Start | None = None) -> ReIDModel:
+    """The network a `model` / `teacher` config block describes; `start` overrides its `pretrained`."""
     return ReIDModel(model_cfg["backbone"], num_classes, model_cfg["last_stride"], model_cfg["neck"],
-                     model_cfg["pretrained"])
+                     model_cfg["pretrained"] if start is None else start)
