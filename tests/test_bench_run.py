@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import stdev
 
 import cv2
 import numpy as np
@@ -128,6 +129,12 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert all(r["pretrained"] == {"teacher": {"kind": "none"}, "student": {"kind": "none"}} for r in records)
     assert all(r["teacher"]["pretrained"] == {"kind": "none"} for r in records)
     assert "Initialisation: teacher from scratch, student from scratch." in md
+    by_run = {(r["run_name"], r["seed"]): r["mAP"] for r in records}
+    power = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+             for line in md.split("## Seeds needed")[1].split("\n## ")[0].splitlines() if line.startswith("| ")}
+    for name in {r["run_name"] for r in records} - {"baseline"}:
+        diffs = [by_run[(name, s)] - by_run[("baseline", s)] for s in (0, 1)]
+        assert power[name][:4] == [name, "2", f"{100 * (diffs[0] + diffs[1]) / 2:+.2f}", f"{100 * stdev(diffs):.2f}"]
     assert f"PyTorch {torch.__version__}" in md
     for header in ("Method", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "Δ mAP (95% CI)", "Δ Rank-1 (95% CI)",
                    "Params", "Images/s", "Train time"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from reid_kd.bench.stats import format_delta, paired_delta
+from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 from reid_kd.bench.suite import EXPECTED_RUNS
 from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
 from reid_kd.evaluation.extract import rerank_said
@@ -25,6 +25,7 @@ from reid_kd.models.weights import describe
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
 DASH = "—"
+POWER_TARGET = 0.015  # the interval half-width (a fraction: 1.5 mAP points) the "Seeds needed" section sizes for
 DELTAS = (("mAP", "mAP"), ("rank1", "Rank-1"))  # paired against the baseline student, with a 95% CI
 
 
@@ -194,6 +195,21 @@ def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referen
     return rows
 
 
+def _power_rows(runs: pd.DataFrame, entries: list[dict], reference: str) -> list[dict]:
+    """Per entry: the paired sd of its Δ mAP against `reference`, the interval it gives, and the seeds an
+    interval of ±POWER_TARGET would need at that sd (what a suite must run for the table to decide)."""
+    rows = []
+    for entry in entries:
+        delta = paired_delta(_by_seed(runs, entry["name"], "mAP"), _by_seed(runs, reference, "mAP"))
+        if entry["name"] == reference or delta is None or delta.seeds < 2:
+            continue
+        needed = seeds_needed(delta.sd, POWER_TARGET)
+        rows.append({"Method": entry["name"], "Paired seeds": str(delta.seeds), "Δ mAP": f"{100 * delta.mean:+.2f}",
+                     "Paired sd": f"{100 * delta.sd:.2f}", "95% half-width": f"{100 * (delta.high - delta.mean):.2f}",
+                     f"Seeds for ±{100 * POWER_TARGET:g}": str(needed) if needed else "over 1000"})
+    return rows
+
+
 def _table(rows: list[dict]) -> str:
     frame = pd.DataFrame(rows).drop(columns="_sort", errors="ignore")
     return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True)
@@ -327,6 +343,12 @@ def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = N
                   f"`{longer['name']}` is `{parent['name']}` trained longer "
                   f"({', '.join(f'`{s}`' for s in longer.get('set', []))}): its Δ is what the table's schedule "
                   f"leaves on the table.", "", _table(rows), ""]
+    power = _power_rows(runs, entries, baseline["name"])
+    if power:
+        lines += ["## Seeds needed", "",
+                  f"Paired sd: the sample sd over seeds of each seed's Δ mAP against `{baseline['name']}`, in points. "
+                  f"Seeds for ±{100 * POWER_TARGET:g}: the fewest seeds whose 95% interval would be at most "
+                  f"{100 * POWER_TARGET:g} points wide on each side at that sd.", "", _table(power), ""]
     failed = every[every["failed"]] if not every.empty else every
     if len(failed) or rejected:
         lines += ["## Runs not counted", ""]

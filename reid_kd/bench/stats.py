@@ -15,12 +15,14 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class PairedDelta:
-    """Mean of per-seed differences and its confidence interval (NaN bounds with fewer than 2 seeds)."""
+    """Mean of per-seed differences, its confidence interval and the differences' sample sd
+    (NaN bounds and sd with fewer than 2 seeds)."""
 
     mean: float
     low: float
     high: float
     seeds: int
+    sd: float = math.nan
 
     @property
     def excludes_zero(self) -> bool:
@@ -36,8 +38,21 @@ def paired_delta(values: dict[int, float], reference: dict[int, float], level: f
     centre = mean(diffs)
     if len(diffs) < 2:
         return PairedDelta(centre, math.nan, math.nan, 1)
-    half = stats.t.ppf((1 + level) / 2, len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
-    return PairedDelta(centre, centre - half, centre + half, len(diffs))
+    sd = stdev(diffs)
+    half = half_width(sd, len(diffs), level)
+    return PairedDelta(centre, centre - half, centre + half, len(diffs), sd)
+
+
+def half_width(sd: float, seeds: int, level: float = 0.95) -> float:
+    """Half-width of the Student-t interval of a mean of `seeds` paired differences of spread `sd`."""
+    return stats.t.ppf((1 + level) / 2, seeds - 1) * sd / math.sqrt(seeds)
+
+
+def seeds_needed(sd: float, target: float, level: float = 0.95, most: int = 1000) -> int | None:
+    """The fewest seeds whose interval half-width, at this paired sd, is at most `target` (None past `most`)."""
+    if not math.isfinite(sd):
+        return None
+    return next((n for n in range(2, most + 1) if half_width(sd, n, level) <= target), None)
 
 
 def format_delta(delta: PairedDelta | None, scale: float = 100.0) -> str:
