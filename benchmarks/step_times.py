@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from reid_kd.config import TRAIN_SCHEMA, defaults
+from reid_kd.schema import TRAIN_SCHEMA, defaults
 from reid_kd.losses import reid_losses
 from reid_kd.models.reid_model import ReIDModel
 

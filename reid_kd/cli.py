@@ -1,16 +1,24 @@
-"""The `reidkd` command line."""
+"""The `reidkd` command line.
+
+Each command imports the heavy layers (torch, OpenCV) inside its body, after its config is read: a
+config mistake is told in a tenth of a second. These are the only function-local project imports.
+"""
 from __future__ import annotations
 
 import errno
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from reid_kd.bench.launch import LAUNCHERS
-from reid_kd.bench.tune import VALIDATION_FRACTION
-from reid_kd.config import load_config
+from reid_kd.bench import LAUNCHERS, VALIDATION_FRACTION
+from reid_kd.data.catalog import DATASETS
+from reid_kd.distill.catalog import DISTILLERS, describe_methods
+from reid_kd.engine.configs import load_config
 from reid_kd.errors import UserError
+from reid_kd.registry import default_values
 
 DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EROFS: "use a writable disk",
                errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
@@ -81,7 +89,7 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
     cfg = load_config(config, overrides)  # first: a config mistake is told before the heavy imports
     if nproc is not None and nproc > 1:
         sys.exit(_torchrun(nproc, config, overrides, overwrite, ctx.parent.params.get("debug")))
-    from reid_kd.engine import distributed
+    from reid_kd.utils import distributed
     from reid_kd.engine.run import markdown_table, queries_line, run_experiment
 
     teacher_metrics, record = run_experiment(cfg, overwrite=overwrite)
@@ -95,8 +103,6 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
 
 def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> int:
     """`reidkd run` again in `nproc` processes started by torchrun on this machine; its exit status."""
-    import subprocess
-
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "reid_kd", *(["--debug"] if debug else []), "run"]
     args += ["--config", config] if config else []
@@ -253,20 +259,15 @@ def leaderboard(runs_dir, out_dir, readme) -> None:
 @main.command()
 def methods() -> None:
     """List every registered distillation method, each default option and where the default comes from."""
-    import json
-
-    from reid_kd.distill import DISTILLERS, describe_methods
-    from reid_kd.distill.registry import default_values
-
     rows = describe_methods()
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
         click.echo(f"{name.ljust(width)}  {description}")
-        cls = DISTILLERS[name]
-        values = {k: json.dumps(v) for k, v in default_values(cls).items()}  # as written in YAML: true, [1, 2]
+        entry = DISTILLERS[name]
+        values = {k: json.dumps(v) for k, v in default_values(entry).items()}  # as written in YAML: true, [1, 2]
         key_width = max(len(f"{k} = {v}") for k, v in values.items())
         for key, value in values.items():
-            click.echo(f"{' ' * width}    {f'{key} = {value}'.ljust(key_width)}  {cls.sources[key]}")
+            click.echo(f"{' ' * width}    {f'{key} = {value}'.ljust(key_width)}  {entry.sources[key]}")
 
 
 device_option = click.option("--device", default="auto", show_default=True,
@@ -423,12 +424,10 @@ def synth(config, overrides, root, persons) -> None:
 @click.option("--skip-images", is_flag=True, help="Do not decode every image (faster on a full dataset).")
 def check(name, root, config, overrides, skip_images) -> None:
     """Load dataset NAME, print its table beside the official counts and what is wrong (exit 1 if anything)."""
+    DATASETS[name]  # an unknown name stops here, before the config is read
     from reid_kd.data.check import check_dataset
-    from reid_kd.data.datasets import DATASETS
     from reid_kd.data.image_dataset import dataset_options
 
-    if name not in DATASETS:
-        _fail(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     cfg = load_config(config, overrides)
     report = check_dataset(name, root, dataset_options(cfg["data"]), read_images=not skip_images)
     click.echo(report.text())

@@ -9,10 +9,11 @@ import torch
 import yaml
 
 from reid_kd.bench.suite import load_suite, parse_suite, run_state
-from reid_kd.engine.io import remove_stale_temporaries
-from reid_kd.config import ConfigError, config_hash
+from reid_kd.utils.io import remove_stale_temporaries
+from reid_kd.config import config_hash
+from reid_kd.errors import ConfigError
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.distill import DISTILLERS
+from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.run import run_dir, teacher_key
 from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
@@ -87,7 +88,7 @@ def test_runs_expand_entries_and_seeds_and_share_one_teacher(tmp_path):
 
 
 def test_teacher_seed_null_keeps_one_teacher_per_experiment_seed(tmp_path):
-    from reid_kd.config import load_config
+    from reid_kd.engine.configs import load_config
 
     a, b = (load_config(QUICKSTART, [f"experiment.seed={k}"]) for k in (0, 1))
     assert teacher_key(a) != teacher_key(b)  # plain `reidkd run`: the teacher follows experiment.seed
@@ -129,7 +130,7 @@ def test_stale_temporaries_are_removed_and_complete_files_kept(tmp_path):
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path, tiny_overrides):
-    from reid_kd.config import load_config
+    from reid_kd.engine.configs import load_config
 
     cfg = load_config(QUICKSTART, tiny_overrides)
     loaders = build_loaders(cfg["data"], seed=0)

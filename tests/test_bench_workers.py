@@ -14,7 +14,7 @@ import yaml
 from reid_kd.bench.claims import CLAIM_NAME, Claims, read_claim, read_failure
 from reid_kd.bench.suite import RunsFailedError, load_suite, run_suite
 from reid_kd.config import config_hash
-from reid_kd.engine.lock import HOST
+from reid_kd.utils.lock import HOST
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")

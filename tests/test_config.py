@@ -1,6 +1,7 @@
 import pytest
 
-from reid_kd.config import ConfigError, load_config
+from reid_kd.engine.configs import load_config
+from reid_kd.errors import ConfigError
 
 
 def write(path, text):

@@ -4,7 +4,9 @@ import pytest
 from scipy.io import savemat
 
 from reid_kd.data import synth, synth_person
-from reid_kd.data.datasets import DATASETS, DatasetLayoutError, build_dataset
+from reid_kd.data.catalog import DATASETS
+from reid_kd.data.datasets import build_dataset
+from reid_kd.data.datasets.base import DatasetLayoutError
 
 
 def test_dukemtmc_parses_names_and_relabels(tmp_path, jpeg):

@@ -1,7 +1,8 @@
 """VehicleID and VeRi-Wild loaders on generated fixtures in their real layouts."""
 import pytest
 
-from reid_kd.data.datasets import DatasetLayoutError, build_dataset
+from reid_kd.data.datasets import build_dataset
+from reid_kd.data.datasets.base import DatasetLayoutError
 
 
 def vehicleid_fixture(tmp_path, jpeg):

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_kd.config import ConfigError, load_config
+from reid_kd.engine.configs import load_config
+from reid_kd.errors import ConfigError
 from reid_kd.distill.gird import GIRD
 from test_distill_methods import FakeNet, batch, dot, flat, lists, make, mean, norm, pair, pooled, softmax
 
@@ -52,7 +53,7 @@ def plain_gird(s_out, t_out, s_mem, t_mem, layers, loss="mse", temperature=0.1, 
 
 def test_defaults_are_distinct_layers_and_a_memory_below_one_epoch():
     assert GIRD.options["layers"].default == [1, 2, 3, 4] and GIRD.options["embedding"].default == "bn_feat"
-    assert GIRD.options["memory_size"] == 1024 and GIRD.options["loss"].default == "mse"
+    assert GIRD.options["memory_size"].default == 1024 and GIRD.options["loss"].default == "mse"
     synth = load_config("configs/synth_gird.yaml")
     spec = synth["data"]["synth"]
     assert synth["distill"]["gird"]["memory_size"] < spec["train_ids"] * spec["images_per_id"]  # 1024 < 1500

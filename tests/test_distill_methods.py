@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from reid_kd.config import load_config
-from reid_kd.distill import DISTILLERS, build_distiller, describe_methods
+from reid_kd.engine.configs import load_config
+from reid_kd.distill.base import build_distiller
+from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.models.reid_model import ModelOutput
 
 ALL = sorted(DISTILLERS)
@@ -85,13 +86,13 @@ def test_every_method_is_registered_with_a_description():
     rows = dict(describe_methods())
     for name, cls in DISTILLERS.items():
         assert rows[name] == cls.description and len(cls.description.splitlines()) == 1
-        assert cls.__module__.endswith("." + name) and cls.__module__.split(".")[-1] == name
-        doc = __import__(cls.__module__, fromlist=["x"]).__doc__
+        assert cls.load().__module__.endswith("." + name) and cls.load().__module__.split(".")[-1] == name
+        doc = __import__(cls.load().__module__, fromlist=["x"]).__doc__
         assert doc and "default" in doc.lower()
 
 
 def test_unknown_option_is_rejected_by_the_config():
-    from reid_kd.config import ConfigError
+    from reid_kd.errors import ConfigError
 
     with pytest.raises(ConfigError, match="distill.gird.memory_sise"):
         load_config(None, ["distill.method=gird", "distill.gird.memory_sise=3"])
@@ -586,7 +587,7 @@ def test_methods_listing_command_states_every_default_and_its_source():
     import subprocess
     import sys
 
-    from reid_kd.distill.registry import default_values
+    from reid_kd.registry import default_values
 
     out = subprocess.run([sys.executable, "-m", "reid_kd.cli", "methods"], capture_output=True, text=True,
                          timeout=120)

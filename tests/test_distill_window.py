@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reid_kd.config import load_config
-from reid_kd.distill import DISTILLERS, build_distiller
+from reid_kd.engine.configs import load_config
+from reid_kd.distill.base import build_distiller
+from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.distill.strength import gradient_ratio
 
 LOW, HIGH = 0.05, 20.0

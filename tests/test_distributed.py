@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_kd.engine.io import load_torch
+from reid_kd.utils.io import load_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # one P×K batch of 4 identities × 2 images per epoch, so each epoch's log row is one step's losses;

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reid_kd.data import synth
-from reid_kd.engine.lock import FolderLockedError, folder_lock
+from reid_kd.utils.lock import FolderLockedError, folder_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = synth.SynthSpec(train_ids=4, test_ids=3, cameras=3, images_per_id=4, image_size=32)
@@ -24,14 +24,14 @@ SPEC_ARGS = "train_ids=4, test_ids=3, cameras=3, images_per_id=4, image_size=32"
 
 HOLD_LOCK = """
 import sys
-from reid_kd.engine.lock import folder_lock
+from reid_kd.utils.lock import folder_lock
 with folder_lock(sys.argv[1]):
     print("ready", flush=True)
     sys.stdin.read()
 """
 TRY_LOCK = """
 import sys
-from reid_kd.engine.lock import FolderLockedError, folder_lock
+from reid_kd.utils.lock import FolderLockedError, folder_lock
 try:
     with folder_lock(sys.argv[1]):
         print("free")

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from reid_kd.models.backbones import BACKBONES
+from reid_kd.models.catalog import BACKBONES
 from reid_kd.models.reid_model import ReIDModel
 
 

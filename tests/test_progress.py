@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_kd.config import load_config
+from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine import scalars as scalars_module
 from reid_kd.engine import trainer as trainer_module

@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from reid_kd.cli import main
-from reid_kd.config import dump_config, load_config
+from reid_kd.config import dump_config
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.run import run_dir, teacher_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,7 +255,7 @@ def test_full_disk_is_refused_before_training(finished, monkeypatch, tmp_path):
 def test_disk_filling_up_during_training_is_one_line(finished, monkeypatch, tmp_path):
     import errno
 
-    import reid_kd.engine.io as io_mod
+    import reid_kd.utils.io as io_mod
 
     def full(obj, f):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -350,7 +351,7 @@ def test_a_second_process_on_a_held_run_folder_stops_at_once(finished, tmp_path)
     out, overrides = finished
     cfg = load_config(QUICKSTART, overrides)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom reid_kd.engine.lock import folder_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom reid_kd.utils.lock import folder_lock\n"
          f"with folder_lock({str(run_dir(cfg))!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from reid_kd.errors import UserError
 
-LAUNCHERS = ("slurm", "local")  # submitit executors: a Slurm cluster, or local processes (trying it out)
-
 
 class WorkersFailedError(UserError):
     """A worker process or job failed; its output says why, and `--status` shows each run."""

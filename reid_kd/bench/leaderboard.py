@@ -18,7 +18,7 @@ import yaml
 
 from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 from reid_kd.bench.suite import EXPECTED_RUNS
-from reid_kd.engine.io import UnsafeFileError, read_json, write_bytes, write_text
+from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.weights import describe
 

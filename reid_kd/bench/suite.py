@@ -36,8 +36,10 @@ from typing import Any
 import yaml
 
 from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
-from reid_kd.config import ConfigError, _yaml, config_hash, load_config
-from reid_kd.engine.lock import HOST
+from reid_kd.config import _yaml, config_hash
+from reid_kd.engine.configs import load_config
+from reid_kd.errors import ConfigError
+from reid_kd.utils.lock import HOST
 from reid_kd.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -117,7 +119,7 @@ def _check_overrides(where: str, key: str, items: list) -> tuple[str, ...]:
 
 def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) -> Suite:
     """Validate a suite mapping strictly; errors are one line naming the key."""
-    from reid_kd.distill import DISTILLERS
+    from reid_kd.distill.catalog import DISTILLERS
 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite file must hold a mapping at the top level")
@@ -231,7 +233,7 @@ def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> N
 
 def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False) -> list[tuple[Entry, int, dict]]:
     """Every run's config, validated, and the suite recorded beside its runs (suite.yaml, expected runs)."""
-    from reid_kd.engine.io import write_json, write_text
+    from reid_kd.utils.io import write_json, write_text
 
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
@@ -266,7 +268,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     """
     import traceback
 
-    from reid_kd.engine.io import read_json
+    from reid_kd.utils.io import read_json
     from reid_kd.engine.preflight import preflight
     from reid_kd.engine.run import run_dir
 
@@ -374,7 +376,7 @@ def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: se
 
 def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: dict, overwrite: bool, log) -> None:
     """Train claimed runs of one seed side by side behind one teacher forward per batch."""
-    from reid_kd.engine.lock import folder_lock
+    from reid_kd.utils.lock import folder_lock
     from reid_kd.engine.preflight import claim_run_folder
     from reid_kd.engine.run import run_dir, setup_runtime, train_students
 
@@ -402,7 +404,7 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
 
 def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
     """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
-    from reid_kd.engine.lock import FolderLockedError, describe_holder
+    from reid_kd.utils.lock import FolderLockedError, describe_holder
     from reid_kd.engine.run import get_teacher, teacher_dir
 
     told = False

@@ -16,10 +16,10 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from reid_kd.bench import VALIDATION_FRACTION
 from reid_kd.bench.suite import Entry, Suite
-from reid_kd.config import ConfigError
+from reid_kd.errors import ConfigError
 
-VALIDATION_FRACTION = 0.2
 GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<keys>[^=:]+)=(?P<values>.+)$")
 Grid = list[tuple[tuple[str, ...], list[tuple[str, ...]]]]  # [(keys moved together, their values per point)]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import cv2
 
-from reid_kd.data.datasets import DatasetLayoutError, ReIDDataset, build_dataset
+from reid_kd.data.datasets import build_dataset
+from reid_kd.data.datasets.base import DatasetLayoutError, ReIDDataset
 
 SPLITS = ("train", "query", "gallery")
 EXAMPLES = 3

@@ -10,12 +10,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reid_kd.data import synth
-from reid_kd.data.datasets import Item, ReIDDataset, build_dataset
-from reid_kd.data.datasets.base import combine_train
+from reid_kd.data.datasets import build_dataset
+from reid_kd.data.datasets.base import Item, ReIDDataset, combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
 from reid_kd.data.validation import validation_split
-from reid_kd.engine import distributed
+from reid_kd.utils import distributed
 from reid_kd.errors import UserError
 
 

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from reid_kd.config import ConfigError
+from reid_kd.errors import ConfigError
 
 
 class PKBatchSampler(Sampler[list[int]]):

@@ -26,8 +26,6 @@ import json
 import os
 import random
 import shutil
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,13 +34,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from reid_kd.config import ConfigError
-from reid_kd.errors import UserError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locks, the unguarded check-and-generate
-    fcntl = None
+from reid_kd.errors import ConfigError, UserError
+from reid_kd.utils.lock import CAN_LOCK, DATA_MUTEX, DataLock, data_lock_file
 
 PALETTE = {  # BGR; ten paints shared by all identities
     "white": (235, 235, 235), "black": (35, 35, 35), "silver": (180, 180, 175),
@@ -264,56 +257,11 @@ class DataInUseError(UserError, RuntimeError):
     """The dataset folder would be replaced while a running job reads it."""
 
 
-def _lock_file(root: Path) -> Path:
-    """`<root>.lock` beside the folder, so it outlives the folder's replacement."""
-    return root.with_name(root.name + ".lock")
-
-
-# Each process holds a shared flock on `<root>.lock` of every dataset it has ensured, for its whole
-# life: "this process reads this data". Writing a dataset takes the exclusive flock without waiting
-# for readers (refused while a job reads); checkers wait only while another process writes.
-# resolved lock file -> (pid, fd)
-_readers: dict[Path, tuple[int, int]] = {}
-_thread_lock = threading.RLock()  # flock does not exclude the threads of one process
 _RETRIES = 15  # ~1.5 s: other processes hold the shared lock for milliseconds while checking the spec
 
 
-def _open_lock(root: Path) -> tuple[Path, int, bool]:
-    """(key, fd, whether this process already holds the shared lock through fd)."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    key = _lock_file(root).resolve()
-    entry = _readers.get(key)
-    if entry and entry[0] == os.getpid():
-        return key, entry[1], True
-    return key, os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), False
-
-
-def _forget(key: Path, fd: int) -> None:
-    _readers.pop(key, None)
-    os.close(fd)  # drops any flock held through it
-
-
-def _share(fd: int, root: Path) -> None:
-    """Shared lock, waiting (and saying so) while another process writes the dataset."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting for another process generating {root}", file=sys.stderr, flush=True)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-
-
-def _try_exclusive(fd: int) -> bool:
-    """Exclusive lock, non-blocking. Converting drops this process's own shared lock first, so only
-    other processes' locks refuse it (and after a refusal this process holds nothing)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
 def _in_use(root: Path, fix: str) -> DataInUseError:
-    return DataInUseError(f"{root} is in use by a running job (it holds {_lock_file(root)}); {fix}")
+    return DataInUseError(f"{root} is in use by a running job (it holds {data_lock_file(root)}); {fix}")
 
 
 def _current(root: Path, spec: SynthSpec) -> bool:
@@ -341,27 +289,27 @@ def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = F
     (DataInUseError: the exclusive lock on `<root>.lock` is taken without waiting)."""
     _check(spec, kind)
     root = Path(root)
-    if fcntl is None:
+    if not CAN_LOCK:  # Windows: no locks, the unguarded check-and-generate
         return _write(root, spec, quiet, kind)
-    with _thread_lock:
-        key, fd, reading = _open_lock(root)
+    with DATA_MUTEX:
+        lock = DataLock(root)
         for _ in range(_RETRIES):
-            if _try_exclusive(fd):
+            if lock.try_exclusive():
                 break
             time.sleep(random.uniform(0.05, 0.15))
         else:
-            if reading:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # the failed conversion dropped this process's own read lock
+            if lock.reading:
+                lock.share()  # the failed conversion dropped this process's own read lock
             else:
-                os.close(fd)
+                lock.close()
             raise _in_use(root, "generate into another folder with --root DIR, or wait for the job to end")
         try:
             return _write(root, spec, quiet, kind)
         finally:
-            if reading:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # this process still reads it (now the new data)
+            if lock.reading:
+                lock.share()  # this process still reads it (now the new data)
             else:
-                os.close(fd)
+                lock.close()
 
 
 def _write(root: Path, spec: SynthSpec, quiet: bool, kind: Kind) -> Path:
@@ -431,24 +379,24 @@ def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False, kind: Kind
     process replaces it. Concurrent first runs generate it once; the others wait for it."""
     _check(spec, kind)
     root = Path(root)
-    if fcntl is None:
+    if not CAN_LOCK:  # Windows: no locks, the unguarded check-and-generate
         return root if _current(root, spec) else _write(root, spec, quiet, kind)
-    with _thread_lock:
-        key, fd, _ = _open_lock(root)
-        _readers[key] = (os.getpid(), fd)
+    with DATA_MUTEX:
+        lock = DataLock(root)
+        lock.keep()
         refused = 0
         while refused < _RETRIES:
-            _share(fd, root)
+            lock.share(f"waiting for another process generating {root}")
             if _current(root, spec):
                 return root
-            if _try_exclusive(fd):
+            if lock.try_exclusive():
                 try:
                     if not _current(root, spec):  # another process may have written it meanwhile
                         _write(root, spec, quiet, kind)
                 finally:
-                    fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade: this process reads it from now on
+                    lock.share()  # downgrade: this process reads it from now on
                 continue  # the downgrade is not atomic: check again under the shared lock
             refused += 1  # others hold it shared: running jobs, or processes checking the spec right now
             time.sleep(random.uniform(0.05, 0.15))
-        _forget(key, fd)
+        lock.close()
         raise _in_use(root, "use another data.root, or wait for the job to end")

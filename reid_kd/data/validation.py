@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from reid_kd.config import ConfigError
+from reid_kd.errors import ConfigError
 from reid_kd.data.datasets.base import Item, ReIDDataset, relabel
 
 MIN_IDS = 2  # a validation gallery needs distractors

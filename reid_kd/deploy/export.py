@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from reid_kd.deploy.model import RetrievalModel, file_digest, load_checkpoint
-from reid_kd.engine.io import write_bytes, write_json
+from reid_kd.utils.io import write_bytes, write_json
 from reid_kd.errors import UserError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}

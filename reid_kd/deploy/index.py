@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from reid_kd.data.datasets import Item
+from reid_kd.data.datasets.base import Item
 from reid_kd.data.image_dataset import ImageDataset
 from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
-from reid_kd.engine.io import read_json, write_bytes, write_json, write_text
+from reid_kd.utils.io import read_json, write_bytes, write_json, write_text
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reid_kd.data.datasets import Item
+from reid_kd.data.datasets.base import Item
 from reid_kd.deploy.index import GalleryIndex, extract, items_from_images
-from reid_kd.engine.io import write_bytes
+from reid_kd.utils.io import write_bytes
 from reid_kd.evaluation.visualize import GAP, draw_ranked_list
 
 

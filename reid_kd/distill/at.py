@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Typed
 from reid_kd.distill.common import matching_map
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -27,18 +26,13 @@ def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
     return f.float().abs().pow(p).mean(1, keepdim=True)
 
 
-@register
 class AT(Distiller):
     name = "at"
-    description = "AT (Zagoruyko & Komodakis, ICLR 2017): spatial attention maps of each stage"
-    options = {"weight": 250.0, "p": 2.0, "layers": Typed(list, [0, 1, 2, 3], optional=False, item=int)}
-    sources = {"weight": "ours: the paper's and RepDistiller's 10³ sends 10-18× the re-ID gradient; ÷4", "p": "paper (2)",
-               "layers": "RepDistiller (every stage, feat[1:-1])"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.weight, self.p, self.layers = cfg["weight"], cfg["p"], list(cfg["layers"])
-        if not self.layers or any(not 0 <= i <= 3 for i in self.layers):
+        if not self.layers:  # each index is bounded by the option's schema
             raise ValueError("distill.at.layers must be stage indices in 0..3")
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice, ConfigError
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -35,21 +34,13 @@ def rbf_correlation(e: torch.Tensor, gamma: float, order: int) -> torch.Tensor:
     return out
 
 
-@register
 class CC(Distiller):
     name = "cc"
-    description = "CC (Peng et al., ICCV 2019): Gaussian-RBF correlation congruence (Taylor-expanded)"
-    options = {"weight": 100.0, "gamma": 0.4, "order": 2, "embedding": Choice("bn_feat", "global_feat")}
-    sources = {"weight": "ours: the gradient window (0.02, RepDistiller's β for another CC loss, is inert here)",
-               "gamma": "paper (0.4)", "order": "paper (2nd-order Taylor expansion)",
-               "embedding": "ours: the retrieval feature, whose scale the BN neck holds"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.weight, self.gamma, self.order = cfg["weight"], cfg["gamma"], cfg["order"]
         self.embedding = cfg["embedding"]
-        if self.order < 0:
-            raise ConfigError("config key 'distill.cc.order' must be at least 0")
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         c_s = rbf_correlation(getattr(student, self.embedding), self.gamma, self.order)

@@ -5,27 +5,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import ConfigError
+from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ModelOutput
 
-EMBEDDINGS = ("global_feat", "bn_feat")
 N_STAGES = 4
 
 
 def model_widths(model: nn.Module) -> tuple[list[int], int]:
-    """(stage widths, embedding width) of a model, probed on the device it lives on.
-
-    Any module returning a `ModelOutput` works; the probe follows the model's own device (a teacher
-    loaded from a checkpoint may already sit on the GPU) and leaves its mode unchanged.
-    """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, 3, 64, 64, device=device))
-    model.train(was_training)
-    return [f.shape[1] for f in out.feats], out.global_feat.shape[1]
+    """(stage widths, embedding width) of a model with `stages` and `feat_dim` (ReIDModel, or any module
+    returning a `ModelOutput` so built), read from each stage's last convolution: no dummy forward."""
+    convs = [[m for m in stage.modules() if isinstance(m, nn.Conv2d)] for stage in model.stages]
+    return [c[-1].out_channels for c in convs], model.feat_dim
 
 
 def layer_feature(out: ModelOutput, index: int, embedding: str = "global_feat") -> torch.Tensor:

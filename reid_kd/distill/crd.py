@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice, ConfigError
+from reid_kd.errors import ConfigError
 from reid_kd.distill.common import model_widths
-from reid_kd.distill.registry import Distiller, register
-from reid_kd.engine import distributed
+from reid_kd.distill.base import Distiller
+from reid_kd.utils import distributed
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -44,25 +44,14 @@ def nce_loss(scores: torch.Tensor, z: torch.Tensor, temperature: float, n_data: 
     return -(log_pos.sum() + log_neg.sum()) / scores.shape[0]
 
 
-@register
 class CRD(Distiller):
     name = "crd"
-    description = "CRD (Tian et al., ICLR 2020): NCE against a momentum memory, negatives from other classes"
-    options = {"weight": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5,
-               "embedding": Choice("global_feat", "bn_feat")}
-    sources = {"weight": "RepDistiller (β for CRD: 0.8)", "feat_dim": "official code (128)",
-               "nce_k": "official code (16384)", "nce_t": "official code (0.07)", "nce_m": "official code (0.5)",
-               "embedding": "ours: the pooled pre-neck feature, as the official penultimate feature"}
     per_sample = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict, train_targets: torch.Tensor):
         super().__init__(student, teacher, cfg)
         self.weight, self.t, self.m, self.k = cfg["weight"], cfg["nce_t"], cfg["nce_m"], cfg["nce_k"]
         self.embedding = cfg["embedding"]
-        if self.k < 1:
-            raise ConfigError("config key 'distill.crd.nce_k' must be at least 1")
-        if not 0 <= self.m < 1:
-            raise ConfigError("config key 'distill.crd.nce_m' must be in [0, 1)")
         dim = cfg["feat_dim"]
         self.embed_s = nn.Linear(model_widths(student)[1], dim)
         self.embed_t = nn.Linear(model_widths(teacher)[1], dim)

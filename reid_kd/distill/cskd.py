@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid_kd.distill.common import matching_map, model_widths
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -51,15 +51,8 @@ def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
     return x @ x.t()
 
 
-@register
 class CSKD(Distiller):
     name = "cskd"
-    description = "CSKD (Chen et al., ECCV 2020): intra-class offsets and inter-class centre cosines"
-    options = {"weight_intra": 0.02, "weight_pull": 1.0, "weight_inter": 0.4, "correct_only": True}
-    sources = {"weight_intra": "ours: the authors' 0.002 ×10 (theirs is inert here; proportions kept)",
-               "weight_pull": "ours: the authors' 0.1 ×10",
-               "weight_inter": "ours: the authors' 0.04 ×10",
-               "correct_only": "authors' code (use_filter = True)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -32,14 +32,8 @@ def dkd_terms(s: torch.Tensor, t: torch.Tensor, targets: torch.Tensor, temperatu
     return tckd * temperature ** 2, nckd * temperature ** 2
 
 
-@register
 class DKD(Distiller):
     name = "dkd"
-    description = "DKD (Zhao et al., CVPR 2022): decoupled target-class and non-target-class KD"
-    options = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_steps": 0}
-    sources = {"alpha": "mdistiller CIFAR-100 (1)", "beta": "mdistiller CIFAR-100 (8)",
-               "temperature": "mdistiller CIFAR-100 (4)",
-               "warmup_steps": "ours: off (mdistiller ramps over 20 epochs; epochs differ by dataset)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

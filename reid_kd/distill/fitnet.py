@@ -19,23 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid_kd.distill.common import matching_map, model_widths
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
-@register
 class FitNet(Distiller):
     name = "fitnet"
-    description = "FitNet (Romero et al., ICLR 2015): MSE hint on an intermediate map through a conv regressor"
-    options = {"weight": 10.0, "hint_layer": 2}
-    sources = {"weight": "ours: RepDistiller's β = 100 sends 12-26× the re-ID gradient here; ÷10",
-               "hint_layer": "ours: stage 3, the middle of a 4-stage backbone (RepDistiller: 2, its 2nd of 3 stages)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.weight, self.layer = cfg["weight"], cfg["hint_layer"]
-        if not 0 <= self.layer <= 3:
-            raise ValueError("distill.fitnet.hint_layer must be a stage index in 0..3")
         c_s, c_t = model_widths(student)[0][self.layer], model_widths(teacher)[0][self.layer]
         self.regressor = nn.Sequential(nn.Conv2d(c_s, c_t, 3, padding=1, bias=False), nn.BatchNorm2d(c_t),
                                        nn.ReLU(inplace=True))

@@ -48,56 +48,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice, ConfigError, Typed
-from reid_kd.distill.common import EMBEDDINGS, check_layers, layer_feature, model_widths
-from reid_kd.distill.registry import Distiller, register
-from reid_kd.engine import distributed
+from reid_kd.distill.common import check_layers, kl_soft, layer_feature, model_widths
+from reid_kd.distill.base import Distiller
+from reid_kd.utils import distributed
 from reid_kd.models.reid_model import ModelOutput
 
 
 def relation_loss(r_s: torch.Tensor, r_t: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    if kind == "mse":
-        return F.mse_loss(r_s, r_t)
-    log_p_s = F.log_softmax(r_s / temperature, dim=1)
-    log_p_t = F.log_softmax(r_t / temperature, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature ** 2
+    return F.mse_loss(r_s, r_t) if kind == "mse" else kl_soft(r_s, r_t, temperature)
 
 
-@register
 class GIRD(Distiller):
     name = "gird"
-    description = "GIRD (Hu et al., NCA 2024): memory-augmented similarity relations and their evolution across layers"
-    options = {
-        "weight_sim": 10.0,
-        "weight_evo": 10.0,
-        "layers": Typed(list, [1, 2, 3, 4], optional=False, item=int),
-        "embedding": Choice("bn_feat", "global_feat"),
-        "use_memory": True,
-        "memory_size": 1024,
-        "use_evolution": True,
-        "loss": Choice("mse", "kl"),
-        "temperature": 0.1,
-        "cross_memory": False,
-    }
-    sources = {
-        "weight_sim": "ours: the gradient window and a held-out check (paper's values not public)",
-        "weight_evo": "ours: as weight_sim",
-        "layers": "ours: stages 2-4 pooled, then the embedding",
-        "embedding": "ours: bn_feat, distinct from the pooled last stage",
-        "use_memory": "paper (feature reutilisation)",
-        "memory_size": "ours: below one epoch of the synthetic training set (1500 images)",
-        "use_evolution": "paper (relation evolution)",
-        "loss": "ours: MSE between relation matrices",
-        "temperature": "ours: sharpens cosine rows (KL variant only)",
-        "cross_memory": "ours: an ablation, off",
-    }
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.layers = list(cfg["layers"])
         check_layers("distill.gird.layers", self.layers, cfg["embedding"], student, teacher)
-        if cfg["memory_size"] < 1:
-            raise ConfigError("config key 'distill.gird.memory_size' must be at least 1")
         self.embedding, self.kind, self.temperature = cfg["embedding"], cfg["loss"], cfg["temperature"]
         self.w_sim, self.w_evo = cfg["weight_sim"], cfg["weight_evo"]
         self.use_memory, self.use_evolution = cfg["use_memory"], cfg["use_evolution"]

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice, Typed
 from reid_kd.distill.common import check_layers, layer_feature
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.losses import squared_distances
 from reid_kd.models.reid_model import ModelOutput
 
@@ -84,33 +83,13 @@ class BlockTap:
         return hook
 
 
-@register
 class IRG(Distiller):
     name = "irg"
-    description = "IRG (Liu et al., CVPR 2019): instance vertices, distance edges and in-stage transformations"
-    options = {
-        "weight_vertex": 0.0,
-        "weight_edge": 0.05,
-        "weight_transform": 0.05,
-        "edge_layers": Typed(list, [4], optional=False, item=int),
-        "transform_stages": Typed(list, [1, 2, 3], optional=False, item=int),
-        "embedding": Choice("global_feat", "bn_feat"),
-    }
-    sources = {
-        "weight_vertex": "official Caffe release (no vertex loss)",
-        "weight_edge": "ours: the official Caffe release's 0.005 ×10 (inert early in training here)",
-        "weight_transform": "ours: the release's 0.005 ×10, as weight_edge",
-        "edge_layers": "ours: the embedding, as the release's last pooled layer",
-        "transform_stages": "ours: the stages after the stem",
-        "embedding": "ours: the pooled pre-neck feature",
-    }
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.edge_layers, self.stages = list(cfg["edge_layers"]), list(cfg["transform_stages"])
         check_layers("distill.irg.edge_layers", self.edge_layers, cfg["embedding"], student, teacher)
-        if any(not 0 <= i <= 3 for i in self.stages):
-            raise ValueError("distill.irg.transform_stages must be stage indices in 0..3")
         self.w_v, self.w_e, self.w_t = cfg["weight_vertex"], cfg["weight_edge"], cfg["weight_transform"]
         self.embedding = cfg["embedding"]
         # taps, not submodules: the models are not part of the distiller's state

@@ -11,17 +11,12 @@ import torch
 from torch import nn
 
 from reid_kd.distill.common import kl_soft
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
-@register
 class KD(Distiller):
     name = "kd"
-    description = "KD (Hinton et al., 2015): KL between temperature-softened ID logits"
-    options = {"weight": 1.0, "temperature": 4.0}
-    sources = {"weight": "ours: the re-ID losses stay at full weight, so KD enters at 1 (RepDistiller: 0.9 beside CE 0.1)",
-               "temperature": "RepDistiller and mdistiller KD default (4)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -27,13 +26,8 @@ def conditional_probabilities(e: torch.Tensor) -> torch.Tensor:
     return sim / sim.sum(1, keepdim=True)
 
 
-@register
 class PKT(Distiller):
     name = "pkt"
-    description = "PKT (Passalis & Tefas, ECCV 2018): KL between cosine-kernel conditional probabilities"
-    options = {"weight": 10000.0, "eps": 1e-7, "embedding": Choice("bn_feat", "global_feat")}
-    sources = {"weight": "ours: RepDistiller's β = 30000 sends up to 22× the re-ID gradient here; ÷3", "eps": "authors' code (1e-7)",
-               "embedding": "ours: the retrieval feature, whose scale the BN neck holds (on global_feat PKT fades)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.config import Choice
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.losses import pairwise_euclidean
 from reid_kd.models.reid_model import ModelOutput
 
@@ -30,13 +29,8 @@ def angles(e: torch.Tensor) -> torch.Tensor:
     return diff @ diff.transpose(1, 2)
 
 
-@register
 class RKD(Distiller):
     name = "rkd"
-    description = "RKD (Park et al., CVPR 2019): distance- and angle-wise relations of the embeddings"
-    options = {"weight_distance": 25.0, "weight_angle": 50.0, "embedding": Choice("global_feat", "bn_feat")}
-    sources = {"weight_distance": "paper's λ_D (25)", "weight_angle": "paper's λ_A (50)",
-               "embedding": "ours: the pooled pre-neck feature (the paper's final embedding)"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.distill.registry import Distiller, register
+from reid_kd.distill.base import Distiller
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -19,19 +19,12 @@ def similarity(f: torch.Tensor) -> torch.Tensor:
     return F.normalize(f @ f.t(), dim=1)
 
 
-@register
 class SP(Distiller):
     name = "sp"
-    description = "SP (Tung & Mori, ICCV 2019): row-normalised batch similarity of a stage map"
-    options = {"weight": 3000.0, "layer": 3}
-    sources = {"weight": "paper's γ for CIFAR, also RepDistiller's β (3000)",
-               "layer": "RepDistiller (the last stage map, feat[-2])"}
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
         super().__init__(student, teacher, cfg)
         self.weight, self.layer = cfg["weight"], cfg["layer"]
-        if not 0 <= self.layer <= 3:
-            raise ValueError("distill.sp.layer must be a stage index in 0..3")
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         g_s, g_t = similarity(student.feats[self.layer]), similarity(teacher.feats[self.layer])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reid_kd.distill.registry import Distiller
+from reid_kd.distill.base import Distiller
 from reid_kd.losses import reid_losses
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from reid_kd.config import ConfigError, config_hash
+from reid_kd.config import config_hash
+from reid_kd.errors import ConfigError
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.engine import distributed
-from reid_kd.engine.io import read_json, save_torch, write_json
-from reid_kd.engine.lock import main_lock
+from reid_kd.utils import distributed
+from reid_kd.utils.io import read_json, save_torch, write_json
+from reid_kd.utils.lock import main_lock
 from reid_kd.engine.trainer import Trainer
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.backbones import torchvision_state

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reid_kd.config import ConfigError
-from reid_kd.engine import distributed
-from reid_kd.engine.io import load_torch, save_torch
+from reid_kd.errors import ConfigError
+from reid_kd.utils import distributed
+from reid_kd.utils.io import load_torch, save_torch
 from reid_kd.engine.scalars import ScalarLog
 from reid_kd.losses import reid_losses
 

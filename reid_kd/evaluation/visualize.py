@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from reid_kd.data.image_dataset import read_image
-from reid_kd.engine.io import write_bytes
+from reid_kd.utils.io import write_bytes
 from reid_kd.evaluation.extract import extract_features
 from reid_kd.evaluation.search import top_k as search_top_k
 

@@ -6,18 +6,14 @@ same option on their last downsampling block. Where the first weights come from:
 """
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import nn
 
+from reid_kd.models.catalog import BACKBONES
 from reid_kd.models.weights import HEAD_KEYS, Start, load_into
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
-BACKBONES = RESNETS + MOBILENETS
 
-
-def _resnet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
+def resnet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
     net = getattr(torchvision.models, name)(weights=None)
     if last_stride != 2:
         block = net.layer4[0]
@@ -27,7 +23,7 @@ def _resnet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
     return nn.ModuleList([stem, net.layer2, net.layer3, net.layer4]), net
 
 
-def _mobilenet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
+def mobilenet(name: str, last_stride: int) -> tuple[nn.ModuleList, nn.Module]:
     net = getattr(torchvision.models, name)(weights=None)
     for m in net.modules():  # torchvision's 0.01 suits ImageNet-length schedules, not short re-ID ones
         if isinstance(m, nn.BatchNorm2d):
@@ -50,11 +46,7 @@ def _block_stride(block: nn.Module) -> int:
 
 def torchvision_net(name: str, last_stride: int = 1) -> tuple[nn.ModuleList, nn.Module]:
     """A torchvision network and its stages (which share its modules, so loading one fills the other)."""
-    if name in RESNETS:
-        return _resnet(name, last_stride)
-    if name in MOBILENETS:
-        return _mobilenet(name, last_stride)
-    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    return BACKBONES.load(name)(name, last_stride)
 
 
 def torchvision_state(name: str, stages: nn.ModuleList) -> dict:
@@ -64,13 +56,16 @@ def torchvision_state(name: str, stages: nn.ModuleList) -> dict:
     return {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD_KEYS)}
 
 
-def build_backbone(name: str, last_stride: int = 1, start: Start = Start()) -> tuple[nn.ModuleList, int]:
-    """Stages of a torchvision network, started as `start` says, and the width of its last stage."""
+def build_backbone(name: str, last_stride: int = 1, start: Start = Start()) -> nn.ModuleList:
+    """Stages of a torchvision network, started as `start` says (widths and strides: `BACKBONES[name]`)."""
     stages, net = torchvision_net(name, last_stride)
     if start.file is not None:
         load_into(net, start)  # stages share modules with `net`, so they receive the weights
-    with torch.no_grad():
-        x = torch.zeros(1, 3, 64, 64)
-        for stage in stages:
-            x = stage(x)
-    return stages, x.shape[1]
+    return stages
+
+
+def stage_shapes(name: str, last_stride: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(widths, strides) of a backbone's four stages; the last stage keeps stride 16 at last_stride 1."""
+    info = BACKBONES[name].info
+    strides = info["strides"][:-1] + (info["strides"][-2] * last_stride,)
+    return info["widths"], strides

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reid_kd.models.backbones import build_backbone
+from reid_kd.models.backbones import build_backbone, stage_shapes
 from reid_kd.models.weights import Start, resolve
 
 
@@ -31,7 +31,9 @@ class ReIDModel(nn.Module):
         self.backbone_name, self.num_classes = backbone, num_classes
         start = resolve(pretrained, backbone)
         self.start = start.record()  # how it began (kind, weights' name, SHA-256), kept by checkpoints
-        self.stages, self.feat_dim = build_backbone(backbone, last_stride, start)
+        self.stages = build_backbone(backbone, last_stride, start)
+        self.widths, self.strides = stage_shapes(backbone, last_stride)  # of each stage, known without a forward
+        self.feat_dim = self.widths[-1]
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":
             self.neck = nn.BatchNorm1d(self.feat_dim)

@@ -18,9 +18,9 @@ import torch
 import torchvision
 from torch import nn
 
-from reid_kd.config import ConfigError
-from reid_kd.engine.io import load_torch
-from reid_kd.errors import UserError
+from reid_kd.errors import ConfigError, UserError
+from reid_kd.models.catalog import PRETRAINED
+from reid_kd.utils.io import load_torch
 
 HEAD_KEYS = ("fc.", "classifier.")  # ImageNet heads: re-ID replaces them with its BN neck and classifier
 
@@ -91,15 +91,17 @@ def _reason(error: Exception) -> str:
 
 
 def resolve(pretrained: str | Start | None, backbone: str) -> Start:
-    """The `Start` a config's `pretrained` names (`synth` comes resolved from engine/pretrain.py)."""
+    """The `Start` a config's `pretrained` names: a source of `PRETRAINED` or a file (`synth` comes resolved
+    from engine/pretrain.py)."""
     if isinstance(pretrained, Start):
         return pretrained
     if not pretrained:
         return Start()
-    if pretrained == "imagenet":
-        return fetch_imagenet(backbone)
-    if pretrained == "synth":
-        raise ValueError("pretrained 'synth' is built by reid_kd.engine.pretrain; pass the Start it returns")
+    if pretrained in PRETRAINED:
+        source = PRETRAINED[pretrained]
+        if source.target is None:
+            raise ValueError(f"pretrained {pretrained!r} is built by reid_kd.engine.pretrain; pass the Start it returns")
+        return source(backbone)
     file = Path(pretrained).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {file} (give a local torchvision state dict, "

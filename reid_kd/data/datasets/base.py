@@ -1,9 +1,8 @@
-"""What every dataset loader returns, the registry, and the checks shared by all loaders."""
+"""What every dataset loader returns and the checks shared by all loaders (the registry: `data/catalog.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from reid_kd.errors import UserError
 
@@ -53,19 +52,6 @@ class ReIDDataset:
             lines.append(f"{'':{len(self.name) + 2}}{split:8} {len(items):8d} {len({i.pid for i in items}):6d} "
                          f"{len({i.camid for i in items}):5d}")
         return "\n".join(lines)
-
-
-DATASETS: dict[str, Callable[..., ReIDDataset]] = {}
-
-
-def register(name: str):
-    """Register a loader `fn(root: Path, **options) -> ReIDDataset` under `name`."""
-    def wrap(fn):
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} registered twice")
-        DATASETS[name] = fn
-        return fn
-    return wrap
 
 
 def relabel(items: list[Item]) -> list[Item]:

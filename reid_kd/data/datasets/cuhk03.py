@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("cuhk03", "CUHK03", "cuhk03_release")
 VARIANTS = ("labeled", "detected")
@@ -33,7 +33,6 @@ def _indices(split: dict, key: str) -> np.ndarray:
     return np.asarray(split[key]).astype(np.int64).ravel() - 1  # MATLAB indices are 1-based
 
 
-@register("cuhk03")
 def cuhk03(root: Path, cuhk03_variant: str = "labeled", **_: object) -> ReIDDataset:
     from scipy.io import loadmat
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 SPLITS = ("train", "query", "gallery")
 COLUMNS = ("path", "id", "camera", "split")
@@ -51,7 +51,6 @@ def _dataset(name: str, rows: list[tuple[str, str, str, str]], folder: Path, has
                        root=folder, has_cameras=has_cameras, bad_files=bad)
 
 
-@register("custom_csv")
 def custom_csv(root: Path, custom_csv: str | None = None, **_: object) -> ReIDDataset:
     path = _resolve(Path(root), custom_csv, "custom_csv", "custom_csv")
     if not path.is_file():
@@ -78,7 +77,6 @@ def custom_csv(root: Path, custom_csv: str | None = None, **_: object) -> ReIDDa
     return _dataset("custom_csv", rows, path.parent, with_camera > 0, bad)
 
 
-@register("custom_folder")
 def custom_folder(root: Path, custom_dir: str | None = None, **_: object) -> ReIDDataset:
     folder = _resolve(Path(root), custom_dir, "custom_dir", "custom_folder")
     require_dirs(folder, "custom_folder", "train/<identity>/*.jpg, query/<identity>/*.jpg, gallery/<identity>/*.jpg",

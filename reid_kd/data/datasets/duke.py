@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reid_kd.data.datasets.base import ReIDDataset, register
+from reid_kd.data.datasets.base import ReIDDataset
 from reid_kd.data.datasets.market import find_folder, load_market_layout
 
 LAYOUT = "bounding_box_train/, query/, bounding_box_test/ holding PPPP_cC_fFFFFFFF.jpg files"
@@ -17,6 +17,5 @@ PATTERN = re.compile(r"^(\d+)_c(\d+)_f\d+\.jpg$")
 FOLDER_NAMES = ("DukeMTMC-reID", "dukemtmc-reid", "dukemtmcreid")
 
 
-@register("dukemtmcreid")
 def dukemtmcreid(root: Path, **_: object) -> ReIDDataset:
     return load_market_layout(find_folder(root, FOLDER_NAMES), "dukemtmcreid", PATTERN, LAYOUT)

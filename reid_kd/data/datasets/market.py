@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from reid_kd.data import synth, synth_person
-from reid_kd.data.datasets.base import Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import Item, ReIDDataset, relabel, require_dirs
 
 LAYOUT = "bounding_box_train/, query/, bounding_box_test/ holding PPPP_cCsS_FFFFFF_BB.jpg files"
 PATTERN = re.compile(r"^(-?\d+)_c(\d)s\d+_\d+_\d+\.jpg$")
@@ -51,12 +51,10 @@ def find_folder(root: Path, names: tuple[str, ...]) -> Path:
     return next((root / n for n in names if (root / n).is_dir()), root / names[0])
 
 
-@register("market1501")
 def market1501(root: Path, **_: object) -> ReIDDataset:
     return load_market_layout(find_folder(root, FOLDER_NAMES), "market1501")
 
 
-@register("synth_market")
 def synth_market(root: Path, synth_spec: synth.SynthSpec | None = None, **_: object) -> ReIDDataset:
     """The procedurally generated persons, written on first use (see reid_kd.data.synth_person)."""
     folder = synth_person.ensure(Path(root) / "synth_market", synth_spec or synth.SynthSpec())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 VERSIONS = {  # version -> (folder names, train folder, test folder)
     "v1": (("MSMT17_V1", "MSMT17"), "train", "test"),
@@ -53,7 +53,6 @@ def _read_list(folder: Path, listing: Path, bad: list[str]) -> list[Item]:
     return items
 
 
-@register("msmt17")
 def msmt17(root: Path, msmt17_version: str = "auto", **_: object) -> ReIDDataset:
     folder, version = _find(Path(root), msmt17_version)
     _, train_dir, test_dir = VERSIONS[version]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("VehicleID_V1.0", "VehicleID")
 TEST_SIZES = (800, 1600, 2400, 13164)
@@ -51,7 +51,6 @@ def draw_gallery(items: list[Item], seed: int, draw: int) -> tuple[list[Item], l
     return query, gallery
 
 
-@register("vehicleid")
 def vehicleid(root: Path, vehicleid_test_size: int = 800, vehicleid_draws: int = 10, vehicleid_draw_seed: int = 0,
               **_: object) -> ReIDDataset:
     if vehicleid_test_size not in TEST_SIZES:

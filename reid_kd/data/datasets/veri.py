@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from reid_kd.data import synth
-from reid_kd.data.datasets.base import Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import Item, ReIDDataset, relabel, require_dirs
 
 LAYOUT = "image_train/, image_query/, image_test/ holding VVVV_cCCC_FFFFFFFF_0.jpg files, name_*.txt lists"
 PATTERN = re.compile(r"^(\d+)_c(\d+)_\d+_\d+\.jpg$")
@@ -45,12 +45,10 @@ def load_veri_layout(root: Path, name: str) -> ReIDDataset:
     )
 
 
-@register("veri776")
 def veri776(root: Path, **_: object) -> ReIDDataset:
     return load_veri_layout(Path(root) / "VeRi", "veri776")
 
 
-@register("synth_veri")
 def synth_veri(root: Path, synth_spec: synth.SynthSpec | None = None, **_: object) -> ReIDDataset:
     """The procedurally generated VeRi, written on first use (see reid_kd.data.synth)."""
     folder = synth.ensure(Path(root) / "synth_veri", synth_spec or synth.SynthSpec())

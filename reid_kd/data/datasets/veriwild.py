@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, register, relabel, require_dirs
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("VERI-Wild", "VeRi-Wild", "veriwild")
 TEST_SIZES = (3000, 5000, 10000)
@@ -54,7 +54,6 @@ def _read_list(root: Path, listing: Path, cameras: dict[str, int], bad: list[str
     return items
 
 
-@register("veriwild")
 def veriwild(root: Path, veriwild_test_size: int = 3000, **_: object) -> ReIDDataset:
     if veriwild_test_size not in TEST_SIZES:
         raise ValueError(f"veriwild: test size must be one of {TEST_SIZES}, got {veriwild_test_size}")

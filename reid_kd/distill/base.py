@@ -1,12 +1,12 @@
-"""The Distiller interface and the registry of distillation methods.
+"""The Distiller interface, and building the configured one (the registry: `distill/catalog.py`).
 
 A distiller turns (student output, teacher output, targets) into named, already weighted loss
 terms. Learnable parts (regressors, projections) are returned by `extra_parameters()` so the
 optimizer trains them with the student; state that must survive a resume (memories, queues) lives
 in buffers, so it travels in the checkpoint with `state_dict()`.
 
-Every option's default names where it comes from in `sources` (the paper, the authors' code, a peer
-implementation, or ours and why); `reidkd methods` prints them. A method that keeps a memory slot
+Every option's default names where it comes from in its entry's `sources` (the paper, the authors'
+code, a peer implementation, or ours and why); `reidkd methods` prints them. A method that keeps a memory slot
 per training image (`per_sample = True`, CRD) is built with the training set's labels and called
 with each batch's dataset indices.
 """
@@ -17,15 +17,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.models.reid_model import ModelOutput
 
 
 class Distiller(nn.Module):
-    name: ClassVar[str]
+    name: ClassVar[str]  # its entry in DISTILLERS, whose description, options and sources it carries
     description: ClassVar[str]
-    options: ClassVar[dict[str, Any]] = {}  # config schema of `distill.<name>`: defaults, typed
-    sources: ClassVar[dict[str, str]] = {}  # option -> where its default comes from
+    options: ClassVar[dict[str, Any]]  # config schema of `distill.<name>`: defaults, types, bounds
+    sources: ClassVar[dict[str, str]]  # option -> where its default comes from
     per_sample: ClassVar[bool] = False  # built with the training labels, called with dataset indices
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        entry = DISTILLERS[cls.name]
+        cls.description, cls.options, cls.sources = entry.description, entry.options, entry.sources
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict[str, Any]):
         super().__init__()
@@ -56,30 +62,6 @@ def detach_output(out: ModelOutput) -> ModelOutput:
                        out.logits.detach() if out.logits is not None else None)
 
 
-DISTILLERS: dict[str, type[Distiller]] = {}
-
-
-def register(cls: type[Distiller]) -> type[Distiller]:
-    if cls.name in DISTILLERS:
-        raise ValueError(f"distiller {cls.name!r} registered twice")
-    DISTILLERS[cls.name] = cls
-    return cls
-
-
-def describe_methods() -> list[tuple[str, str]]:
-    """(name, one-line description) of every registered method, sorted by name."""
-    import reid_kd.distill  # noqa: F401  (importing the package registers every method)
-
-    return [(name, DISTILLERS[name].description) for name in sorted(DISTILLERS)]
-
-
-def default_values(cls: type[Distiller]) -> dict[str, Any]:
-    """A method's option defaults as plain values (the config schema's leaves unwrapped)."""
-    from reid_kd.config import defaults
-
-    return defaults(cls.options)
-
-
 def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module,
                     train_targets: torch.Tensor | None = None) -> Distiller | None:
     """The configured method, or None for `method: none`.
@@ -89,9 +71,7 @@ def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn
     method = distill_cfg["method"]
     if method == "none":
         return None
-    if method not in DISTILLERS:
-        raise ValueError(f"unknown distillation method {method!r}; registered: {sorted(DISTILLERS)}")
-    cls = DISTILLERS[method]
+    cls = DISTILLERS.load(method)
     if not cls.per_sample:
         return cls(student, teacher, distill_cfg[method])
     if train_targets is None:

@@ -21,14 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
-from reid_kd.engine import distributed
-from reid_kd.engine.io import remove_stale_temporaries
+from reid_kd.utils import distributed
+from reid_kd.utils.io import remove_stale_temporaries
 from reid_kd.errors import UserError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locking
     fcntl = None
+CAN_LOCK = fcntl is not None
 
 LOCK_NAME = ".lock"  # dot-prefixed, and not `.*.tmp`: stale-temporary cleanup must never delete it
 HOST = socket.gethostname()
@@ -176,3 +177,55 @@ def main_lock(folder: str | Path, log: Callable[[str], None]) -> Iterator[None]:
         for p in remove_stale_temporaries(folder):
             log(f"removed the stale temporary file {p}")
         yield
+
+
+# Data locks: a dataset folder generated on first use is read by every job that ensured it, for that
+# job's whole life (a shared flock), and replaced only while no other process reads it (exclusive,
+# taken without waiting). The lock file sits beside the folder, so it outlives the folder's replacement.
+DATA_MUTEX = threading.RLock()  # flock does not exclude the threads of one process
+_readers: dict[Path, tuple[int, int]] = {}  # resolved lock file -> (pid, fd) of this process's shared lock
+
+
+def data_lock_file(root: Path) -> Path:
+    """`<root>.lock` beside the folder."""
+    return root.with_name(root.name + ".lock")
+
+
+class DataLock:
+    """The data lock of `root`, through this process's open file if it already reads the folder
+    (`reading`); call under DATA_MUTEX."""
+
+    def __init__(self, root: Path):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        self.key = data_lock_file(root).resolve()
+        entry = _readers.get(self.key)
+        self.reading = bool(entry) and entry[0] == os.getpid()
+        self.fd = entry[1] if self.reading else os.open(self.key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+
+    def keep(self) -> None:
+        """Hold this file for the rest of the process: it reads the folder."""
+        _readers[self.key] = (os.getpid(), self.fd)
+
+    def share(self, waiting: str | None = None) -> None:
+        """Shared lock; while another process writes, say `waiting` on stderr and wait."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def try_exclusive(self) -> bool:
+        """Exclusive lock, non-blocking. Converting drops this process's own shared lock first, so only
+        other processes' locks refuse it (and after a refusal this process holds nothing)."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        """Drop the lock and the file (and this process's claim to read the folder)."""
+        if _readers.get(self.key) == (os.getpid(), self.fd):
+            del _readers[self.key]
+        os.close(self.fd)

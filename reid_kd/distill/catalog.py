@@ -1,0 +1,146 @@
+"""The registry of distillation methods: each one's description, options (defaults, types, bounds) and
+where every default comes from, readable without torch; its class (`reid_kd.distill.<name>`) is
+imported only when a run builds it. Each method module's docstring explains its defaults.
+"""
+from reid_kd.registry import Registry
+from reid_kd.schema import Choice, Num, Typed
+
+DISTILLERS = Registry("distillation method")
+
+
+def _stages(default: list[int]) -> Typed:
+    """A list of stage indices (0..3)."""
+    return Typed(list, default, optional=False, item=int, low=0, high=3, why="stage indices")
+
+
+DISTILLERS.add(
+    "at", "reid_kd.distill.at:AT",
+    "AT (Zagoruyko & Komodakis, ICLR 2017): spatial attention maps of each stage",
+    options={"weight": 250.0, "p": 2.0, "layers": _stages([0, 1, 2, 3])},
+    sources={"weight": "ours: the paper's and RepDistiller's 10³ sends 10-18× the re-ID gradient; ÷4",
+             "p": "paper (2)", "layers": "RepDistiller (every stage, feat[1:-1])"})
+
+DISTILLERS.add(
+    "cc", "reid_kd.distill.cc:CC",
+    "CC (Peng et al., ICCV 2019): Gaussian-RBF correlation congruence (Taylor-expanded)",
+    options={"weight": 100.0, "gamma": 0.4, "order": Num(2, 0), "embedding": Choice("bn_feat", "global_feat")},
+    sources={"weight": "ours: the gradient window (0.02, RepDistiller's β for another CC loss, is inert here)",
+             "gamma": "paper (0.4)", "order": "paper (2nd-order Taylor expansion)",
+             "embedding": "ours: the retrieval feature, whose scale the BN neck holds"})
+
+DISTILLERS.add(
+    "crd", "reid_kd.distill.crd:CRD",
+    "CRD (Tian et al., ICLR 2020): NCE against a momentum memory, negatives from other classes",
+    options={"weight": 0.8, "feat_dim": 128, "nce_k": Num(16384, 1), "nce_t": 0.07,
+             "nce_m": Num(0.5, 0.0, 0.999, why="a momentum of 1 never moves the memory"),
+             "embedding": Choice("global_feat", "bn_feat")},
+    sources={"weight": "RepDistiller (β for CRD: 0.8)", "feat_dim": "official code (128)",
+             "nce_k": "official code (16384)", "nce_t": "official code (0.07)", "nce_m": "official code (0.5)",
+             "embedding": "ours: the pooled pre-neck feature, as the official penultimate feature"})
+
+DISTILLERS.add(
+    "cskd", "reid_kd.distill.cskd:CSKD",
+    "CSKD (Chen et al., ECCV 2020): intra-class offsets and inter-class centre cosines",
+    options={"weight_intra": 0.02, "weight_pull": 1.0, "weight_inter": 0.4, "correct_only": True},
+    sources={"weight_intra": "ours: the authors' 0.002 ×10 (theirs is inert here; proportions kept)",
+             "weight_pull": "ours: the authors' 0.1 ×10",
+             "weight_inter": "ours: the authors' 0.04 ×10",
+             "correct_only": "authors' code (use_filter = True)"})
+
+DISTILLERS.add(
+    "dkd", "reid_kd.distill.dkd:DKD",
+    "DKD (Zhao et al., CVPR 2022): decoupled target-class and non-target-class KD",
+    options={"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_steps": 0},
+    sources={"alpha": "mdistiller CIFAR-100 (1)", "beta": "mdistiller CIFAR-100 (8)",
+             "temperature": "mdistiller CIFAR-100 (4)",
+             "warmup_steps": "ours: off (mdistiller ramps over 20 epochs; epochs differ by dataset)"})
+
+DISTILLERS.add(
+    "fitnet", "reid_kd.distill.fitnet:FitNet",
+    "FitNet (Romero et al., ICLR 2015): MSE hint on an intermediate map through a conv regressor",
+    options={"weight": 10.0, "hint_layer": Num(2, 0, 3, why="a stage index")},
+    sources={"weight": "ours: RepDistiller's β = 100 sends 12-26× the re-ID gradient here; ÷10",
+             "hint_layer": "ours: stage 3, the middle of a 4-stage backbone (RepDistiller: 2, its 2nd of 3 stages)"})
+
+DISTILLERS.add(
+    "gird", "reid_kd.distill.gird:GIRD",
+    "GIRD (Hu et al., NCA 2024): memory-augmented similarity relations and their evolution across layers",
+    options={
+        "weight_sim": 10.0,
+        "weight_evo": 10.0,
+        "layers": Typed(list, [1, 2, 3, 4], optional=False, item=int),
+        "embedding": Choice("bn_feat", "global_feat"),
+        "use_memory": True,
+        "memory_size": Num(1024, 1),
+        "use_evolution": True,
+        "loss": Choice("mse", "kl"),
+        "temperature": 0.1,
+        "cross_memory": False,
+    },
+    sources={
+        "weight_sim": "ours: the gradient window and a held-out check (paper's values not public)",
+        "weight_evo": "ours: as weight_sim",
+        "layers": "ours: stages 2-4 pooled, then the embedding",
+        "embedding": "ours: bn_feat, distinct from the pooled last stage",
+        "use_memory": "paper (feature reutilisation)",
+        "memory_size": "ours: below one epoch of the synthetic training set (1500 images)",
+        "use_evolution": "paper (relation evolution)",
+        "loss": "ours: MSE between relation matrices",
+        "temperature": "ours: sharpens cosine rows (KL variant only)",
+        "cross_memory": "ours: an ablation, off",
+    })
+
+DISTILLERS.add(
+    "irg", "reid_kd.distill.irg:IRG",
+    "IRG (Liu et al., CVPR 2019): instance vertices, distance edges and in-stage transformations",
+    options={
+        "weight_vertex": 0.0,
+        "weight_edge": 0.05,
+        "weight_transform": 0.05,
+        "edge_layers": Typed(list, [4], optional=False, item=int),
+        "transform_stages": _stages([1, 2, 3]),
+        "embedding": Choice("global_feat", "bn_feat"),
+    },
+    sources={
+        "weight_vertex": "official Caffe release (no vertex loss)",
+        "weight_edge": "ours: the official Caffe release's 0.005 ×10 (inert early in training here)",
+        "weight_transform": "ours: the release's 0.005 ×10, as weight_edge",
+        "edge_layers": "ours: the embedding, as the release's last pooled layer",
+        "transform_stages": "ours: the stages after the stem",
+        "embedding": "ours: the pooled pre-neck feature",
+    })
+
+DISTILLERS.add(
+    "kd", "reid_kd.distill.kd:KD",
+    "KD (Hinton et al., 2015): KL between temperature-softened ID logits",
+    options={"weight": 1.0, "temperature": 4.0},
+    sources={"weight": "ours: the re-ID losses stay at full weight, so KD enters at 1 (RepDistiller: 0.9 beside "
+                       "CE 0.1)",
+             "temperature": "RepDistiller and mdistiller KD default (4)"})
+
+DISTILLERS.add(
+    "pkt", "reid_kd.distill.pkt:PKT",
+    "PKT (Passalis & Tefas, ECCV 2018): KL between cosine-kernel conditional probabilities",
+    options={"weight": 10000.0, "eps": 1e-7, "embedding": Choice("bn_feat", "global_feat")},
+    sources={"weight": "ours: RepDistiller's β = 30000 sends up to 22× the re-ID gradient here; ÷3",
+             "eps": "authors' code (1e-7)",
+             "embedding": "ours: the retrieval feature, whose scale the BN neck holds (on global_feat PKT fades)"})
+
+DISTILLERS.add(
+    "rkd", "reid_kd.distill.rkd:RKD",
+    "RKD (Park et al., CVPR 2019): distance- and angle-wise relations of the embeddings",
+    options={"weight_distance": 25.0, "weight_angle": 50.0, "embedding": Choice("global_feat", "bn_feat")},
+    sources={"weight_distance": "paper's λ_D (25)", "weight_angle": "paper's λ_A (50)",
+             "embedding": "ours: the pooled pre-neck feature (the paper's final embedding)"})
+
+DISTILLERS.add(
+    "sp", "reid_kd.distill.sp:SP",
+    "SP (Tung & Mori, ICCV 2019): row-normalised batch similarity of a stage map",
+    options={"weight": 3000.0, "layer": Num(3, 0, 3, why="a stage index")},
+    sources={"weight": "paper's γ for CIFAR, also RepDistiller's β (3000)",
+             "layer": "RepDistiller (the last stage map, feat[-2])"})
+
+
+def describe_methods() -> list[tuple[str, str]]:
+    """(name, one-line description) of every registered method, sorted by name."""
+    return [(name, DISTILLERS[name].description) for name in DISTILLERS]

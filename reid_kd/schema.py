@@ -1,0 +1,235 @@
+"""What a config may hold: option types with bounds, the schemas with their defaults, and the checks.
+
+Every key a config may hold is declared in `SCHEMA` with its default, so a typo such as `train.lrr`
+or a string where a number belongs stops the run before any work is done, with the key's dotted name
+in the message. Registry entries (distillation methods) declare their options with the same types.
+Nothing here imports torch: a config mistake is told before any heavy import.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Iterable
+
+from reid_kd.errors import ConfigError, did_you_mean
+
+
+class Typed:
+    """A schema leaf whose default alone does not tell its type (None, or a list), or with bounds."""
+
+    def __init__(self, kind: type | tuple[type, ...], default: Any = None, *, optional: bool = True,
+                 item: type | None = None, choices: Iterable[Any] | None = None,
+                 low: float | None = None, high: float | None = None, why: str = ""):
+        self.kind, self.default, self.optional, self.item = kind, default, optional, item
+        self.choices = tuple(choices) if choices is not None else None
+        self.low, self.high, self.why = low, high, why  # inclusive bounds; `why` ends the error message
+
+
+def Num(default: int | float, low: float | None = None, high: float | None = None, why: str = "") -> Typed:
+    """A required number within [low, high], typed by its default (int, or float accepting ints)."""
+    return Typed(type(default), default, optional=False, low=low, high=high, why=why)
+
+
+def Maybe(kind: type, low: float | None = None, why: str = "") -> Typed:
+    """An optional number (null allowed) of at least `low`."""
+    return Typed(kind, None, low=low, why=why)
+
+
+def Choice(default: str, *choices: str) -> Typed:
+    return Typed(str, default, optional=False, choices=(default, *choices))
+
+
+TRAIN_SCHEMA: dict[str, Any] = {
+    "epochs": Num(12, 1, why="an untrained model would be evaluated and cached"),
+    "optimizer": Choice("adam", "sgd"),
+    "lr": Num(3.5e-4, 1e-12),
+    "momentum": Num(0.9, 0.0, 0.999),
+    "weight_decay": Num(5e-4, 0.0),
+    "warmup_epochs": Num(2, 0),
+    "warmup_factor": Num(0.1, 1e-6, 1.0),
+    "scheduler": Choice("cosine", "step"),
+    "milestones": Typed(list, [40, 70], optional=False, item=int),
+    "gamma": Num(0.1, 1e-6, 1.0),
+    "id_loss_weight": Num(1.0, 0.0),
+    "label_smooth": Num(0.1, 0.0, 0.999),
+    "triplet_weight": Num(1.0, 0.0),
+    "triplet_margin": Num(0.3, 0.0),
+    "triplet_soft_margin": False,
+    "triplet_normalize": False,  # triplet on L2-normalised features (fast-reid's TripletLoss norm_feat)
+    "grad_clip": Maybe(float, 1e-12),
+}
+
+SCHEMA: dict[str, Any] = {
+    "experiment": {
+        "name": "default",
+        "run_name": Typed(str, None),  # the run's folder under <output_dir>/<name>/; null: the method's name
+        "output_dir": "runs",
+        "seed": Num(0, 0),
+        "device": Choice("auto", "cpu", "cuda"),
+        "amp": False,
+        "deterministic": False,
+        "threads": Maybe(int, 1, why="null uses every core"),  # null: every core (bench --workers N: cores/N)
+        "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch (every rank's share)
+    },
+    "data": {
+        "dataset": "synth_veri",
+        "root": "datasets",
+        "height": Num(128, 16, why="the networks downsample by 16"),
+        "width": Num(128, 16, why="the networks downsample by 16"),
+        "batch_p": Num(16, 2, why="batch-hard triplets need another identity in the batch"),
+        "batch_k": Num(4, 2, why="batch-hard triplets need a second image of each identity"),
+        "test_batch_size": Num(128, 1),
+        "workers": Num(0, 0),
+        "cache_images": True,
+        "flip_prob": Num(0.5, 0.0, 1.0),
+        "pad": Num(10, 0),
+        "random_erasing_prob": Num(0.5, 0.0, 1.0),
+        "synth": {
+            "train_ids": Num(200, 2),
+            "test_ids": Num(100, 1),
+            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
+            "images_per_id": Num(12, 2),
+            "image_size": Num(128, 16),
+            "seed": Num(0, 0),
+        },
+        # Options of particular loaders (see datasets/README.md); other loaders ignore them.
+        "vehicleid_test_size": Typed(int, 800, optional=False, choices=(800, 1600, 2400, 13164)),
+        "vehicleid_draws": Num(10, 1),  # gallery draws (one image per identity) averaged in evaluation
+        "vehicleid_draw_seed": Num(0, 0),  # draw i uses the seed (vehicleid_draw_seed, i)
+        "veriwild_test_size": Typed(int, 3000, optional=False, choices=(3000, 5000, 10000)),
+        "msmt17_version": Choice("auto", "v1", "v2"),
+        "cuhk03_variant": Choice("labeled", "detected"),
+        "custom_csv": Typed(str, None),  # `custom_csv`: the CSV file, relative paths from data.root
+        "custom_dir": Typed(str, None),  # `custom_folder`: the folder, relative paths from data.root
+        "train_datasets": Typed(list, [], optional=False, item=str),  # train on these too (ids prefixed)
+        # > 0: hold out this fraction of the train identities as query and gallery, and drop the test
+        # split (data/validation.py); what `reidkd tune` chooses options on
+        "validation_fraction": Num(0.0, 0.0, 0.5),
+        "validation_seed": Num(0, 0),
+    },
+    "model": {
+        "backbone": "resnet18",
+        # null (random), imagenet (torchvision's weights via torch hub's cache), synth (engine/pretrain.py), a file
+        "pretrained": Typed(str, None),
+        "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
+        "neck": Choice("bnneck", "none"),
+    },
+    "teacher": {
+        "backbone": "resnet50",
+        "pretrained": Typed(str, None),
+        "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
+        "neck": Choice("bnneck", "none"),
+        "checkpoint": Typed(str, None),
+        "seed": Maybe(int, 0),  # seed of the teacher's training; null: experiment.seed
+        "train": TRAIN_SCHEMA,
+    },
+    "train": TRAIN_SCHEMA,
+    # `pretrained: synth`: the backbone first trained on these synthetic vehicles (engine/pretrain.py);
+    # their generator seed must differ from data.synth.seed, so no identity is the benchmark's
+    "pretrain": {
+        "synth": {
+            "train_ids": Num(600, 2),
+            "test_ids": Num(50, 1),  # held out: the pretraining's own mAP, in its metrics.json
+            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
+            "images_per_id": Num(10, 2),
+            "image_size": Num(64, 16),
+            "seed": Num(7, 0),
+        },
+        "seed": Num(0, 0),
+        "student": TRAIN_SCHEMA,  # the recipe pretraining `model`'s backbone
+        "teacher": TRAIN_SCHEMA,  # the recipe pretraining `teacher`'s backbone
+    },
+    "distill": {"method": "none"},
+    "eval": {
+        "metric": Choice("cosine", "euclidean"),
+        "max_rank": Num(50, 10, why="Rank-10 is reported"),
+        "query_chunk": Num(1024, 1),
+        "faiss_gpu": Choice("auto", "never"),
+        # k-reciprocal re-ranking (Zhong et al., CVPR 2017); k1, k2, lambda: the paper's defaults
+        "rerank": False,
+        "rerank_k1": Num(20, 1),
+        "rerank_k2": Num(6, 1),
+        "rerank_lambda": Num(0.3, 0.0, 1.0),
+    },
+}
+
+
+def _leaf_default(spec: Any) -> Any:
+    if isinstance(spec, Typed):
+        return copy.deepcopy(spec.default)
+    if isinstance(spec, dict):
+        return {k: _leaf_default(v) for k, v in spec.items()}
+    return spec
+
+
+def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full default config (a fresh copy)."""
+    return _leaf_default(SCHEMA if schema is None else schema)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _check_leaf(key: str, spec: Any, value: Any) -> Any:
+    if isinstance(spec, Typed):
+        if value is None:
+            if spec.optional:
+                return None
+            raise ConfigError(f"config key '{key}' must not be null")
+        if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
+            raise ConfigError(f"config key '{key}' expects {_type_name(spec.kind)}, "
+                              f"got {type(value).__name__} {value!r}")
+        if spec.item is not None:
+            for v in value:
+                if not isinstance(v, spec.item) or isinstance(v, bool):
+                    raise ConfigError(f"config key '{key}' expects a list of "
+                                      f"{_type_name(spec.item)}, got {v!r} in it")
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"config key '{key}' must be one of {list(spec.choices)}, got {value!r}")
+        _check_bounds(key, spec, value)
+        return value
+    expected = type(spec)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(f"config key '{key}' expects {expected.__name__}, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_bounds(key: str, spec: Typed, value: Any) -> None:
+    """Bounds hold for a number, and for every item of a list."""
+    if spec.low is None and spec.high is None:
+        return
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {v!r}")
+        if (spec.low is not None and v < spec.low) or (spec.high is not None and v > spec.high):
+            span = (f"at least {spec.low}" if spec.high is None else f"at most {spec.high}" if spec.low is None
+                    else f"between {spec.low} and {spec.high}")
+            got = f"got {v!r} in {value!r}" if isinstance(value, list) else f"got {v!r}"
+            raise ConfigError(f"config key '{key}' must {'hold numbers' if isinstance(value, list) else 'be'} "
+                              f"{span}, {got}" + (f" ({spec.why})" if spec.why else ""))
+
+
+def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Fill defaults and check every key and type against the schema; returns a new dict."""
+    schema = SCHEMA if schema is None else schema
+    out = defaults(schema)
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"unknown config key '{dotted}'" + (did_you_mean(key, schema) or f" (known: {', '.join(schema)})"))
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' expects a mapping, got {value!r}")
+            out[key] = validate(value, spec, dotted + ".")
+        else:
+            out[key] = _check_leaf(dotted, spec, value)
+    return out
