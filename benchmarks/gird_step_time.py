@@ -23,8 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from reid_kd.engine.configs import load_config
 from reid_kd.distill.base import Distiller, build_distiller
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.trainer import Trainer, select_device
 from reid_kd.models.reid_model import build_model
 

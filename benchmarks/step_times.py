@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from reid_kd.schema import TRAIN_SCHEMA, defaults
 from reid_kd.losses import reid_losses
 from reid_kd.models.reid_model import ReIDModel
+from reid_kd.schema import TRAIN_SCHEMA, defaults
 
 
 def seconds_per_step(backbone: str, batch: int, size: int, steps: int, train: bool) -> float:

@@ -17,14 +17,14 @@ import torch
 import yaml
 
 from reid_kd.config import config_hash
-from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
-from reid_kd.utils.io import save_torch
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.run import METRIC_KEYS, get_teacher, run_dir, save_model, train_student
 from reid_kd.evaluation import extract_features
-from reid_kd.evaluation.visualize import GREEN, RED, GAP, TILE_W, panel_size
+from reid_kd.evaluation.visualize import GAP, GREEN, RED, TILE_W, panel_size
 from reid_kd.models.reid_model import build_model
+from reid_kd.utils.io import save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")

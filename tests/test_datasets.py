@@ -1,10 +1,10 @@
 """Loaders on generated fixtures in the real VeRi-776 and Market-1501 layouts."""
 import pytest
 
+from reid_kd.data import synth
 from reid_kd.data.catalog import DATASETS
 from reid_kd.data.datasets import build_dataset
 from reid_kd.data.datasets.base import DatasetLayoutError
-from reid_kd.data import synth
 
 
 def test_veri776_layout_relabels_and_parses_cameras(tmp_path, jpeg):

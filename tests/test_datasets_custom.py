@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from reid_kd.engine.configs import load_config
 from reid_kd.data.datasets import build_dataset
-from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset
-from reid_kd.data.datasets.base import combine_train
+from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, combine_train
 from reid_kd.data.image_dataset import build_loaders, load_dataset
+from reid_kd.engine.configs import load_config
 from reid_kd.evaluation import evaluate, evaluate_model
 
 

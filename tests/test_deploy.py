@@ -10,17 +10,17 @@ import pytest
 import torch
 import yaml
 
-from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.deploy.export import export_model
 from reid_kd.deploy.index import GalleryIndex, build_index, extract, items_from_config
 from reid_kd.deploy.index_eval import evaluate_index, ranked_list_metrics
 from reid_kd.deploy.model import RetrievalModel, load_checkpoint
-from reid_kd.utils.io import load_torch, save_torch
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.run import save_model
 from reid_kd.errors import UserError
 from reid_kd.evaluation import evaluate, evaluate_model
 from reid_kd.models.reid_model import build_model
+from reid_kd.utils.io import load_torch, save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 

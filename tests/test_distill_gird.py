@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from reid_kd.distill.gird import GIRD
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError
-from reid_kd.distill.gird import GIRD
 from test_distill_methods import FakeNet, batch, dot, flat, lists, make, mean, norm, pair, pooled, softmax
 
 ROOT = Path(__file__).resolve().parents[1]

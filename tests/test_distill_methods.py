@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from reid_kd.engine.configs import load_config
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
+from reid_kd.engine.configs import load_config
 from reid_kd.models.reid_model import ModelOutput
 
 ALL = sorted(DISTILLERS)

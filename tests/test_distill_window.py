@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reid_kd.engine.configs import load_config
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.distill.strength import gradient_ratio
+from reid_kd.engine.configs import load_config
 
 LOW, HIGH = 0.05, 20.0
 

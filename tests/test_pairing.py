@@ -2,12 +2,12 @@
 student weights, whatever random numbers its own loss draws (what makes per-seed differences meaningful)."""
 import torch
 
-from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.utils.io import load_torch, read_json
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.run import run_dir, train_student, train_students
 from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
+from reid_kd.utils.io import load_torch, read_json
 
 QUICKSTART = "configs/quickstart.yaml"
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.engine import scalars as scalars_module
-from reid_kd.engine import trainer as trainer_module
+from reid_kd.engine import scalars as scalars_module, trainer as trainer_module
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.scalars import ScalarLog
 from reid_kd.engine.trainer import Trainer, clock
 from reid_kd.models.reid_model import build_model

@@ -3,8 +3,8 @@ import csv
 import pytest
 import torch
 
-from reid_kd.engine.configs import load_config
 from reid_kd.data.image_dataset import build_loaders
+from reid_kd.engine.configs import load_config
 from reid_kd.engine.trainer import Trainer, lr_factor
 from reid_kd.models.reid_model import build_model
 

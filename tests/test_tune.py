@@ -6,14 +6,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import reid_kd.data.image_dataset as image_dataset
 from reid_kd.bench.suite import parse_suite
 from reid_kd.bench.tune import parse_grid, tuning_suite
 from reid_kd.cli import main
+from reid_kd.data.image_dataset import load_dataset
+import reid_kd.data.image_dataset as image_dataset
+from reid_kd.data.validation import validation_split
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError
-from reid_kd.data.image_dataset import load_dataset
-from reid_kd.data.validation import validation_split
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")

@@ -21,6 +21,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from reid_kd.utils.io import write_json
 from reid_kd.utils.lock import HOST, _alive
 
 CLAIM_NAME = ".claim"  # not `.*.tmp`: stale-temporary cleanup never deletes it
@@ -137,8 +138,6 @@ class Claims:
 
     def fail(self, folder: Path, error: BaseException, last_line: str) -> None:
         """Record a run's failure for `--status` (kept until the run completes)."""
-        from reid_kd.utils.io import write_json  # imports torch: not needed to read claims
-
         write_json({"error": " ".join(f"{type(error).__name__}: {error}".split())[:500], "last_log_line": last_line[:500],
                     "worker": self.worker, "host": HOST, "pid": os.getpid(), "launch": self.launch,
                     "time": datetime.now().astimezone().isoformat(timespec="seconds")}, Path(folder) / FAILURE_NAME)

@@ -12,6 +12,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from reid_kd.bench.suite import load_suite, plan_suite, run_suite
 from reid_kd.errors import UserError
 
 
@@ -91,8 +92,6 @@ def submit_jobs(suite_file: str, overrides: tuple[str, ...], jobs: int, kind: st
         import submitit
     except ImportError:
         raise UserError("--launcher needs submitit: pip install -e '.[slurm]'") from None
-    from reid_kd.bench.suite import load_suite, plan_suite
-
     suite = load_suite(suite_file)
     runs = plan_suite(suite, overrides, overwrite)  # a config mistake is told here, not in every job
     launch = uuid.uuid4().hex[:8]
@@ -126,7 +125,6 @@ def worker_job(suite_file: str, overrides: tuple[str, ...], overwrite: bool, cla
     """What a submitted job runs: the claim loop, named after its job id."""
     import submitit
 
-    from reid_kd.bench.suite import load_suite, run_suite
 
     worker = f"job{submitit.JobEnvironment().job_id}"
     records = run_suite(load_suite(suite_file), tuple(overrides), overwrite=overwrite, worker=worker,

@@ -18,9 +18,9 @@ import yaml
 
 from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 from reid_kd.bench.suite import EXPECTED_RUNS
-from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.weights import describe
+from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot

@@ -28,6 +28,7 @@ import copy
 import os
 import re
 import time
+import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,15 @@ import yaml
 
 from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
 from reid_kd.config import _yaml, config_hash
+from reid_kd.data.image_dataset import build_loaders, load_dataset
+from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.configs import load_config
-from reid_kd.errors import ConfigError
-from reid_kd.utils.lock import HOST
-from reid_kd.errors import UserError
+from reid_kd.engine.preflight import RunFolderError, claim_run_folder, preflight, recorded_hash
+from reid_kd.engine.run import (get_teacher, method_name, run_dir, setup_runtime, teacher_dir, teacher_key,
+                                train_students)
+from reid_kd.errors import ConfigError, UserError
+from reid_kd.utils.io import read_json, write_json, write_text
+from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_lock
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
@@ -119,8 +125,6 @@ def _check_overrides(where: str, key: str, items: list) -> tuple[str, ...]:
 
 def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) -> Suite:
     """Validate a suite mapping strictly; errors are one line naming the key."""
-    from reid_kd.distill.catalog import DISTILLERS
-
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite file must hold a mapping at the top level")
     for key in data:
@@ -200,9 +204,6 @@ def load_suite(path: str | Path) -> Suite:
 
 def run_state(cfg: dict) -> str:
     """'done' (metrics.json of this very config), 'resume' (a checkpoint to continue) or 'new'."""
-    from reid_kd.engine.preflight import recorded_hash
-    from reid_kd.engine.run import run_dir
-
     out = run_dir(cfg)
     if (out / "metrics.json").is_file() and recorded_hash(out) == config_hash(cfg):
         return "done"
@@ -214,17 +215,12 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 
     Recorded beside suite.yaml, so `reidkd leaderboard` accepts only the runs this suite asked for.
     """
-    from reid_kd.engine.run import method_name
-
     return {f"{e.name}/seed{s}": {"method": method_name(cfg), "run_name": e.name, "seed": s,
                                   "config_hash": config_hash(cfg)} for e, s, cfg in runs}
 
 
 def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
     """Without `overwrite`, stop before any work when a run folder holds another config's run."""
-    from reid_kd.engine.preflight import RunFolderError, recorded_hash
-    from reid_kd.engine.run import run_dir
-
     taken = [run_dir(cfg) for _, _, cfg in runs if recorded_hash(run_dir(cfg)) not in (None, config_hash(cfg))]
     if taken and not overwrite:
         raise RunFolderError(f"{len(taken)} run folder(s) hold runs of another config, e.g. {taken[0]}; pass "
@@ -233,8 +229,6 @@ def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> N
 
 def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False) -> list[tuple[Entry, int, dict]]:
     """Every run's config, validated, and the suite recorded beside its runs (suite.yaml, expected runs)."""
-    from reid_kd.utils.io import write_json, write_text
-
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
     suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / suite.name
@@ -250,8 +244,6 @@ class RunsFailedError(UserError):
 
 def cohort_key(seed: int, cfg: dict) -> tuple:
     """Runs with the same key can train side by side: one seed, data, teacher, device and precision."""
-    from reid_kd.engine.run import teacher_key
-
     return (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
             cfg["experiment"]["device"], cfg["experiment"]["amp"])
 
@@ -266,12 +258,6 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     one failing run does not fail the others; a failed run is recorded and not retried in this launch,
     and RunsFailedError is raised at the end.
     """
-    import traceback
-
-    from reid_kd.utils.io import read_json
-    from reid_kd.engine.preflight import preflight
-    from reid_kd.engine.run import run_dir
-
     runs = plan_suite(suite, extra, overwrite)
     loaders_for = _loaders_cache()
     for seed, cfg in {entry.name: (seed, cfg) for entry, seed, cfg in runs}.values():
@@ -331,8 +317,6 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
 
 def _loaders_cache():
     """loaders_for(cfg, seed): each dataset loaded once per process, loaders built per seed."""
-    from reid_kd.data.image_dataset import build_loaders, load_dataset
-
     datasets: dict[str, Any] = {}
 
     def loaders_for(cfg: dict, seed: int):
@@ -347,8 +331,6 @@ def _loaders_cache():
 def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: set, failed: list[str],
                   launch: str) -> list[tuple[Entry, int, dict]]:
     """Claim the pending runs of the first cohort that has any free; [] when no run is left to claim."""
-    from reid_kd.engine.run import run_dir
-
     groups: dict[tuple, list[tuple[Entry, int, dict]]] = {}
     for entry, seed, cfg in runs:
         if f"{entry.name}/seed{seed}" in failed or run_state(cfg) == "done":
@@ -376,10 +358,6 @@ def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: se
 
 def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: dict, overwrite: bool, log) -> None:
     """Train claimed runs of one seed side by side behind one teacher forward per batch."""
-    from reid_kd.utils.lock import folder_lock
-    from reid_kd.engine.preflight import claim_run_folder
-    from reid_kd.engine.run import run_dir, setup_runtime, train_students
-
     seed = cohort[0][1]
     cfgs = [copy.deepcopy(cfg) for _, _, cfg in cohort]
     device = setup_runtime(cfgs[0])
@@ -404,9 +382,6 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
 
 def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
     """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
-    from reid_kd.utils.lock import FolderLockedError, describe_holder
-    from reid_kd.engine.run import get_teacher, teacher_dir
-
     told = False
     while True:
         try:

@@ -17,7 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from reid_kd.bench import VALIDATION_FRACTION
-from reid_kd.bench.suite import Entry, Suite
+from reid_kd.bench.leaderboard import build_leaderboard
+from reid_kd.bench.suite import Entry, Suite, run_suite
 from reid_kd.errors import ConfigError
 
 GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<keys>[^=:]+)=(?P<values>.+)$")
@@ -102,9 +103,6 @@ def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | N
                log=print) -> list[Path]:
     """Train the grids (resuming what is done; on `seeds`, default the suite's) and write one sweep table
     per tuned entry."""
-    from reid_kd.bench.leaderboard import build_leaderboard
-    from reid_kd.bench.suite import run_suite
-
     tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction, seeds)
     runs = tuning.runs(extra)
     run_suite(tuning, extra, log=log, overwrite=overwrite)

@@ -15,8 +15,8 @@ from reid_kd.data.datasets.base import Item, ReIDDataset, combine_train
 from reid_kd.data.sampler import PKBatchSampler
 from reid_kd.data.transforms import build_transform
 from reid_kd.data.validation import validation_split
-from reid_kd.utils import distributed
 from reid_kd.errors import UserError
+from reid_kd.utils import distributed
 
 
 class ImageReadError(UserError, OSError):

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from reid_kd.errors import ConfigError
 from reid_kd.data.datasets.base import Item, ReIDDataset, relabel
+from reid_kd.errors import ConfigError
 
 MIN_IDS = 2  # a validation gallery needs distractors
 

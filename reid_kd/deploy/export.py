@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from reid_kd.deploy.model import RetrievalModel, file_digest, load_checkpoint
-from reid_kd.utils.io import write_bytes, write_json
 from reid_kd.errors import UserError
+from reid_kd.utils.io import write_bytes, write_json
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 OPSET = 18  # ONNX opset: ONNX Runtime 1.14+ and TensorRT 8.6+ read it

@@ -23,12 +23,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from reid_kd.data.datasets.base import Item
-from reid_kd.data.image_dataset import ImageDataset
+from reid_kd.data.image_dataset import ImageDataset, load_dataset
 from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
-from reid_kd.utils.io import read_json, write_bytes, write_json, write_text
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
+from reid_kd.utils.io import read_json, write_bytes, write_json, write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 NAME_PATTERN = re.compile(r"^(\d+)_c(\d+)")
@@ -59,8 +59,6 @@ def items_from_images(paths: list[str | Path]) -> list[Item]:
 
 def items_from_config(cfg: dict, split: str) -> tuple[list[Item], bool]:
     """A config's split (`gallery`, `query` or `train`) and whether its dataset records cameras."""
-    from reid_kd.data.image_dataset import load_dataset
-
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     dataset = load_dataset(cfg["data"])

@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from reid_kd.data.transforms import model_input
+from reid_kd.engine.run import load_model
 from reid_kd.errors import UserError
 from reid_kd.models.reid_model import ReIDModel
 
@@ -35,8 +36,6 @@ class RetrievalModel(nn.Module):
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
     """A student.pt or teacher.pt in eval mode, with `model.input` always set."""
-    from reid_kd.engine.run import load_model  # the training stack: imported only when a model is loaded
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}; give a student.pt or teacher.pt that reidkd wrote")

@@ -14,8 +14,8 @@ import torch
 
 from reid_kd.data.datasets.base import Item
 from reid_kd.deploy.index import GalleryIndex, extract, items_from_images
-from reid_kd.utils.io import write_bytes
 from reid_kd.evaluation.visualize import GAP, draw_ranked_list
+from reid_kd.utils.io import write_bytes
 
 
 def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, checkpoint: str | None = None,

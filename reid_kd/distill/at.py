@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.distill.common import matching_map
 from reid_kd.distill.base import Distiller
+from reid_kd.distill.common import matching_map
 from reid_kd.models.reid_model import ModelOutput
 
 

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.errors import ConfigError
-from reid_kd.distill.common import model_widths
 from reid_kd.distill.base import Distiller
-from reid_kd.utils import distributed
+from reid_kd.distill.common import model_widths
+from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ModelOutput
+from reid_kd.utils import distributed
 
 
 def nce_loss(scores: torch.Tensor, z: torch.Tensor, temperature: float, n_data: int) -> torch.Tensor:

@@ -48,10 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.distill.common import check_layers, kl_soft, layer_feature, model_widths
 from reid_kd.distill.base import Distiller
-from reid_kd.utils import distributed
+from reid_kd.distill.common import check_layers, kl_soft, layer_feature, model_widths
 from reid_kd.models.reid_model import ModelOutput
+from reid_kd.utils import distributed
 
 
 def relation_loss(r_s: torch.Tensor, r_t: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_kd.distill.common import check_layers, layer_feature
 from reid_kd.distill.base import Distiller
+from reid_kd.distill.common import check_layers, layer_feature
 from reid_kd.losses import squared_distances
 from reid_kd.models.reid_model import ModelOutput
 

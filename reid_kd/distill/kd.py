@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reid_kd.distill.common import kl_soft
 from reid_kd.distill.base import Distiller
+from reid_kd.distill.common import kl_soft
 from reid_kd.models.reid_model import ModelOutput
 
 

@@ -17,10 +17,9 @@ import torch
 import yaml
 
 from reid_kd.config import config_hash
-from reid_kd.errors import ConfigError
 from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill.base import build_distiller
-from reid_kd.errors import UserError
+from reid_kd.errors import ConfigError, UserError
 from reid_kd.models.reid_model import build_model
 from reid_kd.models.weights import Start
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 
 from reid_kd.config import config_hash
-from reid_kd.errors import ConfigError
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.utils import distributed
-from reid_kd.utils.io import read_json, save_torch, write_json
-from reid_kd.utils.lock import main_lock
 from reid_kd.engine.trainer import Trainer
+from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.backbones import torchvision_state
 from reid_kd.models.reid_model import build_model
 from reid_kd.models.weights import Start
+from reid_kd.utils import distributed
+from reid_kd.utils.io import read_json, save_torch, write_json
+from reid_kd.utils.lock import main_lock
 
 ROLES = {"model": "student", "teacher": "teacher"}  # config block -> the network it describes
 NOT_SHAPING = ("root", "workers", "cache_images", "test_batch_size")  # data keys that leave the weights alone

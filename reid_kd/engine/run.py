@@ -18,19 +18,19 @@ import torch
 import torchvision
 
 from reid_kd.config import config_hash, dump_config
-from reid_kd.errors import ConfigError
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.data.transforms import model_input
 from reid_kd.distill.base import build_distiller
-from reid_kd.utils import distributed
-from reid_kd.utils.io import UnsafeFileError, load_torch, read_json, save_torch, write_json, write_text
-from reid_kd.utils.lock import main_lock
-from reid_kd.engine.pretrain import network_start, pretrain_key
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
+from reid_kd.engine.pretrain import network_start, pretrain_key
 from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
+from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.reid_model import ReIDModel, build_model
+from reid_kd.utils import distributed
+from reid_kd.utils.io import UnsafeFileError, load_torch, read_json, save_torch, write_json, write_text
+from reid_kd.utils.lock import main_lock
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from reid_kd.engine.scalars import ScalarLog
 from reid_kd.errors import ConfigError
+from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
 from reid_kd.utils.io import load_torch, save_torch
-from reid_kd.engine.scalars import ScalarLog
-from reid_kd.losses import reid_losses
 
 
 def select_device(name: str, setting: str = "config key 'experiment.device'", fix: str = "experiment.device=auto"

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from reid_kd.utils import distributed
 from reid_kd.evaluation.metrics import evaluate
+from reid_kd.utils import distributed
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 
 from reid_kd.evaluation.ranking import (Workspace, all_finite, as_features, positive_ranks, rank_summaries,
                                        same_id_pairs, score_blocks)
+from reid_kd.evaluation.rerank import rerank_blocks
 
 
 def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine", max_rank: int = 50,
@@ -41,7 +42,6 @@ def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
     if rerank is None:
         blocks = score_blocks(query, gallery, metric, query_chunk, workspace)
     else:
-        from reid_kd.evaluation.rerank import rerank_blocks
         blocks = rerank_blocks(query, gallery, metric, query_chunk, workspace, use_gpu=use_gpu, **rerank)
     g_sorted_pids, g_order = torch.sort(g_pids, stable=True)
     aps, inps, cmcs = [], [], []

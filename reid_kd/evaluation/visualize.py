@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 
 from reid_kd.data.image_dataset import read_image
-from reid_kd.utils.io import write_bytes
 from reid_kd.evaluation.extract import extract_features
 from reid_kd.evaluation.search import top_k as search_top_k
+from reid_kd.utils.io import write_bytes
 
 TILE_H, TILE_W = 128, 128  # each image, border included
 BORDER = 4

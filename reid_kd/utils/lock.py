@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
+from reid_kd.errors import UserError
 from reid_kd.utils import distributed
 from reid_kd.utils.io import remove_stale_temporaries
-from reid_kd.errors import UserError
 
 try:
     import fcntl

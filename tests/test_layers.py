@@ -1,0 +1,106 @@
+"""The package's layers (ARCHITECTURE.md, "Layers"): imports go down only, no project import hides in a
+function, and a config is read and validated without torch or OpenCV."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "reid_kd"
+
+# bottom to top; a module may import its own layer and those below it
+LAYERS = [
+    {"errors", "schema", "registry", "utils"},
+    {"config"},
+    {"data", "models"},
+    {"evaluation", "losses"},
+    {"distill"},
+    {"engine"},
+    {"deploy"},
+    {"bench"},
+    {"cli", "__main__"},
+]
+# The command line reads its config first and imports the heavy layers inside each command, so a config
+# mistake is told before torch loads: its function-local project imports are the only ones allowed.
+LOCAL_IMPORTS_ALLOWED = {"reid_kd.cli"}
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file of every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if top in names) if top else 0
+
+
+def project_imports(tree: ast.Module, known: dict[str, Path]) -> list[tuple[ast.stmt, str]]:
+    """(statement, imported module) for every import of a reid_kd module; `from a import b` names a.b
+    where b is a module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node, a.name) for a in node.names if a.name.split(".")[0] == "reid_kd"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reid_kd":
+            found += [(node, f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module)
+                      for a in node.names]
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    for name in modules():
+        layer(name)  # StopIteration names a package missing from LAYERS
+
+
+def test_imports_go_down_only():
+    known = modules()
+    upward = []
+    for name, path in known.items():
+        for node, target in project_imports(ast.parse(path.read_text()), known):
+            if layer(target) > layer(name):
+                upward.append(f"{name}:{node.lineno} imports {target}")
+    assert not upward, "\n".join(upward)
+
+
+def test_no_function_local_project_imports():
+    known = modules()
+    local = []
+    for name, path in known.items():
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        for node, target in project_imports(tree, known):
+            if id(node) not in top and name not in LOCAL_IMPORTS_ALLOWED:
+                local.append(f"{name}:{node.lineno} imports {target} inside a function")
+    assert not local, "\n".join(local)
+
+
+def test_config_schemas_and_registries_load_without_torch_or_opencv():
+    code = """
+import json, sys
+import reid_kd.cli, reid_kd.config, reid_kd.registry, reid_kd.schema
+from reid_kd.engine.configs import REGISTRIES, load_config
+from reid_kd.models.catalog import PRETRAINED
+from reid_kd.registry import default_values
+registries = [REGISTRIES.datasets, REGISTRIES.backbones, REGISTRIES.distillers, PRETRAINED]
+names = {r.kind: r.names() for r in registries}
+options = {name: default_values(entry) for name, entry in REGISTRIES.distillers.items()}
+widths = {name: entry.info["widths"] for name, entry in REGISTRIES.backbones.items()}
+cfg = load_config("configs/quickstart.yaml", ["distill.method=gird", "distill.gird.memory_size=16"])
+print(json.dumps({"heavy": sorted(m for m in ("torch", "cv2") if m in sys.modules), "names": names}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["heavy"] == []
+    assert "gird" in result["names"]["distillation method"] and "resnet18" in result["names"]["backbone"]
+    assert "synth_veri" in result["names"]["dataset"] and result["names"]["pretraining source"] == ["imagenet", "synth"]
