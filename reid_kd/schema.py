@@ -224,7 +224,8 @@ def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: 
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            raise ConfigError(f"unknown config key '{dotted}'" + (did_you_mean(key, schema) or f" (known: {', '.join(schema)})"))
+            hint = did_you_mean(key, schema) or f" (known: {', '.join(schema)})"
+            raise ConfigError(f"unknown config key '{dotted}'{hint}")
         spec = schema[key]
         if isinstance(spec, dict):
             if not isinstance(value, dict):

@@ -8,6 +8,11 @@ from reid_kd.schema import Choice, Num, Typed
 DISTILLERS = Registry("distillation method")
 
 
+def _stage(default: int) -> Typed:
+    """A stage index (0..3)."""
+    return Num(default, 0, 3, why="a stage index")
+
+
 def _stages(default: list[int]) -> Typed:
     """A list of stage indices (0..3)."""
     return Typed(list, default, optional=False, item=int, low=0, high=3, why="stage indices")
@@ -58,7 +63,7 @@ DISTILLERS.add(
 DISTILLERS.add(
     "fitnet", "reid_kd.distill.fitnet:FitNet",
     "FitNet (Romero et al., ICLR 2015): MSE hint on an intermediate map through a conv regressor",
-    options={"weight": 10.0, "hint_layer": Num(2, 0, 3, why="a stage index")},
+    options={"weight": 10.0, "hint_layer": _stage(2)},
     sources={"weight": "ours: RepDistiller's β = 100 sends 12-26× the re-ID gradient here; ÷10",
              "hint_layer": "ours: stage 3, the middle of a 4-stage backbone (RepDistiller: 2, its 2nd of 3 stages)"})
 
@@ -136,7 +141,7 @@ DISTILLERS.add(
 DISTILLERS.add(
     "sp", "reid_kd.distill.sp:SP",
     "SP (Tung & Mori, ICCV 2019): row-normalised batch similarity of a stage map",
-    options={"weight": 3000.0, "layer": Num(3, 0, 3, why="a stage index")},
+    options={"weight": 3000.0, "layer": _stage(3)},
     sources={"weight": "paper's γ for CIFAR, also RepDistiller's β (3000)",
              "layer": "RepDistiller (the last stage map, feat[-2])"})
 

@@ -100,7 +100,8 @@ def resolve(pretrained: str | Start | None, backbone: str) -> Start:
     if pretrained in PRETRAINED:
         source = PRETRAINED[pretrained]
         if source.target is None:
-            raise ValueError(f"pretrained {pretrained!r} is built by reid_kd.engine.pretrain; pass the Start it returns")
+            raise ValueError(f"pretrained {pretrained!r} is built by reid_kd.engine.pretrain; "
+                             "pass the Start it returns")
         return source(backbone)
     file = Path(pretrained).expanduser()
     if not file.is_file():
