@@ -16,5 +16,5 @@ class ConfigError(UserError, ValueError):
 
 def did_you_mean(word: str, known) -> str:
     """' (did you mean 'x'?)' for the closest known word, else ''."""
-    close = difflib.get_close_matches(word, list(known), n=1)
+    close = difflib.get_close_matches(word, list(known), n=1) if isinstance(word, str) else []
     return f" (did you mean '{close[0]}'?)" if close else ""
