@@ -116,7 +116,8 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset (exact mAP, CMC, mINP; eval.rerank for re-ranking)."""
     cfg = load_config(config, overrides)
     from reid_kd.data.image_dataset import build_loaders
-    from reid_kd.engine.run import load_model, markdown_table, queries_line, setup_runtime
+    from reid_kd.engine.run import markdown_table, queries_line, setup_runtime
+    from reid_kd.models.checkpoint import load_model
     from reid_kd.evaluation import evaluate_model
 
     if not Path(checkpoint).is_file():

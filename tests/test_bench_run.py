@@ -20,9 +20,10 @@ from reid_kd.config import config_hash, load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill import DISTILLERS
 from reid_kd.engine.io import save_torch
-from reid_kd.engine.run import METRIC_KEYS, get_teacher, run_dir, save_model, train_student
+from reid_kd.engine.run import METRIC_KEYS, get_teacher, run_dir, train_student
 from reid_kd.evaluation import extract_features
 from reid_kd.evaluation.visualize import GREEN, RED, GAP, TILE_W, panel_size
+from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

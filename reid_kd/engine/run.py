@@ -19,16 +19,16 @@ import torchvision
 
 from reid_kd.config import ConfigError, config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
-from reid_kd.data.transforms import model_input
 from reid_kd.distill import build_distiller
 from reid_kd.engine import distributed
-from reid_kd.engine.io import UnsafeFileError, load_torch, read_json, save_torch, write_json, write_text
+from reid_kd.engine.io import read_json, write_json, write_text
 from reid_kd.engine.lock import main_lock
 from reid_kd.engine.pretrain import network_start, pretrain_key
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
 from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
 from reid_kd.evaluation import evaluate_model
 from reid_kd.evaluation.extract import rerank_said
+from reid_kd.models.checkpoint import load_model, save_model
 from reid_kd.models.reid_model import ReIDModel, build_model
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
@@ -74,29 +74,6 @@ def method_name(cfg: dict) -> str:
 def count_params(model: torch.nn.Module) -> int:
     """Parameters used at inference (the classifier is dropped for retrieval)."""
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
-
-
-def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict) -> None:
-    """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy)."""
-    save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes,
-                "input": model_input(data_cfg), "start": model.start}, path)
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
-    """Rebuild a model saved by `save_model` (its architecture travels with the weights).
-
-    `model.input` is what it expects of an image (None in files written before it was recorded).
-    """
-    state = load_torch(path, device)
-    if not isinstance(state, dict) or "model_cfg" not in state:
-        raise UnsafeFileError(f"{path} is not a reid-kd model file (no 'model_cfg'); give a student.pt or teacher.pt")
-    cfg = dict(state["model_cfg"], pretrained=None)
-    model = build_model(cfg, state["num_classes"])
-    model.load_state_dict(state["model"])
-    # how it began, not how it is rebuilt (files from before start records: whether `pretrained` was set)
-    model.start = state.get("start", state["model_cfg"].get("pretrained") is not None)
-    model.input = state.get("input")
-    return model.to(device)
 
 
 def teacher_seed(cfg: dict) -> int:
