@@ -20,7 +20,8 @@ from reid_kd.config import config_hash, load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill import DISTILLERS
 from reid_kd.engine.io import save_torch
-from reid_kd.engine.run import METRIC_KEYS, get_teacher, run_dir, train_student
+from reid_kd.engine.paths import run_dir
+from reid_kd.engine.run import METRIC_KEYS, get_teacher, train_student
 from reid_kd.evaluation import extract_features
 from reid_kd.evaluation.visualize import GREEN, RED, GAP, TILE_W, panel_size
 from reid_kd.models.checkpoint import save_model

@@ -13,7 +13,7 @@ from reid_kd.engine.io import remove_stale_temporaries
 from reid_kd.config import ConfigError, config_hash
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill import DISTILLERS
-from reid_kd.engine.run import run_dir, teacher_key
+from reid_kd.engine.paths import run_dir, teacher_key
 from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
 

@@ -5,7 +5,8 @@ import torch
 from reid_kd.config import load_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine.io import load_torch, read_json
-from reid_kd.engine.run import run_dir, train_student, train_students
+from reid_kd.engine.paths import run_dir
+from reid_kd.engine.run import train_student, train_students
 from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
 

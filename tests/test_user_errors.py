@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from reid_kd.cli import main
 from reid_kd.config import dump_config, load_config
-from reid_kd.engine.run import run_dir, teacher_key
+from reid_kd.engine.paths import run_dir, teacher_key
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")

@@ -10,12 +10,11 @@ import json
 
 from reid_kd.bench.claims import CLAIM_TIMEOUT, heartbeat_age, is_stale, read_claim, read_failure
 from reid_kd.bench.suite import Suite, run_state
+from reid_kd.engine.paths import run_dir
 
 
 def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLAIM_TIMEOUT) -> list[dict]:
     """One row per (entry, seed): run, state, detail."""
-    from reid_kd.engine.run import run_dir
-
     rows = []
     for entry, seed, cfg in suite.runs(extra):
         folder, state = run_dir(cfg), run_state(cfg)

@@ -38,6 +38,7 @@ import yaml
 from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
 from reid_kd.config import ConfigError, _yaml, config_hash, load_config
 from reid_kd.engine.lock import HOST
+from reid_kd.engine.paths import experiment_dir, method_name, run_dir, teacher_dir, teacher_key
 from reid_kd.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -199,7 +200,6 @@ def load_suite(path: str | Path) -> Suite:
 def run_state(cfg: dict) -> str:
     """'done' (metrics.json of this very config), 'resume' (a checkpoint to continue) or 'new'."""
     from reid_kd.engine.preflight import recorded_hash
-    from reid_kd.engine.run import run_dir
 
     out = run_dir(cfg)
     if (out / "metrics.json").is_file() and recorded_hash(out) == config_hash(cfg):
@@ -212,7 +212,6 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 
     Recorded beside suite.yaml, so `reidkd leaderboard` accepts only the runs this suite asked for.
     """
-    from reid_kd.engine.run import method_name
 
     return {f"{e.name}/seed{s}": {"method": method_name(cfg), "run_name": e.name, "seed": s,
                                   "config_hash": config_hash(cfg)} for e, s, cfg in runs}
@@ -221,7 +220,6 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
     """Without `overwrite`, stop before any work when a run folder holds another config's run."""
     from reid_kd.engine.preflight import RunFolderError, recorded_hash
-    from reid_kd.engine.run import run_dir
 
     taken = [run_dir(cfg) for _, _, cfg in runs if recorded_hash(run_dir(cfg)) not in (None, config_hash(cfg))]
     if taken and not overwrite:
@@ -235,7 +233,7 @@ def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = Fals
 
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
-    suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / suite.name
+    suite_dir = experiment_dir(runs[0][2])
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
     write_json(expected_runs(runs), suite_dir / EXPECTED_RUNS)
@@ -248,7 +246,6 @@ class RunsFailedError(UserError):
 
 def cohort_key(seed: int, cfg: dict) -> tuple:
     """Runs with the same key can train side by side: one seed, data, teacher, device and precision."""
-    from reid_kd.engine.run import teacher_key
 
     return (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
             cfg["experiment"]["device"], cfg["experiment"]["amp"])
@@ -268,7 +265,6 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
 
     from reid_kd.engine.io import read_json
     from reid_kd.engine.preflight import preflight
-    from reid_kd.engine.run import run_dir
 
     runs = plan_suite(suite, extra, overwrite)
     loaders_for = _loaders_cache()
@@ -345,7 +341,6 @@ def _loaders_cache():
 def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: set, failed: list[str],
                   launch: str) -> list[tuple[Entry, int, dict]]:
     """Claim the pending runs of the first cohort that has any free; [] when no run is left to claim."""
-    from reid_kd.engine.run import run_dir
 
     groups: dict[tuple, list[tuple[Entry, int, dict]]] = {}
     for entry, seed, cfg in runs:
@@ -376,7 +371,7 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
     """Train claimed runs of one seed side by side behind one teacher forward per batch."""
     from reid_kd.engine.lock import folder_lock
     from reid_kd.engine.preflight import claim_run_folder
-    from reid_kd.engine.run import run_dir, setup_runtime, train_students
+    from reid_kd.engine.run import setup_runtime, train_students
 
     seed = cohort[0][1]
     cfgs = [copy.deepcopy(cfg) for _, _, cfg in cohort]
@@ -403,7 +398,7 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
 def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
     """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
     from reid_kd.engine.lock import FolderLockedError, describe_holder
-    from reid_kd.engine.run import get_teacher, teacher_dir
+    from reid_kd.engine.run import get_teacher
 
     told = False
     while True:

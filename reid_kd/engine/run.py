@@ -7,15 +7,11 @@ a comparison distils from the very same teacher.
 """
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import faiss
 import torch
-import torchvision
 
 from reid_kd.config import ConfigError, config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
@@ -23,33 +19,17 @@ from reid_kd.distill import build_distiller
 from reid_kd.engine import distributed
 from reid_kd.engine.io import read_json, write_json, write_text
 from reid_kd.engine.lock import main_lock
-from reid_kd.engine.pretrain import network_start, pretrain_key
+from reid_kd.engine.paths import method_name, run_dir, run_name, teacher_dir, teacher_key, teacher_seed
+from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
 from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
 from reid_kd.evaluation import evaluate_model
-from reid_kd.evaluation.extract import rerank_said
+from reid_kd.evaluation.speed import inference_speed
 from reid_kd.models.checkpoint import load_model, save_model
 from reid_kd.models.reid_model import ReIDModel, build_model
+from reid_kd.utils.provenance import git_commit, software_environment
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def software_environment(device: torch.device) -> dict:
-    """What a run's numbers also depend on: the same seed can give another mAP under another PyTorch."""
-    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "faiss": faiss.__version__, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
 
 
 def setup_runtime(cfg: dict) -> torch.device:
@@ -67,27 +47,9 @@ def quiet(_: str) -> None:
     """The log of ranks other than 0: one line per event, from rank 0."""
 
 
-def method_name(cfg: dict) -> str:
-    return "baseline" if cfg["distill"]["method"] == "none" else cfg["distill"]["method"]
-
-
 def count_params(model: torch.nn.Module) -> int:
     """Parameters used at inference (the classifier is dropped for retrieval)."""
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
-
-
-def teacher_seed(cfg: dict) -> int:
-    """`teacher.seed`, or the experiment's seed when it is null (then each seed has its own teacher)."""
-    seed = cfg["teacher"]["seed"]
-    return cfg["experiment"]["seed"] if seed is None else seed
-
-
-def teacher_key(cfg: dict) -> str:
-    t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
-    shaping = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
-    if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
-        shaping["start"] = pretrain_key(cfg, "teacher")
-    return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
 
 
 def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
@@ -101,10 +63,6 @@ def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
                           f"teacher.backbone is {cfg['teacher']['backbone']}; set teacher.backbone="
                           f"{teacher.backbone_name}")
     return teacher
-
-
-def teacher_dir(cfg: dict) -> Path:
-    return Path(cfg["experiment"]["output_dir"]) / "teachers" / teacher_key(cfg)
 
 
 def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) -> tuple[ReIDModel, dict]:
@@ -153,46 +111,6 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
 def evaluated_on(cfg: dict) -> str:
     """The dataset a run is scored on: `<dataset>:val` when it holds out validation identities."""
     return cfg["data"]["dataset"] + (":val" if cfg["data"]["validation_fraction"] > 0 else "")
-
-
-def run_name(cfg: dict) -> str:
-    """The run's folder name: `experiment.run_name` (a suite's entry, e.g. an ablation) or the method."""
-    return cfg["experiment"]["run_name"] or method_name(cfg)
-
-
-def run_dir(cfg: dict) -> Path:
-    exp = cfg["experiment"]
-    return Path(exp["output_dir"]) / exp["name"] / run_name(cfg) / f"seed{exp['seed']}"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def inference_speed(model: torch.nn.Module, loader, device: torch.device, max_images: int = 2048) -> float:
-    """Images/s of the retrieval forward pass over (up to `max_images` of) a test loader, after a warm-up.
-
-    Measured once when a run is evaluated and stored in its metrics, so leaderboards are rebuilt from
-    stored numbers. Only the forward pass is timed, not image decoding.
-    """
-    was_training = model.training
-    model.eval()
-    model(next(iter(loader))[0].to(device))  # warm-up: allocator, cuDNN autotuning, lazy inits
-    n, seconds = 0, 0.0
-    for images, *_ in loader:
-        images = images.to(device)
-        _sync(device)
-        start = time.perf_counter()
-        model(images)
-        _sync(device)
-        seconds += time.perf_counter() - start
-        n += len(images)
-        if n >= max_images:
-            break
-    model.train(was_training)
-    return n / max(seconds, 1e-9)
 
 
 def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
@@ -288,23 +206,3 @@ def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict,
         record = train_student(cfg, loaders, teacher, device, teacher_metrics, log=log)
     log(f"done in {time.perf_counter() - start:.0f} s; results in {out}")
     return teacher_metrics, record
-
-
-def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
-    """(role, backbone, metrics) rows as a markdown table of percentages."""
-    from tabulate import tabulate
-
-    body = [[role, backbone, *(f"{100 * m[k]:.2f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))]
-            for role, backbone, m in rows]
-    return tabulate(body, headers=["Model", "Backbone", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP"],
-                    tablefmt="github")
-
-
-def queries_line(metrics: dict) -> str:
-    """How many queries were scored, and how many were skipped for lack of a positive."""
-    total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
-    rerank = rerank_said(metrics.get("rerank"))
-    said = f" Re-ranked: {rerank}." if rerank else ""
-    if total is None:
-        return f"Queries scored: {valid}.{said}"
-    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery).{said}"
