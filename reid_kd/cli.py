@@ -137,7 +137,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset (exact mAP, CMC, mINP; eval.rerank for re-ranking)."""
     cfg = load_config(config, overrides)
     from reid_kd.data.image_dataset import build_loaders
-    from reid_kd.engine.run import setup_runtime
+    from reid_kd.engine.runtime import setup_runtime
     from reid_kd.models.checkpoint import load_model
     from reid_kd.evaluation import evaluate_model
 
@@ -301,7 +301,7 @@ search_params_option = click.option("--search-params", default=None, metavar="PA
 
 
 def _device(name: str):
-    from reid_kd.engine.trainer import select_device
+    from reid_kd.engine.runtime import select_device
 
     return select_device(name, setting="--device", fix="--device auto")
 

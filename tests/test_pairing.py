@@ -16,7 +16,7 @@ QUICKSTART = "configs/quickstart.yaml"
 def test_every_method_of_a_seed_sees_the_same_batches_and_initial_weights(tiny_overrides, tmp_path, monkeypatch,
                                                                         one_thread):
     seen: dict[str, dict] = {}
-    real_step = Trainer._step
+    real_step = Trainer.train_step
 
     def recording_step(self, images, targets, indices, teacher_out=None):
         entry = seen.setdefault(self.desc, {"weights": None, "batches": []})
@@ -25,7 +25,7 @@ def test_every_method_of_a_seed_sees_the_same_batches_and_initial_weights(tiny_o
         entry["batches"].append((indices.tolist(), images.double().sum().item()))
         return real_step(self, images, targets, indices, teacher_out)
 
-    monkeypatch.setattr(Trainer, "_step", recording_step)
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
     for method in ("none", "kd", "crd", "gird"):  # CRD and GIRD draw random numbers or keep memories
         cfg = load_config(QUICKSTART, [*tiny_overrides, f"experiment.output_dir={tmp_path}", "experiment.seed=3",
                                        "train.epochs=2", f"distill.method={method}"])

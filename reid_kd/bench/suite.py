@@ -371,7 +371,8 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
     """Train claimed runs of one seed side by side behind one teacher forward per batch."""
     from reid_kd.engine.lock import folder_lock
     from reid_kd.engine.preflight import claim_run_folder
-    from reid_kd.engine.run import setup_runtime, train_students
+    from reid_kd.engine.run import train_students
+    from reid_kd.engine.runtime import setup_runtime
 
     seed = cohort[0][1]
     cfgs = [copy.deepcopy(cfg) for _, _, cfg in cohort]

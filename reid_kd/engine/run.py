@@ -17,12 +17,14 @@ from reid_kd.config import ConfigError, config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.distill import build_distiller
 from reid_kd.engine import distributed
+from reid_kd.engine.cohort import train_side_by_side
 from reid_kd.engine.io import read_json, write_json, write_text
 from reid_kd.engine.lock import main_lock
 from reid_kd.engine.paths import method_name, run_dir, run_name, teacher_dir, teacher_key, teacher_seed
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
-from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
+from reid_kd.engine.runtime import setup_runtime
+from reid_kd.engine.trainer import Trainer
 from reid_kd.evaluation import evaluate_model
 from reid_kd.evaluation.speed import inference_speed
 from reid_kd.models.checkpoint import load_model, save_model
@@ -30,17 +32,6 @@ from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils.provenance import git_commit, software_environment
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
-
-
-def setup_runtime(cfg: dict) -> torch.device:
-    exp = cfg["experiment"]
-    if exp["threads"]:
-        torch.set_num_threads(exp["threads"])
-    if exp["deterministic"]:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if distributed.launched():  # started by torchrun: join its process group, take this rank's device
-        return distributed.init(select_device(exp["device"]).type)
-    return select_device(exp["device"])
 
 
 def quiet(_: str) -> None:
@@ -126,7 +117,7 @@ def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device
 def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
                    teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> list[dict | None]:
     """`train_student` for several configs of one seed and data, trained side by side behind one teacher
-    forward per batch (see `engine/trainer.train_side_by_side`); each gets the result it would get alone."""
+    forward per batch (see `engine/cohort.py`); each gets the result it would get alone."""
     with ExitStack() as locks:
         for cfg in cfgs:
             locks.enter_context(main_lock(run_dir(cfg), log))
