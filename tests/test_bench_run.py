@@ -21,7 +21,9 @@ from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill import DISTILLERS
 from reid_kd.engine.io import save_torch
 from reid_kd.engine.paths import run_dir
-from reid_kd.engine.run import METRIC_KEYS, get_teacher, train_student
+from reid_kd.engine.results import METRIC_KEYS
+from reid_kd.engine.run import train_student
+from reid_kd.engine.teacher import get_teacher
 from reid_kd.evaluation import extract_features
 from reid_kd.evaluation.visualize import GREEN, RED, GAP, TILE_W, panel_size
 from reid_kd.models.checkpoint import save_model

@@ -399,7 +399,7 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
 def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
     """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
     from reid_kd.engine.lock import FolderLockedError, describe_holder
-    from reid_kd.engine.run import get_teacher
+    from reid_kd.engine.teacher import get_teacher
 
     told = False
     while True:

@@ -30,6 +30,7 @@ from reid_kd.models.backbones import torchvision_state
 from reid_kd.models.reid_model import build_model
 from reid_kd.models.weights import Start
 
+
 def network_start(cfg: dict, block: str, device: torch.device, log=print) -> Start | None:
     """The resolved start of `cfg[block]` when it is `synth` (pretrained first if not cached), else None
     (the model layer reads `imagenet`, a file or null itself)."""
