@@ -38,7 +38,7 @@ import yaml
 from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
 from reid_kd.config import ConfigError, _yaml, config_hash, load_config
 from reid_kd.engine.lock import HOST
-from reid_kd.engine.paths import experiment_dir, method_name, run_dir, teacher_dir, teacher_key
+from reid_kd.engine.paths import experiment_dir, method_name, run_dir, run_id, teacher_dir, teacher_key
 from reid_kd.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -212,9 +212,8 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 
     Recorded beside suite.yaml, so `reidkd leaderboard` accepts only the runs this suite asked for.
     """
-
-    return {f"{e.name}/seed{s}": {"method": method_name(cfg), "run_name": e.name, "seed": s,
-                                  "config_hash": config_hash(cfg)} for e, s, cfg in runs}
+    return {run_id(e.name, s): {"method": method_name(cfg), "run_name": e.name, "seed": s,
+                                "config_hash": config_hash(cfg)} for e, s, cfg in runs}
 
 
 def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
@@ -246,7 +245,6 @@ class RunsFailedError(UserError):
 
 def cohort_key(seed: int, cfg: dict) -> tuple:
     """Runs with the same key can train side by side: one seed, data, teacher, device and precision."""
-
     return (seed, config_hash(cfg["data"]), cfg["teacher"]["checkpoint"] or teacher_key(cfg),
             cfg["experiment"]["device"], cfg["experiment"]["amp"])
 
@@ -301,7 +299,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
                 else:
                     entry, seed, cfg = cohort[0]
                     claims.fail(run_dir(cfg), e, last_line[0])
-                    failed.append(f"{entry.name}/seed{seed}")
+                    failed.append(run_id(entry.name, seed))
                     log(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
             else:
                 for _, _, cfg in cohort:
@@ -341,10 +339,9 @@ def _loaders_cache():
 def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: set, failed: list[str],
                   launch: str) -> list[tuple[Entry, int, dict]]:
     """Claim the pending runs of the first cohort that has any free; [] when no run is left to claim."""
-
     groups: dict[tuple, list[tuple[Entry, int, dict]]] = {}
     for entry, seed, cfg in runs:
-        if f"{entry.name}/seed{seed}" in failed or run_state(cfg) == "done":
+        if run_id(entry.name, seed) in failed or run_state(cfg) == "done":
             continue
         failure = read_failure(run_dir(cfg))
         if launch and failure and failure.get("launch") == launch:  # failed in this launch: not again

@@ -31,8 +31,13 @@ def experiment_dir(cfg: dict) -> Path:
     return Path(cfg["experiment"]["output_dir"]) / cfg["experiment"]["name"]
 
 
+def run_id(run: str, seed: int) -> str:
+    """`<run>/seed<k>`: a run's folder under its experiment's, and its name in a suite's records."""
+    return f"{run}/seed{seed}"
+
+
 def run_dir(cfg: dict) -> Path:
-    return experiment_dir(cfg) / run_name(cfg) / f"seed{cfg['experiment']['seed']}"
+    return experiment_dir(cfg) / run_id(run_name(cfg), cfg["experiment"]["seed"])
 
 
 def teacher_seed(cfg: dict) -> int:
