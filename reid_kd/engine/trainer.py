@@ -53,6 +53,9 @@ def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
 
 
 class Trainer:
+    """One network's training. A loop calls `begin`, then for each epoch `begin_epoch`, `step` for each
+    batch and `end_epoch`, and `end` at last (also on an error); each calls the hooks of its point."""
+
     def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
                  *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
                  amp: bool = False, desc: str = "train", tag: str | None = None,
@@ -148,6 +151,7 @@ class Trainer:
             self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
 
     def begin_epoch(self, epoch: int) -> None:
+        """Zero the epoch's figures (call it before `seed_epoch`: the console hook's clock starts here)."""
         self.model.train()
         self.sums.clear()
         self.n_batches, self.n_images, self.step_seconds = 0, 0, 0.0
