@@ -4,7 +4,7 @@
     python benchmarks/gird_step_time.py --preset veri776     # ResNet-101 -> ResNet-18, 256x256, memory 24000
     python benchmarks/gird_step_time.py --device cpu --threads 1   # steadier on a shared CPU
 
-Both steps are the trainer's own `Trainer._step` on one fixed P×K batch of random images: the
+Both steps are the trainer's own `Trainer.train_step` on one fixed P×K batch of random images: the
 baseline runs the frozen teacher's forward and the student's ID + triplet step with a distiller
 that adds nothing; the GIRD step adds GIRD's loss terms and memory update. GIRD's memory is
 filled to capacity first (random unit vectors), so every timed step relates the batch to the full
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from reid_kd.distill.base import Distiller, build_distiller
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.trainer import Trainer, select_device
+from reid_kd.engine.runtime import select_device
+from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
 
 PRESETS = {"synth": "configs/synth_gird.yaml", "veri776": "configs/veri_gird.yaml"}  # memory: the config's
@@ -62,7 +63,7 @@ def time_steps(trainer: Trainer, images, targets, steps: int) -> list[tuple[floa
     for _ in range(steps):
         sync(trainer.device)
         wall, cpu = time.perf_counter(), time.process_time()
-        trainer._step(images, targets, indices)
+        trainer.train_step(images, targets, indices)
         sync(trainer.device)
         out.append((time.perf_counter() - wall, time.process_time() - cpu))
     return out
@@ -115,7 +116,6 @@ def main() -> None:
             build_distiller(cfg["distill"], student, teacher)
         trainer = Trainer(student, [None], dict(cfg["train"], grad_clip=None), device, "/tmp/unused",
                           teacher=teacher, distiller=distiller, amp=args.amp)
-        trainer.scaler = torch.amp.GradScaler(device.type, enabled=trainer.amp)
         trainer.model.train()
         if kind == "gird":
             fill_memory(trainer.distiller)

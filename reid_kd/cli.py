@@ -24,6 +24,27 @@ DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
                errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
 
 
+def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
+    """(role, backbone, metrics) rows as a markdown table of percentages."""
+    from tabulate import tabulate
+
+    body = [[role, backbone, *(f"{100 * m[k]:.2f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))]
+            for role, backbone, m in rows]
+    return tabulate(body, headers=["Model", "Backbone", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP"],
+                    tablefmt="github")
+
+
+def queries_line(metrics: dict) -> str:
+    """How many queries were scored, and how many were skipped for lack of a positive."""
+    from reid_kd.evaluation.extract import rerank_said
+
+    total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
+    rerank = rerank_said(metrics.get("rerank"))
+    said = f" Re-ranked: {rerank}." if rerank else ""
+    if total is None:
+        return f"Queries scored: {valid}.{said}"
+    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery).{said}"
+
 def _fail(message: str) -> None:
     """One line on stderr and exit status 2: user errors are not tracebacks."""
     click.echo(f"reidkd: {message}", err=True)
@@ -89,8 +110,8 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
     cfg = load_config(config, overrides)  # first: a config mistake is told before the heavy imports
     if nproc is not None and nproc > 1:
         sys.exit(_torchrun(nproc, config, overrides, overwrite, ctx.parent.params.get("debug")))
+    from reid_kd.engine.run import run_experiment
     from reid_kd.utils import distributed
-    from reid_kd.engine.run import markdown_table, queries_line, run_experiment
 
     teacher_metrics, record = run_experiment(cfg, overwrite=overwrite)
     if not distributed.is_main():
@@ -122,8 +143,9 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset (exact mAP, CMC, mINP; eval.rerank for re-ranking)."""
     cfg = load_config(config, overrides)
     from reid_kd.data.image_dataset import build_loaders
-    from reid_kd.engine.run import load_model, markdown_table, queries_line, setup_runtime
+    from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
+    from reid_kd.models.checkpoint import load_model
 
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
@@ -280,7 +302,7 @@ search_params_option = click.option("--search-params", default=None, metavar="PA
 
 
 def _device(name: str):
-    from reid_kd.engine.trainer import select_device
+    from reid_kd.engine.runtime import select_device
 
     return select_device(name, setting="--device", fix="--device auto")
 
@@ -361,7 +383,6 @@ def index_eval(index_dir, config, overrides, depth, k, search_params, checkpoint
     cfg = load_config(config, overrides)
     from reid_kd.deploy.index import GalleryIndex
     from reid_kd.deploy.index_eval import evaluate_index
-    from reid_kd.engine.run import markdown_table, queries_line
 
     gallery = GalleryIndex.load(index_dir, search_params)
     m = evaluate_index(gallery, cfg, depth, k, checkpoint, _device(device))

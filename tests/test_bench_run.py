@@ -20,9 +20,13 @@ from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.run import METRIC_KEYS, get_teacher, run_dir, save_model, train_student
+from reid_kd.engine.paths import run_dir
+from reid_kd.engine.results import METRIC_KEYS
+from reid_kd.engine.run import train_student
+from reid_kd.engine.teacher import get_teacher
 from reid_kd.evaluation import extract_features
 from reid_kd.evaluation.visualize import GAP, GREEN, RED, TILE_W, panel_size
+from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import save_torch
 

@@ -12,7 +12,7 @@ from reid_kd.bench.suite import load_suite, parse_suite, run_state
 from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
-from reid_kd.engine.run import run_dir, teacher_key
+from reid_kd.engine.paths import run_dir, teacher_key
 from reid_kd.engine.trainer import Trainer
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import build_model

@@ -16,9 +16,9 @@ from reid_kd.deploy.index import GalleryIndex, build_index, extract, items_from_
 from reid_kd.deploy.index_eval import evaluate_index, ranked_list_metrics
 from reid_kd.deploy.model import RetrievalModel, load_checkpoint
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.run import save_model
 from reid_kd.errors import UserError
 from reid_kd.evaluation import evaluate, evaluate_model
+from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import load_torch, save_torch
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from reid_kd.cli import main
 from reid_kd.data import synth
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.pretrain import network_start, pretrain_dir
+from reid_kd.engine.paths import pretrain_dir
+from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.trainer import Trainer
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ReIDModel

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from reid_kd.data.image_dataset import build_loaders
-from reid_kd.engine import scalars as scalars_module, trainer as trainer_module
+from reid_kd.engine import hooks as hooks_module
+from reid_kd.engine import scalars as scalars_module
 from reid_kd.engine.configs import load_config
+from reid_kd.engine.hooks import clock, default_hooks
 from reid_kd.engine.scalars import ScalarLog
-from reid_kd.engine.trainer import Trainer, clock
+from reid_kd.engine.trainer import Trainer
 from reid_kd.models.reid_model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +173,7 @@ def test_eta_is_the_mean_epoch_time_times_the_epochs_left(tmp_path, tiny_overrid
     """Each checkpoint write takes 60 s of a fake clock: after epoch k of 3 the ETA is about 3 - k minutes."""
     offset = [0.0]
     fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
-    monkeypatch.setattr(trainer_module, "time", fake_time)
+    monkeypatch.setattr(hooks_module, "time", fake_time)
     lines: list[str] = []
     trainer = _trainer(tiny_overrides, tmp_path / "run", lines)
     save = trainer.save_checkpoint
@@ -197,7 +199,8 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
     train_cfg, data_cfg, model_cfg = _cfg(tiny_overrides, 1)
     loaders = build_loaders(data_cfg, seed=0)
     model = build_model(model_cfg, loaders.dataset.num_train_pids)
-    Trainer(model, loaders.train, train_cfg, torch.device("cpu"), tmp_path, desc="teacher", tensorboard=False).fit()
+    Trainer(model, loaders.train, train_cfg, torch.device("cpu"), tmp_path, desc="teacher",
+            hooks=default_hooks(tensorboard=False)).fit()
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and EPOCH_LINE.match(out[0]) and out[0].startswith("teacher epoch 1/1  loss ")
     assert not (tmp_path / "tensorboard").exists()  # tensorboard=False
@@ -206,7 +209,7 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
 def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path, tiny_overrides, one_thread):
     lines: list[str] = []
     trainer = _trainer(tiny_overrides, tmp_path / "run", lines)
-    step, calls = trainer._step, []
+    step, calls = trainer.train_step, []
 
     def failing_step(*args):
         calls.append(1)
@@ -214,7 +217,7 @@ def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path,
             raise FloatingPointError("loss is nan")
         return step(*args)
 
-    trainer._step = failing_step
+    trainer.train_step = failing_step
     with pytest.raises(FloatingPointError):
         trainer.fit()
     assert not _writer_threads()

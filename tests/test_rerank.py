@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reid_kd.bench.leaderboard import _scoring
-from reid_kd.engine.run import queries_line
+from reid_kd.cli import queries_line
 from reid_kd.evaluation import evaluate
 from reid_kd.evaluation.ranking import Workspace
 from reid_kd.evaluation.rerank import rerank_blocks

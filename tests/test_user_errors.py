@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from reid_kd.cli import main
 from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.run import run_dir, teacher_key
+from reid_kd.engine.paths import run_dir, teacher_key
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -222,7 +222,7 @@ def test_no_query_with_a_positive_stops_before_training(finished, veri_copy, tmp
 
 
 def test_a_teacher_trained_before_a_failed_evaluation_is_not_trained_again(finished, monkeypatch, tmp_path):
-    import reid_kd.engine.run as run_mod
+    import reid_kd.engine.teacher as teacher_mod
 
     out, overrides = finished
     moved = [o for o in overrides if not o.startswith("experiment.output_dir=")] + [f"experiment.output_dir={tmp_path}"]
@@ -231,7 +231,7 @@ def test_a_teacher_trained_before_a_failed_evaluation_is_not_trained_again(finis
         raise RuntimeError("evaluation crashed")
 
     with monkeypatch.context() as m:
-        m.setattr(run_mod, "evaluate_model", broken)
+        m.setattr(teacher_mod, "evaluate_model", broken)
         assert cli("run", "--config", QUICKSTART, *sets(moved)).exit_code == 1
     assert any(tmp_path.glob("teachers/*/teacher.pt"))
     again = cli("run", "--config", QUICKSTART, *sets(moved))

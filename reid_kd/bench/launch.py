@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from reid_kd.bench.suite import load_suite, plan_suite, run_suite
+from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import UserError
 
 
@@ -95,7 +96,7 @@ def submit_jobs(suite_file: str, overrides: tuple[str, ...], jobs: int, kind: st
     suite = load_suite(suite_file)
     runs = plan_suite(suite, overrides, overwrite)  # a config mistake is told here, not in every job
     launch = uuid.uuid4().hex[:8]
-    folder = Path(folder or Path(runs[0][2]["experiment"]["output_dir"]) / suite.name / "jobs")
+    folder = Path(folder or experiment_dir(runs[0][2]) / "jobs")
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind)
     params = {"name": f"reidkd-{suite.name}", "timeout_min": minutes, "nodes": 1, "tasks_per_node": 1,
               "gpus_per_node": gpus_per_job}

@@ -18,6 +18,7 @@ import yaml
 
 from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 from reid_kd.bench.suite import EXPECTED_RUNS
+from reid_kd.engine.paths import run_id
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.weights import describe
 from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
@@ -56,7 +57,7 @@ def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
     rows, rejected = [], []
     for entry in suite["methods"]:
         for seed in suite["seeds"]:
-            key = f"{entry['name']}/seed{seed}"
+            key = run_id(entry["name"], seed)
             path, shown = suite_dir / key / "metrics.json", f"{suite_dir.name}/{key}/metrics.json"
             if not path.is_file():
                 continue
@@ -352,7 +353,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = N
     failed = every[every["failed"]] if not every.empty else every
     if len(failed) or rejected:
         lines += ["## Runs not counted", ""]
-        lines += [f"- `{suite_dir.name}/{r['entry']}/seed{r['seed']}/metrics.json`: failed (its metrics are not "
+        lines += [f"- `{suite_dir.name}/{run_id(r['entry'], r['seed'])}/metrics.json`: failed (its metrics are not "
                   "finite numbers)" for _, r in failed.iterrows()]
         lines += [f"- `{item.split(': ', 1)[0]}`: rejected, {item.split(': ', 1)[1]}" for item in rejected]
         lines += [""]

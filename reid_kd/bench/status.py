@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import json
 
-from reid_kd.bench.claims import CLAIM_TIMEOUT, heartbeat_age, is_stale, read_claim, read_failure
+from reid_kd.bench.claims import (
+    CLAIM_TIMEOUT,
+    heartbeat_age,
+    is_stale,
+    read_claim,
+    read_failure,
+)
 from reid_kd.bench.suite import Suite, run_state
-from reid_kd.engine.run import run_dir
+from reid_kd.engine.paths import run_dir, run_id
 
 
 def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLAIM_TIMEOUT) -> list[dict]:
@@ -31,7 +37,7 @@ def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLA
             row = ("failed", f"{failure.get('error', '?')}; last log line: {failure.get('last_log_line', '')}")
         else:
             row = ("pending", "checkpoint to resume" if state == "resume" else "")
-        rows.append({"run": f"{entry.name}/seed{seed}", "state": row[0], "detail": row[1]})
+        rows.append({"run": run_id(entry.name, seed), "state": row[0], "detail": row[1]})
     return rows
 
 

@@ -36,14 +36,34 @@ from typing import Any
 
 import yaml
 
-from reid_kd.bench.claims import CLAIM_TIMEOUT, FAILURE_NAME, Claims, read_claim, read_failure
+from reid_kd.bench.claims import (
+    CLAIM_TIMEOUT,
+    FAILURE_NAME,
+    Claims,
+    read_claim,
+    read_failure,
+)
 from reid_kd.config import _yaml, config_hash
 from reid_kd.data.image_dataset import build_loaders, load_dataset
 from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.preflight import RunFolderError, claim_run_folder, preflight, recorded_hash
-from reid_kd.engine.run import (get_teacher, method_name, run_dir, setup_runtime, teacher_dir, teacher_key,
-                                train_students)
+from reid_kd.engine.paths import (
+    experiment_dir,
+    method_name,
+    run_dir,
+    run_id,
+    teacher_dir,
+    teacher_key,
+)
+from reid_kd.engine.preflight import (
+    RunFolderError,
+    claim_run_folder,
+    preflight,
+    recorded_hash,
+)
+from reid_kd.engine.run import train_students
+from reid_kd.engine.runtime import setup_runtime
+from reid_kd.engine.teacher import get_teacher
 from reid_kd.errors import ConfigError, UserError
 from reid_kd.utils.io import read_json, write_json, write_text
 from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_lock
@@ -215,8 +235,8 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 
     Recorded beside suite.yaml, so `reidkd leaderboard` accepts only the runs this suite asked for.
     """
-    return {f"{e.name}/seed{s}": {"method": method_name(cfg), "run_name": e.name, "seed": s,
-                                  "config_hash": config_hash(cfg)} for e, s, cfg in runs}
+    return {run_id(e.name, s): {"method": method_name(cfg), "run_name": e.name, "seed": s,
+                                "config_hash": config_hash(cfg)} for e, s, cfg in runs}
 
 
 def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
@@ -231,7 +251,7 @@ def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = Fals
     """Every run's config, validated, and the suite recorded beside its runs (suite.yaml, expected runs)."""
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
-    suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / suite.name
+    suite_dir = experiment_dir(runs[0][2])
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
     write_json(expected_runs(runs), suite_dir / EXPECTED_RUNS)
@@ -293,7 +313,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
                 else:
                     entry, seed, cfg = cohort[0]
                     claims.fail(run_dir(cfg), e, last_line[0])
-                    failed.append(f"{entry.name}/seed{seed}")
+                    failed.append(run_id(entry.name, seed))
                     log(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
             else:
                 for _, _, cfg in cohort:
@@ -333,7 +353,7 @@ def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: se
     """Claim the pending runs of the first cohort that has any free; [] when no run is left to claim."""
     groups: dict[tuple, list[tuple[Entry, int, dict]]] = {}
     for entry, seed, cfg in runs:
-        if f"{entry.name}/seed{seed}" in failed or run_state(cfg) == "done":
+        if run_id(entry.name, seed) in failed or run_state(cfg) == "done":
             continue
         failure = read_failure(run_dir(cfg))
         if launch and failure and failure.get("launch") == launch:  # failed in this launch: not again

@@ -19,6 +19,7 @@ from pathlib import Path
 from reid_kd.bench import VALIDATION_FRACTION
 from reid_kd.bench.leaderboard import build_leaderboard
 from reid_kd.bench.suite import Entry, Suite, run_suite
+from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import ConfigError
 
 GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<keys>[^=:]+)=(?P<values>.+)$")
@@ -106,7 +107,7 @@ def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | N
     tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction, seeds)
     runs = tuning.runs(extra)
     run_suite(tuning, extra, log=log, overwrite=overwrite)
-    suite_dir = Path(runs[0][2]["experiment"]["output_dir"]) / tuning.name
+    suite_dir = experiment_dir(runs[0][2])
     written = []
     for name, rows in tables.items():
         md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir), rows, f"{suite.name}-tune-{name}")

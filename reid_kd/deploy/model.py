@@ -6,6 +6,7 @@ run beside them.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -15,23 +16,22 @@ import yaml
 from torch import nn
 
 from reid_kd.data.transforms import model_input
-from reid_kd.engine.run import load_model
 from reid_kd.errors import UserError
+from reid_kd.models.checkpoint import load_model
 from reid_kd.models.reid_model import ReIDModel
 
 
 class RetrievalModel(nn.Module):
-    """A ReIDModel's inference path only (stages, pooling, BN neck; no classifier), output L2-normalised."""
+    """A ReIDModel's own forward, L2-normalised `bn_feat` out. A copy without the classifier: retrieval
+    never reads logits, so an export neither computes them nor ships their weights."""
 
     def __init__(self, model: ReIDModel):
         super().__init__()
-        self.stages, self.pool, self.neck = model.stages, model.pool, model.neck
+        self.model = copy.deepcopy(model)
+        self.model.classifier = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images
-        for stage in self.stages:
-            x = stage(x)
-        return F.normalize(self.neck(self.pool(x).flatten(1)), dim=1)
+        return F.normalize(self.model(images).bn_feat, dim=1)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import torch
 
-from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders
+from reid_kd.engine.paths import (
+    ROLES,
+    pretrain_data,
+    pretrain_dir,
+    pretrain_key,
+    shaping,
+)
 from reid_kd.engine.trainer import Trainer
 from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
@@ -29,32 +35,6 @@ from reid_kd.models.weights import Start
 from reid_kd.utils import distributed
 from reid_kd.utils.io import read_json, save_torch, write_json
 from reid_kd.utils.lock import main_lock
-
-ROLES = {"model": "student", "teacher": "teacher"}  # config block -> the network it describes
-NOT_SHAPING = ("root", "workers", "cache_images", "test_batch_size")  # data keys that leave the weights alone
-
-
-def pretrain_data(cfg: dict) -> dict:
-    """The pretraining set's `data` block: the benchmark's image recipe on `pretrain.synth`'s vehicles,
-    generated under `<data.root>/pretrain/` (never the benchmark's own folder)."""
-    return {**cfg["data"], "dataset": "synth_veri", "root": str(Path(cfg["data"]["root"]) / "pretrain"),
-            "synth": cfg["pretrain"]["synth"], "train_datasets": [], "validation_fraction": 0.0}
-
-
-def shaping(cfg: dict, block: str) -> dict:
-    """Everything the pretrained weights of `cfg[block]`'s backbone depend on (what their key hashes)."""
-    net = cfg[block]
-    data = {k: v for k, v in pretrain_data(cfg).items() if k not in NOT_SHAPING}
-    return {"backbone": net["backbone"], "last_stride": net["last_stride"], "neck": net["neck"], "data": data,
-            "train": cfg["pretrain"][ROLES[block]], "seed": cfg["pretrain"]["seed"]}
-
-
-def pretrain_key(cfg: dict, block: str) -> str:
-    return f"synth-{cfg[block]['backbone']}-{config_hash(shaping(cfg, block))}"
-
-
-def pretrain_dir(cfg: dict, block: str) -> Path:
-    return Path(cfg["experiment"]["output_dir"]) / "pretrained" / pretrain_key(cfg, block)
 
 
 def network_start(cfg: dict, block: str, device: torch.device, log=print) -> Start | None:

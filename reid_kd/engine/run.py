@@ -1,292 +1,37 @@
-"""One experiment: a teacher (trained once and cached, or loaded), a student, their evaluation.
+"""One experiment, start to end: set up, data, teacher, student(s), evaluate, record.
 
-Results land in `runs/<experiment>/<method>/seed<k>/`: the resolved `config.yaml`, `metrics.json`,
-`student.pt`, `checkpoint.pt` and `log.csv`. Teachers are cached under `runs/teachers/<key>/`,
-keyed by everything that shapes them (data, backbone, recipe, seed), so every method and seed of
-a comparison distils from the very same teacher.
+Results land in `runs/<experiment>/<run>/seed<k>/` (`engine/paths.py`): the resolved `config.yaml`,
+`metrics.json` (`engine/results.py`), `student.pt`, `checkpoint.pt` and `log.csv`; the teacher comes
+from its cache (`engine/teacher.py`).
 """
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
-import faiss
 import torch
-import torchvision
 
 from reid_kd.config import config_hash, dump_config
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
-from reid_kd.data.transforms import model_input
 from reid_kd.distill.base import build_distiller
+from reid_kd.engine.cohort import train_side_by_side
+from reid_kd.engine.paths import run_dir, run_name
 from reid_kd.engine.preflight import check_writable, claim_run_folder, preflight
-from reid_kd.engine.pretrain import network_start, pretrain_key
-from reid_kd.engine.trainer import Trainer, select_device, train_side_by_side
-from reid_kd.errors import ConfigError
+from reid_kd.engine.pretrain import network_start
+from reid_kd.engine.results import student_record
+from reid_kd.engine.runtime import setup_runtime
+from reid_kd.engine.teacher import get_teacher
+from reid_kd.engine.trainer import Trainer
 from reid_kd.evaluation import evaluate_model
-from reid_kd.evaluation.extract import rerank_said
+from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils import distributed
-from reid_kd.utils.io import UnsafeFileError, load_torch, read_json, save_torch, write_json, write_text
+from reid_kd.utils.io import write_json, write_text
 from reid_kd.utils.lock import main_lock
-
-METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def software_environment(device: torch.device) -> dict:
-    """What a run's numbers also depend on: the same seed can give another mAP under another PyTorch."""
-    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "faiss": faiss.__version__, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
-def setup_runtime(cfg: dict) -> torch.device:
-    exp = cfg["experiment"]
-    if exp["threads"]:
-        torch.set_num_threads(exp["threads"])
-    if exp["deterministic"]:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if distributed.launched():  # started by torchrun: join its process group, take this rank's device
-        return distributed.init(select_device(exp["device"]).type)
-    return select_device(exp["device"])
 
 
 def quiet(_: str) -> None:
     """The log of ranks other than 0: one line per event, from rank 0."""
-
-
-def method_name(cfg: dict) -> str:
-    return "baseline" if cfg["distill"]["method"] == "none" else cfg["distill"]["method"]
-
-
-def count_params(model: torch.nn.Module) -> int:
-    """Parameters used at inference (the classifier is dropped for retrieval)."""
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
-
-
-def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict) -> None:
-    """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy)."""
-    save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes,
-                "input": model_input(data_cfg), "start": model.start}, path)
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
-    """Rebuild a model saved by `save_model` (its architecture travels with the weights).
-
-    `model.input` is what it expects of an image (None in files written before it was recorded).
-    """
-    state = load_torch(path, device)
-    if not isinstance(state, dict) or "model_cfg" not in state:
-        raise UnsafeFileError(f"{path} is not a reid-kd model file (no 'model_cfg'); give a student.pt or teacher.pt")
-    cfg = dict(state["model_cfg"], pretrained=None)
-    model = build_model(cfg, state["num_classes"])
-    model.load_state_dict(state["model"])
-    # how it began, not how it is rebuilt (files from before start records: whether `pretrained` was set)
-    model.start = state.get("start", state["model_cfg"].get("pretrained") is not None)
-    model.input = state.get("input")
-    return model.to(device)
-
-
-def teacher_seed(cfg: dict) -> int:
-    """`teacher.seed`, or the experiment's seed when it is null (then each seed has its own teacher)."""
-    seed = cfg["teacher"]["seed"]
-    return cfg["experiment"]["seed"] if seed is None else seed
-
-
-def teacher_key(cfg: dict) -> str:
-    t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
-    shaping = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
-    if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
-        shaping["start"] = pretrain_key(cfg, "teacher")
-    return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
-
-
-def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
-    """`teacher.checkpoint`, which must hold the backbone `teacher.backbone` names."""
-    path = cfg["teacher"]["checkpoint"]
-    if not Path(path).is_file():
-        raise ConfigError(f"config key 'teacher.checkpoint': file not found: {path}")
-    teacher = load_model(path, device)
-    if teacher.backbone_name != cfg["teacher"]["backbone"]:
-        raise ConfigError(f"config key 'teacher.checkpoint': {path} holds a {teacher.backbone_name} teacher but "
-                          f"teacher.backbone is {cfg['teacher']['backbone']}; set teacher.backbone="
-                          f"{teacher.backbone_name}")
-    return teacher
-
-
-def teacher_dir(cfg: dict) -> Path:
-    return Path(cfg["experiment"]["output_dir"]) / "teachers" / teacher_key(cfg)
-
-
-def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) -> tuple[ReIDModel, dict]:
-    """Load `teacher.checkpoint`, or reuse the cached teacher, or train and cache it first.
-
-    The cache folder is locked while the teacher trains, so two processes never train into it at once.
-    """
-    t_cfg = cfg["teacher"]
-    if t_cfg["checkpoint"]:
-        teacher = load_teacher_checkpoint(cfg, device)
-        return teacher, evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
-    folder = teacher_dir(cfg)
-    model_file, metrics_file = folder / "teacher.pt", folder / "metrics.json"
-    if model_file.is_file() and metrics_file.is_file():
-        log(f"teacher: reusing {model_file}")
-        return load_model(model_file, device), read_json(metrics_file)
-    with main_lock(folder, log):
-        log(f"teacher: training {t_cfg['backbone']} into {folder}")
-        seed = teacher_seed(cfg)
-        train_loader = loaders.train
-        if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
-            train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
-        start = network_start(cfg, "teacher", device, log)
-        torch.manual_seed(seed)
-        teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
-        trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
-                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log,
-                          sync_bn=cfg["experiment"]["sync_bn"])
-        seconds = trainer.fit()
-        if distributed.is_main():
-            write_text(dump_config(cfg), folder / "config.yaml")
-            save_model(teacher, t_cfg, model_file, cfg["data"])  # kept even if evaluation fails
-        metrics = evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
-        trainer.log_eval(metrics)
-        metrics |= {"params": count_params(teacher), "train_seconds": seconds, "epochs": t_cfg["train"]["epochs"],
-                    "backbone": teacher.backbone_name, "seed": seed, "pretrained": teacher.start,
-                    "inference_images_per_sec": inference_speed(teacher, loaders.gallery, device),
-                    "environment": software_environment(device)}
-        if distributed.is_main():
-            write_json(metrics, metrics_file)  # written last: its presence marks a complete teacher
-            trainer.checkpoint_path.unlink(missing_ok=True)
-        distributed.barrier()  # every rank leaves with the teacher cached
-    return teacher, metrics
-
-
-def evaluated_on(cfg: dict) -> str:
-    """The dataset a run is scored on: `<dataset>:val` when it holds out validation identities."""
-    return cfg["data"]["dataset"] + (":val" if cfg["data"]["validation_fraction"] > 0 else "")
-
-
-def run_name(cfg: dict) -> str:
-    """The run's folder name: `experiment.run_name` (a suite's entry, e.g. an ablation) or the method."""
-    return cfg["experiment"]["run_name"] or method_name(cfg)
-
-
-def run_dir(cfg: dict) -> Path:
-    exp = cfg["experiment"]
-    return Path(exp["output_dir"]) / exp["name"] / run_name(cfg) / f"seed{exp['seed']}"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def inference_speed(model: torch.nn.Module, loader, device: torch.device, max_images: int = 2048) -> float:
-    """Images/s of the retrieval forward pass over (up to `max_images` of) a test loader, after a warm-up.
-
-    Measured once when a run is evaluated and stored in its metrics, so leaderboards are rebuilt from
-    stored numbers. Only the forward pass is timed, not image decoding.
-    """
-    was_training = model.training
-    model.eval()
-    model(next(iter(loader))[0].to(device))  # warm-up: allocator, cuDNN autotuning, lazy inits
-    n, seconds = 0, 0.0
-    for images, *_ in loader:
-        images = images.to(device)
-        _sync(device)
-        start = time.perf_counter()
-        model(images)
-        _sync(device)
-        seconds += time.perf_counter() - start
-        n += len(images)
-        if n >= max_images:
-            break
-    model.train(was_training)
-    return n / max(seconds, 1e-9)
-
-
-def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
-                  teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> dict | None:
-    """Train (or resume) the student of `cfg`, evaluate it and write the run's files.
-
-    With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
-    run killed there would have. The run folder is locked meanwhile (callers may hold it already).
-    """
-    return train_students([cfg], loaders, teacher, device, teacher_metrics, stop_after, log)[0]
-
-
-def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
-                   teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> list[dict | None]:
-    """`train_student` for several configs of one seed and data, trained side by side behind one teacher
-    forward per batch (see `engine/trainer.train_side_by_side`); each gets the result it would get alone."""
-    with ExitStack() as locks:
-        for cfg in cfgs:
-            locks.enter_context(main_lock(run_dir(cfg), log))
-        trainers = [_student_trainer(cfg, loaders, teacher, device, log) for cfg in cfgs]
-        seconds = train_side_by_side(trainers, stop_after=stop_after)
-        return [None if stop_after is not None and stop_after < cfg["train"]["epochs"]
-                else _finish_student(cfg, trainer, s, loaders, teacher, device, teacher_metrics)
-                for cfg, trainer, s in zip(cfgs, trainers, seconds)]
-
-
-def _student_trainer(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device, log) -> Trainer:
-    """The student, its distiller and its trainer, built from the seed alone (as every method of the seed)."""
-    exp, out = cfg["experiment"], run_dir(cfg)
-    start = network_start(cfg, "model", device, log)
-    torch.manual_seed(exp["seed"])
-    student = build_model(cfg["model"], loaders.dataset.num_train_pids, start)
-    distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
-    if distributed.is_main():
-        write_text(dump_config(cfg), out / "config.yaml")
-    return Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
-                   teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
-                   desc=run_name(cfg), tag=config_hash(cfg), log=log, sync_bn=exp["sync_bn"])
-
-
-def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loaders, teacher: ReIDModel | None,
-                    device: torch.device, teacher_metrics: dict | None) -> dict:
-    """Save and evaluate a trained student; write its metrics.json record (last: it marks a finished run)."""
-    exp, out, student = cfg["experiment"], run_dir(cfg), trainer.model
-    if distributed.is_main():
-        save_model(student, cfg["model"], out / "student.pt", cfg["data"])  # kept even if evaluation fails
-    metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
-    trainer.log_eval(metrics)
-    teacher_summary = None
-    if teacher_metrics is not None:
-        teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
-                                                               "inference_images_per_sec", "train_seconds")}
-        teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.start,
-                            "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
-    record = {
-        "method": method_name(cfg), "run_name": run_name(cfg), "dataset": evaluated_on(cfg),
-        "teacher_backbone": teacher.backbone_name if teacher is not None else cfg["teacher"]["backbone"],
-        "student_backbone": student.backbone_name,
-        "pretrained": {"teacher": teacher.start if teacher is not None else None, "student": student.start},
-        "seed": exp["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
-        "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
-        "params": count_params(student),
-        "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
-        "inference_images_per_sec": inference_speed(student, loaders.gallery, device),
-        "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
-        "environment": software_environment(device), "teacher": teacher_summary,
-    }
-    if distributed.is_main():
-        write_json(record, out / "metrics.json")  # written last: its presence marks a finished run
-    return record
 
 
 def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict, dict]:
@@ -314,21 +59,53 @@ def run_experiment(cfg: dict, overwrite: bool = False, log=print) -> tuple[dict,
     return teacher_metrics, record
 
 
-def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
-    """(role, backbone, metrics) rows as a markdown table of percentages."""
-    from tabulate import tabulate
+def train_student(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
+                  teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> dict | None:
+    """Train (or resume) the student of `cfg`, evaluate it and write the run's files.
 
-    body = [[role, backbone, *(f"{100 * m[k]:.2f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))]
-            for role, backbone, m in rows]
-    return tabulate(body, headers=["Model", "Backbone", "mAP", "Rank-1", "Rank-5", "Rank-10", "mINP"],
-                    tablefmt="github")
+    With `stop_after` < epochs, only trains (and checkpoints) up to that epoch and returns None, as a
+    run killed there would have. The run folder is locked meanwhile (callers may hold it already).
+    """
+    return train_students([cfg], loaders, teacher, device, teacher_metrics, stop_after, log)[0]
 
 
-def queries_line(metrics: dict) -> str:
-    """How many queries were scored, and how many were skipped for lack of a positive."""
-    total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
-    rerank = rerank_said(metrics.get("rerank"))
-    said = f" Re-ranked: {rerank}." if rerank else ""
-    if total is None:
-        return f"Queries scored: {valid}.{said}"
-    return f"Queries scored: {valid} of {total} ({total - valid} skipped: no positive in the gallery).{said}"
+def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None, device: torch.device,
+                   teacher_metrics: dict | None = None, stop_after: int | None = None, log=print) -> list[dict | None]:
+    """`train_student` for several configs of one seed and data, trained side by side behind one teacher
+    forward per batch (see `engine/cohort.py`); each gets the result it would get alone."""
+    with ExitStack() as locks:
+        for cfg in cfgs:
+            locks.enter_context(main_lock(run_dir(cfg), log))
+        trainers = [_student_trainer(cfg, loaders, teacher, device, log) for cfg in cfgs]
+        seconds = train_side_by_side(trainers, stop_after=stop_after)
+        return [None if stop_after is not None and stop_after < cfg["train"]["epochs"]
+                else _finish_student(cfg, trainer, s, loaders, teacher, device, teacher_metrics)
+                for cfg, trainer, s in zip(cfgs, trainers, seconds)]
+
+
+def _student_trainer(cfg: dict, loaders: Loaders, teacher: ReIDModel | None, device: torch.device, log) -> Trainer:
+    """The student, its distiller and its trainer, built from the seed alone (as every method of the seed)."""
+    exp, out = cfg["experiment"], run_dir(cfg)
+    start = network_start(cfg, "model", device, log)
+    torch.manual_seed(exp["seed"])
+    student = build_model(cfg["model"], loaders.dataset.num_train_pids, start)
+    distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
+    if distributed.is_main():
+        write_text(dump_config(cfg), out / "config.yaml")
+    return Trainer(student, loaders.train, cfg["train"], device, out, seed=exp["seed"],
+                   teacher=teacher if distiller is not None else None, distiller=distiller, amp=exp["amp"],
+                   desc=run_name(cfg), tag=config_hash(cfg), log=log, sync_bn=exp["sync_bn"])
+
+
+def _finish_student(cfg: dict, trainer: Trainer, seconds: float, loaders: Loaders, teacher: ReIDModel | None,
+                    device: torch.device, teacher_metrics: dict | None) -> dict:
+    """Save and evaluate a trained student; write its metrics.json record (last: it marks a finished run)."""
+    out, student = run_dir(cfg), trainer.model
+    if distributed.is_main():
+        save_model(student, cfg["model"], out / "student.pt", cfg["data"])  # kept even if evaluation fails
+    metrics = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device)
+    trainer.log_eval(metrics)
+    record = student_record(cfg, metrics, student, seconds, teacher, teacher_metrics, loaders.gallery, device)
+    if distributed.is_main():
+        write_json(record, out / "metrics.json")  # written last: its presence marks a finished run
+    return record

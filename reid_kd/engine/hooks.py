@@ -1,0 +1,172 @@
+"""What happens around training, as hooks (after fast-reid's `HookBase`): checkpoints, log.csv,
+TensorBoard scalars, one console line per epoch; a weight-averaging hook (e.g. an EMA of the student)
+would update at `after_step`. The trainer calls every hook, in order, at each point; a hook keeps its
+own state and reads the trainer's public attributes.
+
+log.csv is the record a run is judged by; TensorBoard is only for watching curves while runs train
+(`engine/scalars.py`: optional, nothing is written without the `tensorboard` package).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reid_kd.engine.scalars import ScalarLog
+
+if TYPE_CHECKING:
+    from reid_kd.engine.trainer import Trainer
+
+EVAL_SCALARS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+ROW_KEYS = ("epoch", "lr", "loss", "acc", "images_per_sec", "seconds")  # the log.csv columns that are not loss terms
+
+
+class Hook:
+    """A point of the loop to act at; override what you need. `main_only`: under torch.distributed such a
+    hook runs on rank 0 alone (what writes files or prints); others run on every rank (e.g. averaging)."""
+
+    main_only = False
+
+    def before_train(self, trainer: Trainer) -> None:
+        """After resuming (`trainer.start_epoch` is the first epoch to train), before any epoch."""
+
+    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
+        pass
+
+    def after_step(self, trainer: Trainer, terms: dict[str, float]) -> None:
+        """After an optimisation step, under the run's own RNG stream; `terms`: its loss terms and total."""
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        """`row`: the epoch's log.csv row (epoch is 1-based there)."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        """Also when training fails or is interrupted: release what is held open."""
+
+    def after_eval(self, trainer: Trainer, metrics: dict) -> None:
+        """The trained model's evaluation (`Trainer.log_eval`)."""
+
+
+class CSVHook(Hook):
+    """One `log.csv` row per epoch, written before the checkpoint; on resume, trimmed to the checkpoint's
+    epochs (a kill may fall in between)."""
+
+    main_only = True
+
+    def before_train(self, trainer: Trainer) -> None:
+        path = trainer.out_dir / "log.csv"
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()
+                    and int(r["epoch"]) <= trainer.start_epoch]  # a kill mid-write may leave a partial last row
+        path.unlink()
+        for r in rows:
+            _append_row(path, r)
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        _append_row(trainer.out_dir / "log.csv", row)
+
+
+def _append_row(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+class TensorBoardHook(Hook):
+    """`loss/*` and `train/*` scalars per epoch, `eval/*` at the last epoch, in `tensorboard/`."""
+
+    main_only = True
+
+    def __init__(self):
+        self.scalars: ScalarLog | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        # steps are 1-based epochs; those after the checkpoint (written before a kill) are purged
+        self.scalars = ScalarLog(trainer.out_dir / "tensorboard", purge_step=trainer.start_epoch + 1)
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        step = row["epoch"]
+        self.scalars.add("loss/total", row.get("loss"), step)
+        for k, v in row.items():
+            if k not in ROW_KEYS:
+                self.scalars.add(f"loss/{k}", v, step)
+        self.scalars.add("train/acc", row.get("acc"), step)
+        self.scalars.add("train/lr", row["lr"], step)
+        self.scalars.add("train/images_per_sec", row["images_per_sec"], step)
+        self.scalars.flush()  # a run killed later still shows this epoch
+
+    def after_train(self, trainer: Trainer) -> None:
+        """No writer thread is left running, written events are flushed."""
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
+
+    def after_eval(self, trainer: Trainer, metrics: dict) -> None:
+        """`eval/<metric>` (fractions, as in metrics.json) at the step of the last epoch."""
+        with ScalarLog(trainer.out_dir / "tensorboard") as scalars:
+            for k in EVAL_SCALARS:
+                if isinstance(metrics.get(k), numbers.Real):
+                    scalars.add(f"eval/{k}", metrics[k], trainer.cfg["epochs"])
+
+
+class CheckpointHook(Hook):
+    """The trainer's state after every epoch: what `Trainer.try_resume` continues from."""
+
+    main_only = True
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        trainer.save_checkpoint(epoch, trainer.train_seconds)
+
+
+class ConsoleHook(Hook):
+    """One line per finished epoch through the trainer's `log` (also without a terminal: a log file,
+    Slurm, CI): its log.csv row, the run's training time so far and the time left. Place it after the
+    checkpoint hook: the time left counts checkpointing."""
+
+    main_only = True
+
+    def __init__(self):
+        self.walls: list[float] = []  # wall time of each epoch run in this process
+        self.epoch_start = 0.0
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.walls.clear()
+
+    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        self.walls.append(time.perf_counter() - self.epoch_start)
+        eta = sum(self.walls) / len(self.walls) * (trainer.stop_epoch - epoch - 1)
+        trainer.say(epoch_line(trainer.desc, row, trainer.cfg["epochs"], trainer.train_seconds, eta))
+
+
+def default_hooks(tensorboard: bool = True) -> list[Hook]:
+    """The log row before the checkpoint (a resume trims the log to it), the console line last."""
+    return [CSVHook(), *([TensorBoardHook()] if tensorboard else []), CheckpointHook(), ConsoleHook()]
+
+
+def clock(seconds: float) -> str:
+    """`m:ss`, or `h:mm:ss` from an hour on."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def epoch_line(desc: str, row: dict, epochs: int, elapsed: float, eta: float) -> str:
+    terms = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ROW_KEYS)
+    parts = [f"{desc} epoch {row['epoch']}/{epochs}",
+             f"loss {row.get('loss', math.nan):.3f}" + (f" ({terms})" if terms else "")]
+    if "acc" in row and not math.isnan(row["acc"]):
+        parts.append(f"acc {row['acc']:.3f}")
+    parts += [f"lr {row['lr']:.2e}", f"{row['images_per_sec']:.0f} img/s", f"{row['seconds']:.1f} s",
+              f"elapsed {clock(elapsed)}", f"ETA {clock(eta)}"]
+    return "  ".join(parts)

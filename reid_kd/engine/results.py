@@ -1,0 +1,59 @@
+"""What a trained network's metrics.json holds: its scores, how it was made and what it was made with.
+
+A run's record is what leaderboards are rebuilt from, so everything they show (inference speed,
+parameters, how each network started, provenance) is measured once here and stored.
+"""
+from __future__ import annotations
+
+import torch
+
+from reid_kd.config import config_hash
+from reid_kd.engine.paths import method_name, run_name, teacher_key
+from reid_kd.evaluation.speed import inference_speed
+from reid_kd.models.reid_model import ReIDModel
+from reid_kd.utils.provenance import git_commit, software_environment
+
+METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters used at inference (the classifier is dropped for retrieval)."""
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
+
+
+def evaluated_on(cfg: dict) -> str:
+    """The dataset a run is scored on: `<dataset>:val` when it holds out validation identities."""
+    return cfg["data"]["dataset"] + (":val" if cfg["data"]["validation_fraction"] > 0 else "")
+
+
+def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int, gallery,
+                   device: torch.device) -> dict:
+    """A cached teacher's metrics.json: its scores and how it was trained."""
+    return metrics | {"params": count_params(teacher), "train_seconds": seconds,
+                      "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
+                      "pretrained": teacher.start, "inference_images_per_sec": inference_speed(teacher, gallery, device),
+                      "environment": software_environment(device)}
+
+
+def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,
+                   teacher_metrics: dict | None, gallery, device: torch.device) -> dict:
+    """A run's metrics.json: the student's scores, its teacher's, and the run's provenance."""
+    teacher_summary = None
+    if teacher_metrics is not None:
+        teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
+                                                               "inference_images_per_sec", "train_seconds")}
+        teacher_summary |= {"backbone": teacher.backbone_name, "pretrained": teacher.start,
+                            "source": cfg["teacher"]["checkpoint"] or f"teachers/{teacher_key(cfg)}"}
+    return {
+        "method": method_name(cfg), "run_name": run_name(cfg), "dataset": evaluated_on(cfg),
+        "teacher_backbone": teacher.backbone_name if teacher is not None else cfg["teacher"]["backbone"],
+        "student_backbone": student.backbone_name,
+        "pretrained": {"teacher": teacher.start if teacher is not None else None, "student": student.start},
+        "seed": cfg["experiment"]["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
+        "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
+        "params": count_params(student),
+        "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
+        "inference_images_per_sec": inference_speed(student, gallery, device),
+        "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
+        "environment": software_environment(device), "teacher": teacher_summary,
+    }

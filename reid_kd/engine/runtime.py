@@ -1,0 +1,28 @@
+"""The process a run trains in: its device, threads, determinism and (under torchrun) process group."""
+from __future__ import annotations
+
+import torch
+
+from reid_kd.errors import ConfigError
+from reid_kd.utils import distributed
+
+
+def select_device(name: str, setting: str = "config key 'experiment.device'", fix: str = "experiment.device=auto"
+                  ) -> torch.device:
+    """`auto`: the GPU when PyTorch sees one, else the CPU; `setting` and `fix` word the error for a missing GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{setting} is '{name}' but PyTorch sees no CUDA device; use {fix} (or cpu)")
+    return torch.device(name)
+
+
+def setup_runtime(cfg: dict) -> torch.device:
+    exp = cfg["experiment"]
+    if exp["threads"]:
+        torch.set_num_threads(exp["threads"])
+    if exp["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if distributed.launched():  # started by torchrun: join its process group, take this rank's device
+        return distributed.init(select_device(exp["device"]).type)
+    return select_device(exp["device"])
