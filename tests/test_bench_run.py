@@ -25,6 +25,8 @@ from reid_kd.evaluation import extract_features
 from reid_kd.evaluation.visualize import GREEN, RED, GAP, TILE_W, panel_size
 from reid_kd.models.reid_model import build_model
 
+pytestmark = pytest.mark.slow  # a suite killed and resumed, the CLI in subprocesses, resumed trainings
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 EPOCHS = 4

@@ -13,6 +13,8 @@ from reid_kd.config import load_config
 from reid_kd.distill import DISTILLERS, build_distiller
 from reid_kd.distill.strength import gradient_ratio
 
+pytestmark = pytest.mark.slow  # the gradient window: a teacher and a student trained for several epochs
+
 LOW, HIGH = 0.05, 20.0
 
 
