@@ -30,6 +30,8 @@ from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import save_torch
 
+pytestmark = pytest.mark.slow  # a suite killed and resumed, the CLI in subprocesses, resumed trainings
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 EPOCHS = 4

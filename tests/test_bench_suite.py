@@ -144,6 +144,7 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path, tiny_overrides):
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_bench_names_unregistered_methods_in_one_line(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite(methods=[{"name": "baseline", "method": "none"},

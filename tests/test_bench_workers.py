@@ -108,6 +108,7 @@ def _check_complete(out: Path, name: str, seeds, entries, epochs: int) -> None:
                 assert [r["epoch"] for r in csv.DictReader(f)] == [str(e) for e in range(1, epochs + 1)]
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_suite_and_train_each_run_once(tmp_path, tiny_overrides, one_thread):
     """Two `reidkd bench` started together on one suite (2 seeds x 2 entries) split it; compared with one alone."""
     out, epochs, seeds = tmp_path / "runs", 20, [0, 1]
@@ -187,6 +188,7 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_launcher_runs_a_suite_through_submitit_local_executor(tmp_path, tiny_overrides):
     pytest.importorskip("submitit")
     out = tmp_path / "runs"
@@ -201,6 +203,7 @@ def test_launcher_runs_a_suite_through_submitit_local_executor(tmp_path, tiny_ov
         assert logs.count(f"baseline seed{seed}: training") == 1, logs[-3000:]
 
 
+@pytest.mark.slow
 def test_workers_option_runs_worker_processes_and_prefixes_their_lines(tmp_path, tiny_overrides):
     out = tmp_path / "runs"
     suite_file = write_suite(tmp_path / "s.yaml", "s", out, tiny_overrides, [0, 1], BASELINE_KD[:1], 1)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # the CLI in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 METRICS_FIELDS = {"method", "dataset", "teacher_backbone", "student_backbone", "seed", "mAP", "mINP", "rank1",
                   "rank5", "rank10", "params", "train_seconds", "epochs", "git_commit", "config_hash",

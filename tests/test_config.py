@@ -2,6 +2,7 @@ import pytest
 
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError
+from reid_kd.schema import defaults
 
 
 def write(path, text):
@@ -16,7 +17,10 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 5
     assert cfg["data"]["height"] == 32 and cfg["data"]["width"] == 48
     assert cfg["train"]["triplet_soft_margin"] is True
-    assert cfg["model"]["backbone"]  # defaults filled in
+    expected = defaults()  # every key that neither file nor override sets keeps its default
+    expected["train"].update(lr=0.01, epochs=5, triplet_soft_margin=True)
+    expected["data"].update(height=32, width=48)
+    assert cfg == expected
 
 
 def test_unknown_key_is_named_with_its_dotted_path(tmp_path):

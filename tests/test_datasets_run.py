@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reid_kd.data import synth
+
+pytestmark = pytest.mark.slow  # the CLI in subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,13 @@
-"""Deploying a student: export parity, gallery index build / search / eval, on tiny synthetic vehicles."""
+"""Deploying a student: export parity, gallery index build / search / eval, on tiny synthetic vehicles.
+
+ONNX is an optional extra (`reid-kd[deploy]`): the tests that export to it or run it skip without it.
+"""
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 import yaml
@@ -43,7 +45,16 @@ def setup(tiny_overrides, tmp_path_factory):
     return cfg, folder, tiny_overrides
 
 
-def test_export_parity_onnx_runtime_and_torchscript(setup):
+def onnx_packages():
+    """onnxruntime, or a skip when the optional ONNX packages (`reid-kd[deploy]`) are not installed."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")  # torch.onnx.export(dynamo=True) writes the graph with it
+    return pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def features_to_match(setup):
+    """(what `reidkd eval` extracts from 5 gallery images, those 5 images as the loader gives them)."""
     cfg, folder, _ = setup
     model = load_checkpoint(folder / "student.pt")
     items, _ = items_from_config(cfg, "gallery")
@@ -52,17 +63,29 @@ def test_export_parity_onnx_runtime_and_torchscript(setup):
     images = next(iter(loader))[0][:5]
     with torch.no_grad():
         assert np.abs(RetrievalModel(model)(images).numpy() - want).max() < 1e-5
+    return want, images
 
-    onnx_file, meta_file = export_model(folder / "student.pt", "onnx", folder / "model.onnx")
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    got = session.run(["features"], {"images": images.numpy()})[0]
-    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
 
-    ts_file, _ = export_model(folder / "student.pt", "torchscript")
+def test_export_parity_torchscript(setup, features_to_match):
+    cfg, folder, _ = setup
+    want, images = features_to_match
+    ts_file, meta_file = export_model(folder / "student.pt", "torchscript")
     assert ts_file == folder / "student.ts"
     with torch.no_grad():
         got = torch.jit.load(str(ts_file))(images).numpy()
     assert np.abs(got - want).max() < 1e-4
+    meta = yaml.safe_load(meta_file.read_text())
+    assert meta["input"]["height"] == cfg["data"]["height"] and meta["output"]["dim"] == want.shape[1]
+
+
+def test_export_parity_onnx_runtime(setup, features_to_match):
+    onnxruntime = onnx_packages()
+    cfg, folder, _ = setup
+    want, images = features_to_match
+    onnx_file, meta_file = export_model(folder / "student.pt", "onnx", folder / "model.onnx")
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = session.run(["features"], {"images": images.numpy()})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
 
     meta = yaml.safe_load(meta_file.read_text())
     assert meta["input"]["height"] == cfg["data"]["height"] and meta["input"]["width"] == cfg["data"]["width"]
@@ -128,6 +151,7 @@ def test_approximate_index_reports_recall_below_one_and_its_speed(setup, tmp_pat
         GalleryIndex.load(tmp_path / "ivf", search_params="nosuch=3")
 
 
+@pytest.mark.slow
 def test_build_search_and_eval_from_the_command_line(setup, tmp_path):
     cfg, folder, overrides = setup
     sets = [a for o in overrides for a in ("--set", o)]
@@ -151,11 +175,17 @@ def test_build_search_and_eval_from_the_command_line(setup, tmp_path):
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert "| index Flat" in scored.stdout and "recall@10 1.0000" in scored.stdout and "queries/s" in scored.stdout
 
+
+@pytest.mark.slow
+def test_export_from_the_command_line(setup, tmp_path):
+    onnx_packages()
+    _, folder, _ = setup
     exported = reidkd("export", "--checkpoint", str(folder / "student.pt"), "--format", "onnx",
                       "--out", str(tmp_path / "s.onnx"))
     assert exported.returncode == 0 and (tmp_path / "s.onnx.json").is_file(), exported.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_the_index_s_is_refused_in_one_line(setup, tmp_path):
     cfg, folder, _ = setup
     items, _ = items_from_config(cfg, "gallery")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import FakeNet, batch, dot, flat, lists, make, mean, norm, pair, pooled, softmax
 from reid_kd.distill.gird import GIRD
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError
-from test_distill_methods import FakeNet, batch, dot, flat, lists, make, mean, norm, pair, pooled, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,6 +232,7 @@ def test_layers_naming_one_feature_twice_are_rejected():
         make("irg", student, teacher, edge_layers="[3, 4]")
 
 
+@pytest.mark.slow
 def test_a_bad_layer_list_stops_reidkd_run_before_any_training(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     overrides += [f"experiment.output_dir={tmp_path}", "distill.gird.embedding=global_feat"]
@@ -243,6 +244,7 @@ def test_a_bad_layer_list_stops_reidkd_run_before_any_training(tiny_overrides, t
     assert not (tmp_path / "teachers").exists()  # stopped before the teacher trained
 
 
+@pytest.mark.slow
 def test_synth_gird_config_distills_and_evaluates_end_to_end(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     overrides.append(f"experiment.output_dir={tmp_path}")

@@ -1,7 +1,7 @@
 """Every distillation method: zero at the teacher, positive elsewhere, gradients, golden values, training.
 
-The golden values come from deliberately plain implementations below (Python loops over samples,
-`math` on scalars), written from the papers' formulas rather than from the library's code.
+The golden values come from deliberately plain implementations (Python loops over samples, `math` on
+scalars, here and in helpers.py), written from the papers' formulas rather than from the library's code.
 """
 from __future__ import annotations
 
@@ -12,71 +12,17 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import (TRAIN_TARGETS, FakeNet, batch, dot, flat, huber, indices, kl, lists, make, mean, mse, norm,
+                     pair, pooled, softmax, sqdist)
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
+from reid_kd.registry import default_values
 from reid_kd.models.reid_model import ModelOutput
 
 ALL = sorted(DISTILLERS)
 EXPECTED = {"gird", "kd", "irg", "cskd", "fitnet", "at", "sp", "rkd", "pkt", "cc", "dkd", "crd"}
 LEARNED = {"fitnet", "crd", "cskd"}  # learned parts between the two networks: no zero at equal outputs
-TRAIN_TARGETS = torch.arange(6).repeat_interleave(4)  # a fake training set: 6 classes of 4 images
-
-
-class FakeNet(nn.Module):
-    """A small four-stage network with the ReIDModel interface (stages, feat_dim, ModelOutput)."""
-
-    def __init__(self, widths=(4, 6, 8, 10), num_classes=5, first_stride=1, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        stages, c_in = [], 3
-        for i, w in enumerate(widths):
-            stride = first_stride if i == 0 else 2
-            stages.append(nn.Sequential(nn.Conv2d(c_in, w, 3, stride, 1), nn.ReLU(),
-                                        nn.Conv2d(w, w, 3, 1, 1), nn.ReLU()))
-            c_in = w
-        self.stages = nn.ModuleList(stages)
-        self.feat_dim = widths[-1]
-        self.neck = nn.BatchNorm1d(self.feat_dim)
-        self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.dim() > 1:
-                    p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
-
-    def forward(self, x):
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        g = x.mean(dim=(2, 3))
-        b = self.neck(g)
-        return ModelOutput(feats, g, b, self.classifier(b))
-
-
-def batch(n_ids=4, per_id=2, size=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(n_ids * per_id, 3, size, size, generator=g)
-    targets = torch.arange(n_ids).repeat_interleave(per_id)
-    return images, targets
-
-
-def indices(targets):
-    """Dataset indices of a batch in TRAIN_TARGETS: the k-th sample of class c in the batch is image 4c + k."""
-    seen, out = {}, []
-    for y in targets.tolist():
-        out.append(4 * y + seen.get(y, 0))
-        seen[y] = seen.get(y, 0) + 1
-    return torch.tensor(out)
-
-
-def make(method, student, teacher, **options):
-    cfg = load_config(None, [f"distill.method={method}"] + [f"distill.{method}.{k}={v}" for k, v in options.items()])
-    return build_distiller(cfg["distill"], student, teacher, TRAIN_TARGETS)
-
-
-def pair():
-    return FakeNet(seed=0, first_stride=2), FakeNet(widths=(5, 7, 9, 12), seed=1)
 
 
 # ---------------------------------------------------------------------------------------------- wiring
@@ -86,9 +32,8 @@ def test_every_method_is_registered_with_a_description():
     rows = dict(describe_methods())
     for name, cls in DISTILLERS.items():
         assert rows[name] == cls.description and len(cls.description.splitlines()) == 1
-        assert cls.load().__module__.endswith("." + name) and cls.load().__module__.split(".")[-1] == name
-        doc = __import__(cls.load().__module__, fromlist=["x"]).__doc__
-        assert doc and "default" in doc.lower()
+        built = make(name, *pair())  # `distill.method: <name>` builds this class from its `distill.<name>` options
+        assert type(built) is cls.load() and built.cfg == default_values(cls)
 
 
 def test_unknown_option_is_rejected_by_the_config():
@@ -146,59 +91,6 @@ def test_learned_parts_are_extra_parameters():
     assert len(make("crd", student, teacher).extra_parameters()) == 4  # two linear heads
     assert len(make("cskd", student, teacher).extra_parameters()) == 1  # the bias-free 1×1 adapter
     assert make("rkd", student, teacher).extra_parameters() == []
-
-
-# --------------------------------------------------------------------------- plain reference helpers
-
-def softmax(row, t=1.0):
-    m = max(row)
-    e = [math.exp((v - m) / t) for v in row]
-    s = sum(e)
-    return [v / s for v in e]
-
-
-def kl(p, q):
-    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
-
-
-def pooled(x):
-    """N×C×H×W -> list of lists: plain average over positions."""
-    n, c, h, w = x.shape
-    return [[sum(x[i, k].flatten().tolist()) / (h * w) for k in range(c)] for i in range(n)]
-
-
-def norm(v):
-    s = math.sqrt(sum(a * a for a in v))
-    return [a / s for a in v]
-
-
-def dot(a, b):
-    return sum(x * y for x, y in zip(a, b))
-
-
-def sqdist(a, b):
-    return sum((x - y) ** 2 for x, y in zip(a, b))
-
-
-def mean(values):
-    values = list(values)
-    return sum(values) / len(values)
-
-
-def mse(a, b):
-    return mean((x - y) ** 2 for x, y in zip(flat(a), flat(b)))
-
-
-def flat(m):
-    return [v for row in m for v in (flat(row) if isinstance(row, list) else [row])]
-
-
-def huber(a, b):
-    return mean((0.5 * (x - y) ** 2 if abs(x - y) < 1 else abs(x - y) - 0.5) for x, y in zip(flat(a), flat(b)))
-
-
-def lists(t):
-    return t.detach().double().tolist()
 
 
 @pytest.fixture
@@ -583,11 +475,10 @@ def test_method_configs_hold_only_what_differs(method):
     assert veri["train"]["milestones"] == [40, 70] and veri["model"]["neck"] == "bnneck"
 
 
+@pytest.mark.slow
 def test_methods_listing_command_states_every_default_and_its_source():
     import subprocess
     import sys
-
-    from reid_kd.registry import default_values
 
     out = subprocess.run([sys.executable, "-m", "reid_kd.cli", "methods"], capture_output=True, text=True,
                          timeout=120)

@@ -14,6 +14,8 @@ from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.distill.strength import gradient_ratio
 from reid_kd.engine.configs import load_config
 
+pytestmark = pytest.mark.slow  # the gradient window: a teacher and a student trained for several epochs
+
 LOW, HIGH = 0.05, 20.0
 
 

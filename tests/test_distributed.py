@@ -13,6 +13,8 @@ import torch
 
 from reid_kd.utils.io import load_torch
 
+pytestmark = pytest.mark.slow  # torchrun, a rank killed and resumed, gloo processes
+
 ROOT = Path(__file__).resolve().parents[1]
 # one P×K batch of 4 identities × 2 images per epoch, so each epoch's log row is one step's losses;
 # no augmentation: a rank then sees exactly the images of its share of the single process's batch.

@@ -162,6 +162,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
+@pytest.mark.slow
 def test_data_read_by_a_running_job_is_not_replaced(tmp_path):
     root = tmp_path / "synth_veri"
     job = _spawn(HOLD_DATA, root)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torchvision
 
-from reid_kd.models.catalog import BACKBONES
+from reid_kd.engine.configs import load_config
+from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ReIDModel
 
 
@@ -37,9 +38,15 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
 
 
 def test_unknown_backbone_lists_the_available_ones():
-    with pytest.raises(ValueError, match="resnet101"):
+    with pytest.raises(ValueError, match="resnet101") as error:
         ReIDModel("vgg16", 3)
-    assert {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_small", "mobilenet_v3_large"} <= set(BACKBONES)
+    listed = str(error.value).split("registered: ", 1)[1].split(", ")
+    with pytest.raises(ConfigError, match=r"model\.backbone.*registered: ") as refused:
+        load_config(None, ["model.backbone=vgg16"])
+    assert sorted(listed) == str(refused.value).split("registered: ", 1)[1].split(", ")  # the config says the same
+    for name in listed:  # and takes each name it offers, for the student and for the teacher
+        cfg = load_config(None, [f"model.backbone={name}", f"teacher.backbone={name}"])
+        assert cfg["model"]["backbone"] == cfg["teacher"]["backbone"] == name
 
 
 def test_mobilenet_last_stride_one_keeps_resolution():

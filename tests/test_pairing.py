@@ -1,5 +1,6 @@
 """Runs of one seed are paired: every method sees the baseline's batches, augmented images and initial
 student weights, whatever random numbers its own loss draws (what makes per-seed differences meaningful)."""
+import pytest
 import torch
 
 from reid_kd.data.image_dataset import build_loaders
@@ -45,6 +46,7 @@ def test_every_method_of_a_seed_sees_the_same_batches_and_initial_weights(tiny_o
         assert all(torch.equal(other["weights"][k], base["weights"][k]) for k in base["weights"]), method
 
 
+@pytest.mark.slow
 def test_runs_trained_side_by_side_match_runs_trained_alone(tiny_overrides, tmp_path, one_thread):
     """One teacher forward per batch for a seed's runs changes no run: the baseline, KD and two CRDs (each
     drawing its own negatives from torch's RNG) end with the weights they get alone, also when one of them

@@ -100,6 +100,7 @@ def test_offline_and_not_cached_is_one_line_naming_the_file_and_folder(hub, tmp_
     assert "resnet18-f37072fd.pth" in lines[0] and str(hub) in lines[0]
 
 
+@pytest.mark.slow
 def test_synth_pretraining_is_cached_and_reused(tmp_path, tiny_overrides):
     overrides = tiny(tiny_overrides, tmp_path / "runs", "model.pretrained=synth", "teacher.pretrained=synth",
                      "teacher.seed=0")
@@ -129,6 +130,7 @@ def test_synth_pretraining_is_cached_and_reused(tmp_path, tiny_overrides):
     assert torch.equal(model.stages[0][0][0].weight, saved["features.0.0.weight"])
 
 
+@pytest.mark.slow
 def test_synth_pretraining_resumes_after_a_kill(tmp_path, tiny_overrides, monkeypatch):
     overrides = tiny(tiny_overrides, tmp_path / "killed", "model.pretrained=synth")
     cfg = load_config(QUICKSTART, overrides)

@@ -31,6 +31,12 @@ EPOCH_LINE = re.compile(rf"^(?P<desc>\S+) epoch (?P<k>\d+)/(?P<e>\d+)  loss {NUM
                         rf"elapsed {CLOCK}  ETA (?P<eta>{CLOCK})$")
 
 
+@pytest.fixture
+def with_tensorboard():
+    """A skip where the optional `tensorboard` package (`reid-kd[tensorboard]`) is not installed."""
+    pytest.importorskip("tensorboard")
+
+
 def _accumulator(folder: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -71,6 +77,7 @@ def cli_run(tmp_path_factory, tiny_overrides):
     return {"out": out, "stdout": stdout, "stderr": stderr, "arrived": arrived}
 
 
+@pytest.mark.slow
 def test_run_without_terminal_prints_one_line_per_epoch(cli_run):
     epochs = {}
     for line in cli_run["stdout"].splitlines():
@@ -91,7 +98,8 @@ def test_run_without_terminal_prints_one_line_per_epoch(cli_run):
     assert last - first > 0.5, "the epoch lines reached the pipe only with the results at the end"
 
 
-def test_run_keeps_the_log_csv_columns_and_writes_tensorboard_scalars(cli_run):
+@pytest.mark.slow
+def test_run_keeps_the_log_csv_columns_and_writes_tensorboard_scalars(cli_run, with_tensorboard):
     student = next((cli_run["out"] / "quickstart").glob("*/seed0"))
     teacher = next((cli_run["out"] / "teachers").glob("*"))
     for folder, epochs in ((student, 3), (teacher, 2)):
@@ -124,7 +132,7 @@ def _trainer(tiny_overrides, out, lines, epochs=3, tag="a", **kwargs):
 
 
 def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoint(tmp_path, tiny_overrides,
-                                                                                  one_thread):
+                                                                                  one_thread, with_tensorboard):
     out = tmp_path / "run"
     lines: list[str] = []
     _trainer(tiny_overrides, out, lines).fit(stop_after=1)
@@ -159,7 +167,8 @@ def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoin
     assert [(e.step, e.value) for e in acc.Scalars("eval/mINP")] == [(3, 0.125)]
 
 
-def test_checkpoint_of_another_config_is_discarded_with_a_line(tmp_path, tiny_overrides, one_thread):
+def test_checkpoint_of_another_config_is_discarded_with_a_line(tmp_path, tiny_overrides, one_thread,
+                                                               with_tensorboard):
     out, lines = tmp_path / "run", []
     _trainer(tiny_overrides, out, lines, epochs=1, tag="a").fit()
     lines.clear()
@@ -206,7 +215,8 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
     assert not (tmp_path / "tensorboard").exists()  # tensorboard=False
 
 
-def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path, tiny_overrides, one_thread):
+def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path, tiny_overrides, one_thread,
+                                                                       with_tensorboard):
     lines: list[str] = []
     trainer = _trainer(tiny_overrides, tmp_path / "run", lines)
     step, calls = trainer.train_step, []
@@ -240,7 +250,7 @@ def test_without_tensorboard_nothing_is_written_and_nothing_breaks(tmp_path, tin
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 
-def test_a_resumed_log_purges_a_file_of_another_process_written_the_same_second(tmp_path):
+def test_a_resumed_log_purges_a_file_of_another_process_written_the_same_second(tmp_path, with_tensorboard):
     """Event files are read in name order: creation second, then host, process id and a counter."""
     folder = tmp_path / "tb"
     with ScalarLog(folder, purge_step=1) as log:

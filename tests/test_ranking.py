@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_case, reference
 from reid_kd.evaluation import evaluate
 from reid_kd.evaluation import ranking
 from reid_kd.evaluation.ranking import same_id_pairs
-from test_evaluation import random_case, reference
 
 
 def check(case, metric, max_rank, **options):

@@ -36,6 +36,7 @@ def test_validation_split_holds_out_train_identities_only(tiny_overrides):
     assert validation_split(full, 0.25, seed=0) == val and validation_split(full, 0.25, seed=1) != val
 
 
+@pytest.mark.slow
 def test_tune_never_reads_the_test_split_and_writes_the_sweep_table(tiny_overrides, tmp_path, monkeypatch):
     data_root = Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("data.root=")))
     load_dataset(load_config(QUICKSTART, tiny_overrides)["data"])  # the synthetic data exists

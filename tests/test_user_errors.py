@@ -139,6 +139,7 @@ def test_usual_float_spellings_are_accepted():
     assert cfg["train"]["weight_decay"] == 5e-4
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback():
     result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "--debug", "run", "--set", "eval.max_rank=5"],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -347,6 +348,7 @@ def test_no_load_path_runs_a_pickled_payload(finished, tmp_path):
 
 # --- concurrency: a held run folder --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_process_on_a_held_run_folder_stops_at_once(finished, tmp_path):
     out, overrides = finished
     cfg = load_config(QUICKSTART, overrides)

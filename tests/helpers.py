@@ -1,0 +1,176 @@
+"""Plain functions shared by several test modules (imported as `helpers`: pytest puts tests/ on sys.path).
+
+Re-ID evaluation: a plain NumPy reference of the protocol and random cases with exact ties
+(test_evaluation, test_ranking). Distillation: a small fake network, batches, a distiller built from
+the config, and plain-Python maths for golden values (test_distill_methods, test_distill_gird).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from reid_kd.distill.base import build_distiller
+from reid_kd.engine.configs import load_config
+from reid_kd.models.reid_model import ModelOutput
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+def reference(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, max_rank):
+    """Deliberately plain: full distance matrix, stable argsort of every row, loops over queries."""
+    if metric == "cosine":
+        qf = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
+        gf = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)
+        dist = -(qf @ gf.T)
+    else:
+        dist = ((qf[:, None, :] - gf[None, :, :]) ** 2).sum(-1)
+    aps, inps, cmcs = [], [], []
+    for i in range(len(qf)):
+        order = np.argsort(dist[i], kind="stable")
+        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
+        match = (g_pids[order] == q_pids[i])[keep]
+        if not match.any():
+            continue
+        hit_ranks = np.flatnonzero(match) + 1
+        aps.append(np.mean(np.arange(1, len(hit_ranks) + 1) / hit_ranks))
+        inps.append(len(hit_ranks) / hit_ranks[-1])
+        cmc = np.zeros(max_rank)
+        cmc[hit_ranks[0] - 1:] = 1
+        cmcs.append(cmc)
+    if not aps:
+        return None, None, None, 0
+    return np.mean(aps), np.mean(inps), np.mean(cmcs, 0), len(aps)
+
+
+def random_case(rng, metric):
+    """Features on a small integer grid, so scores are exact and ties are real, in FAISS and NumPy."""
+    n_q, n_g, dim = rng.integers(1, 40), rng.integers(1, 80), int(rng.integers(2, 10))
+    if metric == "cosine":  # axis-aligned queries: q.g is one gallery component, computed exactly
+        axis = rng.integers(0, dim, n_q)
+        qf = np.zeros((n_q, dim), np.float32)
+        qf[np.arange(n_q), axis] = rng.choice([-1.0, 1.0], n_q)
+    else:
+        qf = rng.integers(-2, 3, (n_q, dim)).astype(np.float32)
+    gf = rng.integers(-2, 3, (n_g, dim)).astype(np.float32)
+    dup = rng.integers(0, n_g, n_g // 3)  # exact duplicates in the gallery, some with other labels
+    gf[rng.integers(0, n_g, len(dup))] = gf[dup]
+    n_ids, n_cams = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    q_pids, g_pids = rng.integers(0, n_ids + 1, n_q), rng.integers(0, n_ids, n_g)  # id n_ids: no positive
+    q_cams, g_cams = rng.integers(0, n_cams, n_q), rng.integers(0, n_cams, n_g)
+    return qf, gf, q_pids, g_pids, q_cams, g_cams
+
+
+# -------------------------------------------------------------------------------------- distillation
+
+TRAIN_TARGETS = torch.arange(6).repeat_interleave(4)  # a fake training set: 6 classes of 4 images
+
+
+class FakeNet(nn.Module):
+    """A small four-stage network with the ReIDModel interface (stages, feat_dim, ModelOutput)."""
+
+    def __init__(self, widths=(4, 6, 8, 10), num_classes=5, first_stride=1, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        stages, c_in = [], 3
+        for i, w in enumerate(widths):
+            stride = first_stride if i == 0 else 2
+            stages.append(nn.Sequential(nn.Conv2d(c_in, w, 3, stride, 1), nn.ReLU(),
+                                        nn.Conv2d(w, w, 3, 1, 1), nn.ReLU()))
+            c_in = w
+        self.stages = nn.ModuleList(stages)
+        self.feat_dim = widths[-1]
+        self.neck = nn.BatchNorm1d(self.feat_dim)
+        self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() > 1:
+                    p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        g = x.mean(dim=(2, 3))
+        b = self.neck(g)
+        return ModelOutput(feats, g, b, self.classifier(b))
+
+
+def batch(n_ids=4, per_id=2, size=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n_ids * per_id, 3, size, size, generator=g)
+    targets = torch.arange(n_ids).repeat_interleave(per_id)
+    return images, targets
+
+
+def indices(targets):
+    """Dataset indices of a batch in TRAIN_TARGETS: the k-th sample of class c in the batch is image 4c + k."""
+    seen, out = {}, []
+    for y in targets.tolist():
+        out.append(4 * y + seen.get(y, 0))
+        seen[y] = seen.get(y, 0) + 1
+    return torch.tensor(out)
+
+
+def make(method, student, teacher, **options):
+    cfg = load_config(None, [f"distill.method={method}"] + [f"distill.{method}.{k}={v}" for k, v in options.items()])
+    return build_distiller(cfg["distill"], student, teacher, TRAIN_TARGETS)
+
+
+def pair():
+    return FakeNet(seed=0, first_stride=2), FakeNet(widths=(5, 7, 9, 12), seed=1)
+
+
+# --------------------------------------------------------------------------- plain reference helpers
+
+def softmax(row, t=1.0):
+    m = max(row)
+    e = [math.exp((v - m) / t) for v in row]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def kl(p, q):
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
+
+
+def pooled(x):
+    """N×C×H×W -> list of lists: plain average over positions."""
+    n, c, h, w = x.shape
+    return [[sum(x[i, k].flatten().tolist()) / (h * w) for k in range(c)] for i in range(n)]
+
+
+def norm(v):
+    s = math.sqrt(sum(a * a for a in v))
+    return [a / s for a in v]
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def sqdist(a, b):
+    return sum((x - y) ** 2 for x, y in zip(a, b))
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def mse(a, b):
+    return mean((x - y) ** 2 for x, y in zip(flat(a), flat(b)))
+
+
+def flat(m):
+    return [v for row in m for v in (flat(row) if isinstance(row, list) else [row])]
+
+
+def huber(a, b):
+    return mean((0.5 * (x - y) ** 2 if abs(x - y) < 1 else abs(x - y) - 0.5) for x, y in zip(flat(a), flat(b)))
+
+
+def lists(t):
+    return t.detach().double().tolist()
