@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import UserError
 from reid_kd.registry import default_values
+from reid_kd.utils.logs import setup_logging
 
 DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EROFS: "use a writable disk",
                errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
@@ -83,9 +85,11 @@ class UserErrors(click.Group):
 
 
 @click.group(cls=UserErrors)
-@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of an error instead of one line, and debug lines.")
 def main(debug) -> None:
     """reid-kd: knowledge distillation benchmark for re-identification."""
+    setup_logging(logging.DEBUG if debug else logging.INFO)  # the library's lines, on this console
 
 
 config_option = click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML config file.")
@@ -207,14 +211,14 @@ def bench(suite_file, overrides, overwrite, workers, launcher, jobs, partition, 
         from reid_kd.bench.launch import run_local_workers
 
         plan_suite(suite, tuple(overrides), overwrite)  # a config mistake is told once, not by every worker
-        run_local_workers(suite_file, tuple(overrides), workers, overwrite, claim_timeout, log=click.echo)
+        run_local_workers(suite_file, tuple(overrides), workers, overwrite, claim_timeout)
         click.echo(f"suite {suite.name}: every worker finished; `reidkd leaderboard` rebuilds its leaderboard")
         return
     if launcher:
         from reid_kd.bench.launch import submit_jobs
 
         submit_jobs(suite_file, tuple(overrides), jobs, launcher, partition, gpus_per_job, minutes, overwrite,
-                    claim_timeout, log=click.echo)
+                    claim_timeout)
         click.echo(f"suite {suite.name}: every job finished; `reidkd leaderboard` rebuilds its leaderboard")
         return
     records = run_suite(suite, tuple(overrides), overwrite=overwrite, worker=worker_id, claim_timeout=claim_timeout,
@@ -360,7 +364,7 @@ def index_build(checkpoint, images, config, overrides, split, out, factory, trai
     else:
         items, source = items_from_images(list(images)), {"images": [str(Path(p).resolve()) for p in images]}
     meta = build_index(checkpoint, items, out, factory, train_size, search_params, source, _device(device),
-                       batch_size, workers, log=click.echo)
+                       batch_size, workers)
     click.echo(f"index: {meta['count']} images, {meta['factory']}, {meta['dim']}-d, built in "
                f"{meta['build_seconds']:.1f} s -> {out}")
 

@@ -1,12 +1,15 @@
 """Shared fixtures: tiny images written in the real on-disk layouts."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+
+from reid_kd.utils.logs import ROOT, setup_logging
 
 
 def write_jpeg(path: Path, seed: int = 0, size: int = 16) -> None:
@@ -39,3 +42,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def logged(caplog):
+    """`logged()`: the lines the package logged so far in the test (its INFO lines and above, as the command
+    line shows them), in order; `logged("reid_kd.engine")`: those of that part only; `caplog.clear()` forgets
+    them."""
+    caplog.set_level(logging.INFO, logger=ROOT)
+    return lambda under=ROOT: [r.getMessage() for r in caplog.records if (r.name + ".").startswith(under + ".")]
+
+
+@pytest.fixture
+def console():
+    """The command line's console lines (`setup_logging()`) for one test, undone after it."""
+    logger = logging.getLogger(ROOT)
+    handlers, level = list(logger.handlers), logger.level
+    setup_logging()
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)

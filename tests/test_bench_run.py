@@ -223,7 +223,7 @@ def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(method, resum
     straight = load_config(QUICKSTART, base + [f"experiment.run_name={method}_straight"])
     resumed = load_config(QUICKSTART, base + [f"experiment.run_name={method}_resumed"])
     device = torch.device("cpu")
-    teacher, t_metrics = get_teacher(straight, _fresh_loaders(straight), device, log=lambda *_: None)
+    teacher, t_metrics = get_teacher(straight, _fresh_loaders(straight), device)
     want = train_student(straight, _fresh_loaders(straight), teacher, device, t_metrics)
     assert train_student(resumed, _fresh_loaders(resumed), teacher, device, t_metrics, stop_after=1) is None
     assert not (run_dir(resumed) / "metrics.json").exists()

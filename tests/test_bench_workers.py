@@ -1,6 +1,7 @@
 """Several `reidkd bench` workers on one suite: atomic claims, stale takeover, failures, status, launchers."""
 import csv
 import json
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -37,7 +38,7 @@ BASELINE_KD = [{"name": "baseline", "method": "none"}, {"name": "kd", "method": 
 
 
 def _race(folder, barrier, results, i):
-    claims = Claims(f"racer{i}", timeout=60, log=lambda *_: None)
+    claims = Claims(f"racer{i}", timeout=60)
     barrier.wait()
     results[i] = claims.claim(folder)
     barrier.wait()  # hold the claim until every racer has tried
@@ -61,21 +62,20 @@ def test_claim_race_has_one_winner(tmp_path, stale):
     assert not list(tmp_path.glob(f"{CLAIM_NAME}.*")), "a takeover mark was left behind"
 
 
-def test_stale_claims_are_taken_over_and_fresh_ones_are_not(tmp_path):
+def test_stale_claims_are_taken_over_and_fresh_ones_are_not(tmp_path, logged):
     fresh, old, dead = (tmp_path / n for n in ("fresh", "old", "dead"))
     for folder, host, pid in ((fresh, "elsewhere", 1), (old, "elsewhere", 1), (dead, HOST, 2 ** 22 + 7)):
         folder.mkdir()
         (folder / CLAIM_NAME).write_text(json.dumps({"worker": "other", "host": host, "pid": pid, "token": "x"}))
     os.utime(old / CLAIM_NAME, (time.time() - 120,) * 2)  # older than the timeout below
-    said = []
-    claims = Claims("me", timeout=60, log=said.append)
+    claims = Claims("me", timeout=60)
     try:
         assert not claims.claim(fresh)  # live heartbeat on another host
         assert read_claim(fresh)["worker"] == "other"
         assert claims.claim(old)  # no heartbeat for 120 s > 60 s
         assert claims.claim(dead)  # its process on this host has exited: no need to wait for the timeout
         assert read_claim(old)["worker"] == read_claim(dead)["worker"] == "me"
-        assert any("stale claim of worker other" in line for line in said)
+        assert any("stale claim of worker other" in line for line in logged())
         assert not Claims("rival", timeout=60).claim(old)  # now held, with a fresh heartbeat
         claims.release(fresh)  # never removes another worker's claim
         assert read_claim(fresh)["worker"] == "other"
@@ -113,7 +113,7 @@ def test_two_processes_share_a_suite_and_train_each_run_once(tmp_path, tiny_over
     """Two `reidkd bench` started together on one suite (2 seeds x 2 entries) split it; compared with one alone."""
     out, epochs, seeds = tmp_path / "runs", 20, [0, 1]
     warm = write_suite(tmp_path / "warm.yaml", "warm", out, tiny_overrides, [0], BASELINE_KD[:1], 1)
-    run_suite(load_suite(warm), log=lambda *_: None)  # the shared teacher, cached before both timings
+    run_suite(load_suite(warm))  # the shared teacher, cached before both timings
     solo = write_suite(tmp_path / "solo.yaml", "solo", out, tiny_overrides, seeds, BASELINE_KD, epochs)
     start = time.perf_counter()
     alone = reidkd("bench", "--suite", str(solo))
@@ -138,7 +138,8 @@ def test_two_processes_share_a_suite_and_train_each_run_once(tmp_path, tiny_over
     assert "teacher: reusing" in both and "teacher: training" not in both
 
 
-def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides, monkeypatch, one_thread):
+def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides, monkeypatch, one_thread,
+                                                         logged):
     """kd fails: its cohort is retried run by run, baseline completes, kd has failure.json, and --status says so
     beside runs pending, running elsewhere and stale."""
     import reid_kd.bench.suite as engine_run  # the suite binds train_students at import: patch its name
@@ -148,11 +149,11 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
     suite = load_suite(suite_file)
     real = engine_run.train_students
 
-    def failing(cfgs, *args, log=print, **kwargs):
+    def failing(cfgs, *args, **kwargs):
         if any(cfg["distill"]["method"] == "kd" for cfg in cfgs):
-            log("kd epoch 1/1 about to explode")
+            logging.getLogger("reid_kd.engine.run").info("kd epoch 1/1 about to explode")
             raise RuntimeError("loss is NaN")
-        return real(cfgs, *args, log=log, **kwargs)
+        return real(cfgs, *args, **kwargs)
 
     monkeypatch.setattr(engine_run, "train_students", failing)
     busy = {"worker": "w9", "host": "elsewhere", "pid": 4242, "token": "b"}  # another host's worker
@@ -160,10 +161,9 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
         for seed in (1, 2):
             (out / "s" / entry / f"seed{seed}").mkdir(parents=True)
             (out / "s" / entry / f"seed{seed}" / CLAIM_NAME).write_text(json.dumps(busy))
-    lines = []
     with pytest.raises(RunsFailedError, match=r"1 run\(s\) of suite 's' failed: kd/seed0"):
-        run_suite(suite, log=lines.append, launch="L1")
-    text = "\n".join(lines)
+        run_suite(suite, launch="L1")
+    text = "\n".join(logged())
     assert "2 runs side by side failed (RuntimeError: loss is NaN); retrying them one at a time" in text
     assert "baseline seed0: mAP" in text and "kd seed0: FAILED: RuntimeError: loss is NaN" in text
     assert "baseline seed1: left to worker w9 (pid 4242 on elsewhere)" in text

@@ -51,8 +51,8 @@ def test_missing_folder_names_folder_and_layout(tmp_path):
 
 def test_synthetic_veri_is_read_by_the_veri_loader_and_is_deterministic(tmp_path):
     spec = synth.SynthSpec(train_ids=5, test_ids=4, cameras=4, images_per_id=4, image_size=32, seed=3)
-    a = synth.generate(tmp_path / "a", spec, quiet=True)
-    b = synth.generate(tmp_path / "b", spec, quiet=True)
+    a = synth.generate(tmp_path / "a", spec)
+    b = synth.generate(tmp_path / "b", spec)
     for name in (a / "name_test.txt").read_text().split():
         assert (a / "image_test" / name).read_bytes() == (b / "image_test" / name).read_bytes()
     ds = DATASETS["synth_veri"](tmp_path, synth_spec=spec)

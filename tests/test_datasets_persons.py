@@ -108,8 +108,8 @@ def test_cuhk03_new_protocol_labeled_and_detected_splits(tmp_path, jpeg):
 
 def test_synthetic_persons_are_read_by_the_market_loader_and_are_deterministic(tmp_path):
     spec = synth.SynthSpec(train_ids=5, test_ids=4, cameras=4, images_per_id=4, image_size=32, seed=3)
-    a = synth_person.generate(tmp_path / "a", spec, quiet=True)
-    b = synth_person.generate(tmp_path / "b", spec, quiet=True)
+    a = synth_person.generate(tmp_path / "a", spec)
+    b = synth_person.generate(tmp_path / "b", spec)
     names = sorted(p.name for p in (a / "bounding_box_test").iterdir())
     assert names and all((a / "bounding_box_test" / n).read_bytes() == (b / "bounding_box_test" / n).read_bytes()
                          for n in names)
@@ -122,4 +122,4 @@ def test_synthetic_persons_are_read_by_the_market_loader_and_are_deterministic(t
                                        synth._rng(0), 64)
     assert image.shape == (64, 32, 3)  # Market's 2:1 aspect
     with pytest.raises(ValueError, match="at most 9"):
-        synth_person.generate(tmp_path / "c", synth.SynthSpec(cameras=10), quiet=True)
+        synth_person.generate(tmp_path / "c", synth.SynthSpec(cameras=10))

@@ -38,7 +38,7 @@ def test_run_on_synthetic_persons(tiny_overrides):
 
 def test_run_on_a_custom_csv_without_cameras(tiny_overrides, tmp_path):
     spec = synth.SynthSpec(train_ids=8, test_ids=6, cameras=4, images_per_id=4, image_size=32, seed=5)
-    data = synth.generate(tmp_path / "vehicles", spec, quiet=True)
+    data = synth.generate(tmp_path / "vehicles", spec)
     rows = [f"image_train/{n},{int(n[:4])},,train\n" for n in (data / "name_train.txt").read_text().split()]
     queries = {}  # the first query image of each identity; the other test images are its gallery
     for name in (data / "name_query.txt").read_text().split():

@@ -126,7 +126,7 @@ def test_ranked_list_metrics_by_hand_and_against_evaluate():
 def test_index_eval_of_a_flat_index_equals_reidkd_eval(setup, tmp_path):
     cfg, folder, _ = setup
     items, _ = items_from_config(cfg, "gallery")
-    build_index(folder / "student.pt", items, tmp_path / "flat", log=lambda _: None)
+    build_index(folder / "student.pt", items, tmp_path / "flat")
     got = evaluate_index(GalleryIndex.load(tmp_path / "flat"), cfg)
     loaders = build_loaders(cfg["data"], 0)
     want = evaluate_model(load_checkpoint(folder / "student.pt"), loaders.query, loaders.gallery, cfg["eval"], "cpu")
@@ -139,8 +139,7 @@ def test_index_eval_of_a_flat_index_equals_reidkd_eval(setup, tmp_path):
 def test_approximate_index_reports_recall_below_one_and_its_speed(setup, tmp_path):
     cfg, folder, _ = setup
     items, _ = items_from_config(cfg, "gallery")
-    build_index(folder / "student.pt", items, tmp_path / "ivf", factory="IVF8,Flat", search_params="nprobe=1",
-                log=lambda _: None)
+    build_index(folder / "student.pt", items, tmp_path / "ivf", factory="IVF8,Flat", search_params="nprobe=1")
     assert (tmp_path / "ivf" / "features.npy").is_file()
     one_list = evaluate_index(GalleryIndex.load(tmp_path / "ivf"), cfg)
     assert one_list["recall"] < 1.0  # 1 of 8 lists probed: some true neighbours are missed
@@ -189,7 +188,7 @@ def test_export_from_the_command_line(setup, tmp_path):
 def test_a_model_that_is_not_the_index_s_is_refused_in_one_line(setup, tmp_path):
     cfg, folder, _ = setup
     items, _ = items_from_config(cfg, "gallery")
-    build_index(folder / "student.pt", items, tmp_path / "index", log=lambda _: None)
+    build_index(folder / "student.pt", items, tmp_path / "index")
     result = reidkd("search", "--index", str(tmp_path / "index"), items[0].path,
                     "--checkpoint", str(folder / "other.pt"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1

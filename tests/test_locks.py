@@ -117,6 +117,9 @@ ENSURE_SLOWLY = f"""
 import dataclasses, sys, time
 from pathlib import Path
 from reid_kd.data import synth
+from reid_kd.utils.logs import setup_logging
+
+setup_logging()  # the lines the command line would show: stdout, and the wait on stderr
 
 def slow_render(*args):  # slow enough that the two processes overlap
     time.sleep(0.05)
@@ -152,7 +155,7 @@ def test_two_first_runs_generate_the_data_once(tmp_path):
 HOLD_DATA = f"""
 import sys
 from reid_kd.data import synth
-synth.ensure(sys.argv[1], synth.SynthSpec({SPEC_ARGS}), quiet=True)
+synth.ensure(sys.argv[1], synth.SynthSpec({SPEC_ARGS}))
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -170,7 +173,7 @@ def test_data_read_by_a_running_job_is_not_replaced(tmp_path):
         _ready(job)
         before = _snapshot(root)
         with pytest.raises(synth.DataInUseError) as err:
-            synth.generate(root, OTHER, quiet=True)
+            synth.generate(root, OTHER)
         message = str(err.value)
         assert "\n" not in message and message.startswith(f"{root} is in use by a running job")
         assert f"{root}.lock" in message and "--root DIR" in message
@@ -187,20 +190,20 @@ def test_data_read_by_a_running_job_is_not_replaced(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["synth_veri", "synth_veri.lock"]
     finally:
         _end(job)
-    synth.generate(root, OTHER, quiet=True)  # the job has ended: nobody reads it any more
+    synth.generate(root, OTHER)  # the job has ended: nobody reads it any more
     assert json.loads((root / "synth_spec.json").read_text()) == asdict(OTHER)
 
 
 def test_own_read_lock_allows_regenerating_and_is_kept(tmp_path):
     root = tmp_path / "synth_veri"
-    synth.ensure(root, SPEC, quiet=True)
-    synth.ensure(root, OTHER, quiet=True)  # this process reads it itself: it may replace it
+    synth.ensure(root, SPEC)
+    synth.ensure(root, OTHER)  # this process reads it itself: it may replace it
     assert json.loads((root / "synth_spec.json").read_text()) == asdict(OTHER)
     out = _run(f"""
 import sys
 from reid_kd.data import synth
 try:
-    synth.generate(sys.argv[1], synth.SynthSpec({SPEC_ARGS}), quiet=True)
+    synth.generate(sys.argv[1], synth.SynthSpec({SPEC_ARGS}))
     print("replaced")
 except synth.DataInUseError:
     print("refused")

@@ -131,7 +131,7 @@ def test_synth_pretraining_is_cached_and_reused(tmp_path, tiny_overrides):
 
 
 @pytest.mark.slow
-def test_synth_pretraining_resumes_after_a_kill(tmp_path, tiny_overrides, monkeypatch):
+def test_synth_pretraining_resumes_after_a_kill(tmp_path, tiny_overrides, monkeypatch, logged, caplog):
     overrides = tiny(tiny_overrides, tmp_path / "killed", "model.pretrained=synth")
     cfg = load_config(QUICKSTART, overrides)
     real_save = Trainer.save_checkpoint
@@ -146,8 +146,9 @@ def test_synth_pretraining_resumes_after_a_kill(tmp_path, tiny_overrides, monkey
     monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
     folder = pretrain_dir(cfg, "model")
     assert (folder / "checkpoint.pt").is_file() and not (folder / "backbone.pt").exists()
-    said: list[str] = []
-    resumed = network_start(cfg, "model", torch.device("cpu"), log=said.append)
+    caplog.clear()
+    resumed = network_start(cfg, "model", torch.device("cpu"))
+    said = logged()
     assert any("resuming from checkpoint.pt after epoch 1/3" in line for line in said)
     epochs = [line.split(",")[0] for line in (folder / "log.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"] and not (folder / "checkpoint.pt").exists()
@@ -172,9 +173,8 @@ def test_a_cache_holding_another_specs_weights_is_refused(tmp_path, tiny_overrid
 def test_the_pretraining_vehicles_are_not_the_benchmarks(tmp_path, tiny_overrides):
     cfg = load_config(QUICKSTART, tiny(tiny_overrides, tmp_path / "runs", "model.pretrained=synth",
                                        f"data.root={tmp_path / 'data'}"))
-    bench = synth.generate(tmp_path / "data" / "synth_veri", synth.SynthSpec(**cfg["data"]["synth"]), quiet=True)
-    pre = synth.generate(tmp_path / "data" / "pretrain" / "synth_veri", synth.SynthSpec(**cfg["pretrain"]["synth"]),
-                         quiet=True)
+    bench = synth.generate(tmp_path / "data" / "synth_veri", synth.SynthSpec(**cfg["data"]["synth"]))
+    pre = synth.generate(tmp_path / "data" / "pretrain" / "synth_veri", synth.SynthSpec(**cfg["pretrain"]["synth"]))
 
     def identities(root: Path, seed: int) -> set[str]:
         vids = {int(p.name[:4]) for p in root.rglob("*.jpg")}

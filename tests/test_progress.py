@@ -121,33 +121,39 @@ def _cfg(tiny_overrides, epochs):
     return dict(cfg["train"], epochs=epochs), cfg["data"], cfg["model"]
 
 
-def _trainer(tiny_overrides, out, lines, epochs=3, tag="a", **kwargs):
+TRAINER = "reid_kd.engine"  # the loggers of the trainer's own lines and its console hook's
+
+
+def _trainer(tiny_overrides, out, epochs=3, tag="a", **kwargs):
     """A fresh Trainer on the tiny data, as a new process would build it."""
     train_cfg, data_cfg, model_cfg = _cfg(tiny_overrides, epochs)
     loaders = build_loaders(data_cfg, seed=0)
     torch.manual_seed(0)
     model = build_model(model_cfg, loaders.dataset.num_train_pids)
     return Trainer(model, loaders.train, train_cfg, torch.device("cpu"), out, seed=0, desc="student", tag=tag,
-                   log=lines.append, **kwargs)
+                   **kwargs)
 
 
 def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoint(tmp_path, tiny_overrides,
-                                                                                  one_thread, with_tensorboard):
+                                                                                  one_thread, with_tensorboard,
+                                                                                  logged, caplog):
     out = tmp_path / "run"
-    lines: list[str] = []
-    _trainer(tiny_overrides, out, lines).fit(stop_after=1)
+    _trainer(tiny_overrides, out).fit(stop_after=1)
+    lines = logged(TRAINER)
     assert [line.split("  ")[0] for line in lines] == ["student epoch 1/3"]
     shutil.copy(out / "checkpoint.pt", tmp_path / "after_epoch1.pt")
-    lines.clear()
-    _trainer(tiny_overrides, out, lines).fit(stop_after=2)
+    caplog.clear()
+    _trainer(tiny_overrides, out).fit(stop_after=2)
+    lines = logged(TRAINER)
     assert lines[0] == f"student: resuming from checkpoint.pt after epoch 1/3 in {out}"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 2/3"]
     assert _steps(out / "tensorboard", "train/lr") == [1, 2]
     # killed after epoch 2's scalars were written but before its checkpoint: resumed after epoch 1 again
     shutil.copy(tmp_path / "after_epoch1.pt", out / "checkpoint.pt")
-    lines.clear()
-    trainer = _trainer(tiny_overrides, out, lines)
+    caplog.clear()
+    trainer = _trainer(tiny_overrides, out)
     trainer.fit()
+    lines = logged(TRAINER)
     assert lines[0] == f"student: resuming from checkpoint.pt after epoch 1/3 in {out}"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 2/3", "student epoch 3/3"]
     assert all(EPOCH_LINE.match(line) for line in lines[1:]), lines
@@ -168,23 +174,24 @@ def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoin
 
 
 def test_checkpoint_of_another_config_is_discarded_with_a_line(tmp_path, tiny_overrides, one_thread,
-                                                               with_tensorboard):
-    out, lines = tmp_path / "run", []
-    _trainer(tiny_overrides, out, lines, epochs=1, tag="a").fit()
-    lines.clear()
-    _trainer(tiny_overrides, out, lines, epochs=1, tag="b").fit()
+                                                               with_tensorboard, logged, caplog):
+    out = tmp_path / "run"
+    _trainer(tiny_overrides, out, epochs=1, tag="a").fit()
+    caplog.clear()
+    _trainer(tiny_overrides, out, epochs=1, tag="b").fit()
+    lines = logged(TRAINER)
     assert lines[0] == f"student: discarding checkpoint.pt of another config in {out}; starting afresh"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 1/1"]
     assert _steps(out / "tensorboard", "train/lr") == [1]  # the other config's step 1 is purged
 
 
-def test_eta_is_the_mean_epoch_time_times_the_epochs_left(tmp_path, tiny_overrides, one_thread, monkeypatch):
+def test_eta_is_the_mean_epoch_time_times_the_epochs_left(tmp_path, tiny_overrides, one_thread, monkeypatch,
+                                                          logged):
     """Each checkpoint write takes 60 s of a fake clock: after epoch k of 3 the ETA is about 3 - k minutes."""
     offset = [0.0]
     fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
     monkeypatch.setattr(hooks_module, "time", fake_time)
-    lines: list[str] = []
-    trainer = _trainer(tiny_overrides, tmp_path / "run", lines)
+    trainer = _trainer(tiny_overrides, tmp_path / "run")
     save = trainer.save_checkpoint
 
     def slow_save(*args):
@@ -193,6 +200,7 @@ def test_eta_is_the_mean_epoch_time_times_the_epochs_left(tmp_path, tiny_overrid
 
     trainer.save_checkpoint = slow_save
     trainer.fit()
+    lines = logged(TRAINER)
     etas = [EPOCH_LINE.match(line)["eta"].split(":") for line in lines]
     etas = [int(minutes) * 60 + int(seconds) for minutes, seconds in etas]
     assert 120 <= etas[0] < 130 and 60 <= etas[1] < 65 and etas[2] == 0, lines
@@ -204,7 +212,7 @@ def test_clock():
         "0:00", "0:59", "1:01", "59:59", "1:00:00", "1:02:05", "10:00:00"]
 
 
-def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thread, capsys):
+def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thread, console, capsys):
     train_cfg, data_cfg, model_cfg = _cfg(tiny_overrides, 1)
     loaders = build_loaders(data_cfg, seed=0)
     model = build_model(model_cfg, loaders.dataset.num_train_pids)
@@ -216,9 +224,8 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
 
 
 def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path, tiny_overrides, one_thread,
-                                                                       with_tensorboard):
-    lines: list[str] = []
-    trainer = _trainer(tiny_overrides, tmp_path / "run", lines)
+                                                                       with_tensorboard, logged):
+    trainer = _trainer(tiny_overrides, tmp_path / "run")
     step, calls = trainer.train_step, []
 
     def failing_step(*args):
@@ -231,22 +238,21 @@ def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path,
     with pytest.raises(FloatingPointError):
         trainer.fit()
     assert not _writer_threads()
-    assert len(lines) == 1 and _steps(tmp_path / "run" / "tensorboard", "train/lr") == [1]
+    assert len(logged(TRAINER)) == 1 and _steps(tmp_path / "run" / "tensorboard", "train/lr") == [1]
 
 
 def test_without_tensorboard_nothing_is_written_and_nothing_breaks(tmp_path, tiny_overrides, one_thread,
-                                                                  monkeypatch):
+                                                                  monkeypatch, logged):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
     assert scalars_module._summary_writer_class() is None
     with ScalarLog(tmp_path / "tb", purge_step=1) as log:
         assert not log.enabled
         log.add("train/lr", 0.1, 1)
     assert not (tmp_path / "tb").exists()
-    lines: list[str] = []
-    trainer = _trainer(tiny_overrides, tmp_path / "run", lines, epochs=1)
+    trainer = _trainer(tiny_overrides, tmp_path / "run", epochs=1)
     trainer.fit()
     trainer.log_eval({"mAP": 0.5})
-    assert len(lines) == 1 and (tmp_path / "run" / "log.csv").is_file()
+    assert len(logged(TRAINER)) == 1 and (tmp_path / "run" / "log.csv").is_file()
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from reid_kd.utils.io import write_json
 from reid_kd.utils.lock import HOST, _alive
+
+logger = logging.getLogger(__name__)
 
 CLAIM_NAME = ".claim"  # not `.*.tmp`: stale-temporary cleanup never deletes it
 FAILURE_NAME = "failure.json"
@@ -69,8 +72,8 @@ def read_failure(folder: Path) -> dict | None:
 class Claims:
     """The claims one worker holds, their heartbeats kept fresh by a daemon thread while it trains."""
 
-    def __init__(self, worker: str, timeout: float = CLAIM_TIMEOUT, launch: str = "", log=print):
-        self.worker, self.timeout, self.launch, self.log = worker, float(timeout), launch, log
+    def __init__(self, worker: str, timeout: float = CLAIM_TIMEOUT, launch: str = ""):
+        self.worker, self.timeout, self.launch = worker, float(timeout), launch
         self.held: dict[Path, str] = {}  # claim file -> token
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -104,7 +107,7 @@ class Claims:
         finally:
             mark.unlink(missing_ok=True)
         who = f"worker {record.get('worker', '?')} (pid {record.get('pid', '?')} on {record.get('host', '?')})"
-        self.log(f"took over the stale claim of {who} on {folder}")
+        logger.info(f"took over the stale claim of {who} on {folder}")
         return self._create(path)
 
     def _stale(self, folder: Path) -> dict | None:

@@ -5,6 +5,7 @@ which run is settled by the claim files, and a worker that dies leaves its runs 
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 from reid_kd.bench.suite import load_suite, plan_suite, run_suite
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import UserError
+from reid_kd.utils.logs import setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 class WorkersFailedError(UserError):
@@ -41,16 +45,17 @@ def worker_command(suite_file: str, overrides: tuple[str, ...], worker: str, lau
 
 
 def run_local_workers(suite_file: str, overrides: tuple[str, ...], n: int, overwrite: bool = False,
-                      claim_timeout: float = 600.0, log=print) -> None:
+                      claim_timeout: float = 600.0) -> None:
     """N worker processes at once: one GPU each (round robin) when there are GPUs, else cores // N threads each
     (OMP_NUM_THREADS: a thread count kept out of the config, so runs keep their config hash). Their lines are
     forwarded prefixed by the worker id; raises WorkersFailedError if any worker failed."""
     launch, gpus = uuid.uuid4().hex[:8], visible_gpus()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // n)
-    log(f"launch {launch}: {n} worker(s) on this host, "
-        + (f"GPUs {', '.join(gpus)}" if gpus else f"{threads} CPU thread(s) each unless the suite sets experiment.threads"))
-    mutex, procs, pumps = threading.Lock(), [], []
+    logger.info(f"launch {launch}: {n} worker(s) on this host, "
+                + (f"GPUs {', '.join(gpus)}" if gpus
+                   else f"{threads} CPU thread(s) each unless the suite sets experiment.threads"))
+    procs, pumps = [], []
     for i in range(n):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if gpus:
@@ -61,7 +66,7 @@ def run_local_workers(suite_file: str, overrides: tuple[str, ...], n: int, overw
         proc = subprocess.Popen(worker_command(suite_file, overrides, worker, launch, overwrite, claim_timeout),
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         procs.append((worker, proc))
-        pumps.append(threading.Thread(target=_forward, args=(worker, proc, mutex, log), daemon=True))
+        pumps.append(threading.Thread(target=_forward, args=(worker, proc), daemon=True))
         pumps[-1].start()
     try:
         codes = [(worker, proc.wait()) for worker, proc in procs]
@@ -77,15 +82,15 @@ def run_local_workers(suite_file: str, overrides: tuple[str, ...], n: int, overw
                                  f"and `reidkd bench --suite {suite_file} --status` shows each run")
 
 
-def _forward(worker: str, proc: subprocess.Popen, mutex: threading.Lock, log) -> None:
+def _forward(worker: str, proc: subprocess.Popen) -> None:
+    """The worker's lines, prefixed by its id (each logged line is written whole)."""
     for line in proc.stdout:
-        with mutex:
-            log(f"[{worker}] {line.rstrip()}")
+        logger.info(f"[{worker}] {line.rstrip()}")
 
 
 def submit_jobs(suite_file: str, overrides: tuple[str, ...], jobs: int, kind: str = "slurm",
                 partition: str | None = None, gpus_per_job: int = 1, minutes: int = 240, overwrite: bool = False,
-                claim_timeout: float = 600.0, folder: str | Path | None = None, log=print) -> None:
+                claim_timeout: float = 600.0, folder: str | Path | None = None) -> None:
     """Submit `jobs` worker jobs through submitit and wait for them; raises WorkersFailedError if any failed.
 
     Interrupting the wait leaves Slurm jobs running (`--status` follows them)."""
@@ -106,15 +111,15 @@ def submit_jobs(suite_file: str, overrides: tuple[str, ...], jobs: int, kind: st
     suite_path = str(Path(suite_file).resolve())
     submitted = [executor.submit(worker_job, suite_path, overrides, overwrite, claim_timeout, launch)
                  for _ in range(jobs)]
-    log(f"launch {launch}: submitted {jobs} {kind} job(s) {', '.join(j.job_id for j in submitted)}; logs in {folder}; "
-        f"`reidkd bench --suite {suite_file} --status` shows each run")
+    logger.info(f"launch {launch}: submitted {jobs} {kind} job(s) {', '.join(j.job_id for j in submitted)}; "
+                f"logs in {folder}; `reidkd bench --suite {suite_file} --status` shows each run")
     bad = []
     for job in submitted:
         try:
-            log(f"[job {job.job_id}] {job.result()}")
+            logger.info(f"[job {job.job_id}] {job.result()}")
         except Exception as e:  # the job's error, told as its last line; its log has the rest
             last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            log(f"[job {job.job_id}] failed: {last} (log: {job.paths.stdout})")
+            logger.info(f"[job {job.job_id}] failed: {last} (log: {job.paths.stdout})")
             bad.append(job.job_id)
     if bad:
         raise WorkersFailedError(f"{len(bad)} of {jobs} job(s) failed: {', '.join(bad)}; their logs are in {folder}, "
@@ -126,8 +131,8 @@ def worker_job(suite_file: str, overrides: tuple[str, ...], overwrite: bool, cla
     """What a submitted job runs: the claim loop, named after its job id."""
     import submitit
 
-
+    setup_logging()  # the job's lines on its stdout, as `reidkd bench` shows them
     worker = f"job{submitit.JobEnvironment().job_id}"
     records = run_suite(load_suite(suite_file), tuple(overrides), overwrite=overwrite, worker=worker,
-                        claim_timeout=claim_timeout, launch=launch, log=lambda line: print(line, flush=True))
+                        claim_timeout=claim_timeout, launch=launch)
     return f"{worker}: done; {len(records)} run(s) of the suite complete"

@@ -9,6 +9,7 @@ block too, so no leaderboard number in the README is typed by hand.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,8 @@ from reid_kd.engine.paths import run_id
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.weights import describe
 from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
+
+logger = logging.getLogger(__name__)
 
 METRICS = (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP"))
 CMC_RANKS = 20  # ranks drawn in the CMC plot
@@ -380,7 +383,7 @@ def embed_in_readme(readme: Path, name: str, summary: str, md: Path, png: Path) 
 
 
 def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboards",
-                readme: str | Path | None = None, log=print) -> list[Path]:
+                readme: str | Path | None = None) -> list[Path]:
     """Rebuild the leaderboard of every suite found under `runs_dir` (and its README block, if any).
 
     Returns the files written; logs every rejected run file, by path and why.
@@ -390,7 +393,7 @@ def rebuild_all(runs_dir: str | Path = "runs", out_dir: str | Path = "leaderboar
     for suite_yaml in sorted(runs_dir.glob("*/suite.yaml")):
         md, png, summary, rejected = build_leaderboard(suite_yaml.parent, out_dir)
         for item in rejected:
-            log(f"rejected {runs_dir / item}")
+            logger.info(f"rejected {runs_dir / item}")
         written.append(md)
         if readme is not None and Path(readme).is_file() and embed_in_readme(Path(readme), suite_yaml.parent.name,
                                                                              summary, md, png):

@@ -25,6 +25,7 @@ Every `run_suite` is a worker: it claims the runs it trains (bench/claims.py), s
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import time
@@ -67,6 +68,9 @@ from reid_kd.engine.teacher import get_teacher
 from reid_kd.errors import ConfigError, UserError
 from reid_kd.utils.io import read_json, write_json, write_text
 from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_lock
+from reid_kd.utils.logs import LastLine
+
+logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
@@ -268,7 +272,7 @@ def cohort_key(seed: int, cfg: dict) -> tuple:
             cfg["experiment"]["device"], cfg["experiment"]["amp"])
 
 
-def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: bool = False, worker: str = "",
+def run_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False, worker: str = "",
               claim_timeout: float = CLAIM_TIMEOUT, launch: str = "") -> list[dict]:
     """Train the teacher once and every (entry, seed) run not done yet; returns the metrics of the runs done.
 
@@ -285,36 +289,32 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     tags = {(e.name, s): f"[{i}/{len(runs)}] {e.name} seed{s}" for i, (e, s, _) in enumerate(runs, 1)}
     for entry, seed, cfg in runs:
         if run_state(cfg) == "done":
-            log(f"{tags[entry.name, seed]}: done, skipped ({run_dir(cfg)})")
-    last_line = [""]
-
-    def log_line(line: str) -> None:
-        last_line[0] = line
-        log(line)
-
-    claims = Claims(worker or f"{HOST}:{os.getpid()}", claim_timeout, launch, log)
+            logger.info(f"{tags[entry.name, seed]}: done, skipped ({run_dir(cfg)})")
+    claims = Claims(worker or f"{HOST}:{os.getpid()}", claim_timeout, launch)
     failed: list[str] = []
     alone: set[tuple[str, int]] = set()  # runs of a failed cohort: retried one at a time
     teachers: dict[str, tuple] = {}
+    last = LastLine()  # the last line logged while training cohorts, for failure.json
     try:
         while cohort := _claim_cohort(runs, claims, alone, failed, launch):
             for entry, seed, cfg in cohort:
-                log(f"{tags[entry.name, seed]}: "
-                    f"{'resuming from its checkpoint' if run_state(cfg) == 'resume' else 'training'}")
+                logger.info(f"{tags[entry.name, seed]}: "
+                            f"{'resuming from its checkpoint' if run_state(cfg) == 'resume' else 'training'}")
             try:
-                _train_cohort(cohort, loaders_for, teachers, overwrite, log_line)
+                with last:
+                    _train_cohort(cohort, loaders_for, teachers, overwrite)
             except Exception as e:
                 if not isinstance(e, UserError):  # a bug: its traceback; a user error says all in its line
-                    log(traceback.format_exc().rstrip())
+                    logger.info(traceback.format_exc().rstrip())
                 if len(cohort) > 1:
-                    log(f"{len(cohort)} runs side by side failed ({type(e).__name__}: {e}); retrying them one at a "
-                        "time to find which")
+                    logger.info(f"{len(cohort)} runs side by side failed ({type(e).__name__}: {e}); retrying them "
+                                "one at a time to find which")
                     alone.update((entry.name, seed) for entry, seed, _ in cohort)
                 else:
                     entry, seed, cfg = cohort[0]
-                    claims.fail(run_dir(cfg), e, last_line[0])
+                    claims.fail(run_dir(cfg), e, last.line)
                     failed.append(run_id(entry.name, seed))
-                    log(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
+                    logger.info(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
             else:
                 for _, _, cfg in cohort:
                     (run_dir(cfg) / FAILURE_NAME).unlink(missing_ok=True)
@@ -326,8 +326,8 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), log=print, overwrite: b
     for entry, seed, cfg in runs:
         holder = read_claim(run_dir(cfg))
         if run_state(cfg) != "done" and holder:
-            log(f"{tags[entry.name, seed]}: left to worker {holder.get('worker', '?')} (pid {holder.get('pid', '?')} "
-                f"on {holder.get('host', '?')}), which holds it")
+            logger.info(f"{tags[entry.name, seed]}: left to worker {holder.get('worker', '?')} "
+                        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}), which holds it")
     if failed:
         raise RunsFailedError(f"{len(failed)} run(s) of suite {suite.name!r} failed: {', '.join(failed)}; the others "
                               f"were trained; `reidkd bench --suite FILE --status` shows each error, and running "
@@ -376,7 +376,7 @@ def _claim_cohort(runs: list[tuple[Entry, int, dict]], claims: Claims, alone: se
     return []
 
 
-def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: dict, overwrite: bool, log) -> None:
+def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: dict, overwrite: bool) -> None:
     """Train claimed runs of one seed side by side behind one teacher forward per batch."""
     seed = cohort[0][1]
     cfgs = [copy.deepcopy(cfg) for _, _, cfg in cohort]
@@ -384,32 +384,33 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
     loaders = loaders_for(cfgs[0], seed)
     t_key = cohort_key(seed, cfgs[0])[2]
     if t_key not in teachers:
-        log(loaders.dataset.summary())
-        teachers[t_key] = _wait_for_teacher(cfgs[0], loaders, device, log)
+        logger.info(loaders.dataset.summary())
+        teachers[t_key] = _wait_for_teacher(cfgs[0], loaders, device)
     teacher, teacher_metrics = teachers[t_key]
     with ExitStack() as locks:
         for (entry, _, cfg) in cohort:
-            locks.enter_context(folder_lock(run_dir(cfg), log))
+            locks.enter_context(folder_lock(run_dir(cfg)))
             if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
-                log(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in {run_dir(cfg)}")
-        log(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "
-            + ", ".join(entry.name for entry, _, _ in cohort))
-        done = train_students(cfgs, loaders, teacher, device, teacher_metrics, log=log)
+                logger.info(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in "
+                            f"{run_dir(cfg)}")
+        logger.info(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "
+                    + ", ".join(entry.name for entry, _, _ in cohort))
+        done = train_students(cfgs, loaders, teacher, device, teacher_metrics)
     for (entry, _, cfg), record in zip(cohort, done):
-        log(f"{entry.name} seed{seed}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} "
-            f"({run_dir(cfg)})")
+        logger.info(f"{entry.name} seed{seed}: mAP {100 * record['mAP']:.2f}, Rank-1 {100 * record['rank1']:.2f} "
+                    f"({run_dir(cfg)})")
 
 
-def _wait_for_teacher(cfg: dict, loaders, device, log, poll: float = 2.0) -> tuple:
+def _wait_for_teacher(cfg: dict, loaders, device, poll: float = 2.0) -> tuple:
     """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
     told = False
     while True:
         try:
-            return get_teacher(cfg, loaders, device, log)
+            return get_teacher(cfg, loaders, device)
         except FolderLockedError as e:
             if e.folder != teacher_dir(cfg):
                 raise
             if not told:
-                log(f"teacher: waiting for {describe_holder(e.holder)}, which trains it into {e.folder}")
+                logger.info(f"teacher: waiting for {describe_holder(e.holder)}, which trains it into {e.folder}")
                 told = True
             time.sleep(poll)

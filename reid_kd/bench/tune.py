@@ -12,6 +12,7 @@ against the baseline: `<out>/<suite>-tune-<entry>.md`.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,8 @@ from reid_kd.bench.leaderboard import build_leaderboard
 from reid_kd.bench.suite import Entry, Suite, run_suite
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 GRID_RE = re.compile(r"^(?:(?P<entry>[A-Za-z0-9][A-Za-z0-9_.-]*):)?(?P<keys>[^=:]+)=(?P<values>.+)$")
 Grid = list[tuple[tuple[str, ...], list[tuple[str, ...]]]]  # [(keys moved together, their values per point)]
@@ -100,18 +103,17 @@ def tuning_suite(suite: Suite, grids: dict[str, Grid], fraction: float = VALIDAT
 
 def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | None = None,
                extra: tuple[str, ...] = (), fraction: float = VALIDATION_FRACTION,
-               out_dir: str | Path = "leaderboards", overwrite: bool = False, seeds: tuple[int, ...] | None = None,
-               log=print) -> list[Path]:
+               out_dir: str | Path = "leaderboards", overwrite: bool = False, seeds: tuple[int, ...] | None = None) -> list[Path]:
     """Train the grids (resuming what is done; on `seeds`, default the suite's) and write one sweep table
     per tuned entry."""
     tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction, seeds)
     runs = tuning.runs(extra)
-    run_suite(tuning, extra, log=log, overwrite=overwrite)
+    run_suite(tuning, extra, overwrite=overwrite)
     suite_dir = experiment_dir(runs[0][2])
     written = []
     for name, rows in tables.items():
         md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir), rows, f"{suite.name}-tune-{name}")
         for item in rejected:
-            log(f"rejected {item}")
+            logger.info(f"rejected {item}")
         written.append(md)
     return written

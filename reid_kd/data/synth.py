@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import random
 import shutil
@@ -36,6 +37,9 @@ import numpy as np
 
 from reid_kd.errors import ConfigError, UserError
 from reid_kd.utils.lock import CAN_LOCK, DATA_MUTEX, DataLock, data_lock_file
+from reid_kd.utils.logs import EVERY_RANK
+
+logger = logging.getLogger(__name__)
 
 PALETTE = {  # BGR; ten paints shared by all identities
     "white": (235, 235, 235), "black": (35, 35, 35), "silver": (180, 180, 175),
@@ -284,13 +288,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
+def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, kind: Kind = VEHICLES) -> Path:
     """Write the dataset under `root`, replacing what is there unless a running job reads it
     (DataInUseError: the exclusive lock on `<root>.lock` is taken without waiting)."""
     _check(spec, kind)
     root = Path(root)
     if not CAN_LOCK:  # Windows: no locks, the unguarded check-and-generate
-        return _write(root, spec, quiet, kind)
+        return _write(root, spec, kind)
     with DATA_MUTEX:
         lock = DataLock(root)
         for _ in range(_RETRIES):
@@ -304,7 +308,7 @@ def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = F
                 lock.close()
             raise _in_use(root, "generate into another folder with --root DIR, or wait for the job to end")
         try:
-            return _write(root, spec, quiet, kind)
+            return _write(root, spec, kind)
         finally:
             if lock.reading:
                 lock.share()  # this process still reads it (now the new data)
@@ -312,7 +316,7 @@ def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = F
                 lock.close()
 
 
-def _write(root: Path, spec: SynthSpec, quiet: bool, kind: Kind) -> Path:
+def _write(root: Path, spec: SynthSpec, kind: Kind) -> Path:
     """Render into `<root>.partial-<pid>`, then swap it in; the caller holds the exclusive lock."""
     for stale in root.parent.glob(glob.escape(root.name) + ".*"):  # left by killed processes
         if stale.name.startswith((root.name + ".partial", root.name + ".old-")):
@@ -333,9 +337,8 @@ def _write(root: Path, spec: SynthSpec, quiet: bool, kind: Kind) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _remove(old)
-    if not quiet:
-        print(f"synthetic {kind.label} written to {root}: {len(names['train'])} train, "
-              f"{len(names['query'])} query, {len(names['test'])} gallery images")
+    logger.info(f"synthetic {kind.label} written to {root}: {len(names['train'])} train, "
+                f"{len(names['query'])} query, {len(names['test'])} gallery images", extra=EVERY_RANK)
     return root
 
 
@@ -373,14 +376,14 @@ def _render_all(tmp: Path, spec: SynthSpec, kind: Kind) -> dict[str, list[str]]:
     return names
 
 
-def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False, kind: Kind = VEHICLES) -> Path:
+def ensure(root: str | Path, spec: SynthSpec, *, kind: Kind = VEHICLES) -> Path:
     """Generate the dataset unless `root` already holds one made from the same spec, then keep a
     shared lock on `<root>.lock` for the rest of the process: while it reads the data, no other
     process replaces it. Concurrent first runs generate it once; the others wait for it."""
     _check(spec, kind)
     root = Path(root)
     if not CAN_LOCK:  # Windows: no locks, the unguarded check-and-generate
-        return root if _current(root, spec) else _write(root, spec, quiet, kind)
+        return root if _current(root, spec) else _write(root, spec, kind)
     with DATA_MUTEX:
         lock = DataLock(root)
         lock.keep()
@@ -392,7 +395,7 @@ def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False, kind: Kind
             if lock.try_exclusive():
                 try:
                     if not _current(root, spec):  # another process may have written it meanwhile
-                        _write(root, spec, quiet, kind)
+                        _write(root, spec, kind)
                 finally:
                     lock.share()  # downgrade: this process reads it from now on
                 continue  # the downgrade is not atomic: check again under the shared lock

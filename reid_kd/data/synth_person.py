@@ -139,11 +139,11 @@ PERSONS = synth.Kind(
     name_lists=False, max_cameras=9)
 
 
-def generate(root: str | Path, spec: SynthSpec = SynthSpec(), *, quiet: bool = False) -> Path:
+def generate(root: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
     """Write the person dataset under `root` in Market-1501's layout (locked as `synth.generate`)."""
-    return synth.generate(root, spec, quiet=quiet, kind=PERSONS)
+    return synth.generate(root, spec, kind=PERSONS)
 
 
-def ensure(root: str | Path, spec: SynthSpec, *, quiet: bool = False) -> Path:
+def ensure(root: str | Path, spec: SynthSpec) -> Path:
     """Generate unless current, then hold the shared read lock (as `synth.ensure`)."""
-    return synth.ensure(root, spec, quiet=quiet, kind=PERSONS)
+    return synth.ensure(root, spec, kind=PERSONS)

@@ -11,6 +11,7 @@ Identities and cameras of a folder of images are read from names in the VeRi / M
 from __future__ import annotations
 
 import io
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 NAME_PATTERN = re.compile(r"^(\d+)_c(\d+)")
 INDEX_FILE, ITEMS_FILE, FEATURES_FILE, META_FILE = "index.faiss", "items.csv", "features.npy", "index.json"
 SPLITS = ("gallery", "query", "train")
+logger = logging.getLogger(__name__)
 
 
 def parse_name(path: str | Path) -> tuple[int, int]:
@@ -116,7 +118,7 @@ def set_search_params(index: faiss.Index, params: str | None) -> None:
 
 def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, factory: str = "Flat",
                 train_size: int | None = None, search_params: str | None = None, source: dict | None = None,
-                device: torch.device | str = "cpu", batch_size: int = 256, workers: int = 0, log=print) -> dict:
+                device: torch.device | str = "cpu", batch_size: int = 256, workers: int = 0) -> dict:
     """Extract `items`' features with the checkpoint's model and write an index folder; returns its metadata."""
     out, checkpoint = Path(out), Path(checkpoint)
     (out / META_FILE).unlink(missing_ok=True)  # an index being rebuilt is incomplete until its metadata is back
@@ -124,7 +126,7 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
     start = time.perf_counter()
     features = extract(model, items, torch.device(device), batch_size, workers, progress="features")
     extract_seconds = time.perf_counter() - start
-    log(f"features: {len(items)} images, {features.shape[1]}-d, {extract_seconds:.1f} s")
+    logger.info(f"features: {len(items)} images, {features.shape[1]}-d, {extract_seconds:.1f} s")
     start = time.perf_counter()
     index = new_index(factory, features, train_size)
     set_search_params(index, search_params)

@@ -9,6 +9,7 @@ log.csv is the record a run is judged by; TensorBoard is only for watching curve
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import numbers
 import time
@@ -20,6 +21,7 @@ from reid_kd.engine.scalars import ScalarLog
 if TYPE_CHECKING:
     from reid_kd.engine.trainer import Trainer
 
+logger = logging.getLogger(__name__)
 EVAL_SCALARS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 ROW_KEYS = ("epoch", "lr", "loss", "acc", "images_per_sec", "seconds")  # the log.csv columns that are not loss terms
 
@@ -127,9 +129,9 @@ class CheckpointHook(Hook):
 
 
 class ConsoleHook(Hook):
-    """One line per finished epoch through the trainer's `log` (also without a terminal: a log file,
-    Slurm, CI): its log.csv row, the run's training time so far and the time left. Place it after the
-    checkpoint hook: the time left counts checkpointing."""
+    """One line logged per finished epoch (shown also without a terminal: a log file, Slurm, CI): its log.csv
+    row, the run's training time so far and the time left. Place it after the checkpoint hook: the time left
+    counts checkpointing."""
 
     main_only = True
 
@@ -146,7 +148,7 @@ class ConsoleHook(Hook):
     def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
         self.walls.append(time.perf_counter() - self.epoch_start)
         eta = sum(self.walls) / len(self.walls) * (trainer.stop_epoch - epoch - 1)
-        trainer.say(epoch_line(trainer.desc, row, trainer.cfg["epochs"], trainer.train_seconds, eta))
+        logger.info(epoch_line(trainer.desc, row, trainer.cfg["epochs"], trainer.train_seconds, eta))
 
 
 def default_hooks(tensorboard: bool = True) -> list[Hook]:

@@ -14,6 +14,7 @@ pretraining resumes), and a folder whose record is another spec's is refused.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -36,8 +37,10 @@ from reid_kd.utils import distributed
 from reid_kd.utils.io import read_json, save_torch, write_json
 from reid_kd.utils.lock import main_lock
 
+logger = logging.getLogger(__name__)
 
-def network_start(cfg: dict, block: str, device: torch.device, log=print) -> Start | None:
+
+def network_start(cfg: dict, block: str, device: torch.device) -> Start | None:
     """The resolved start of `cfg[block]` when it is `synth` (pretrained first if not cached), else None
     (the model layer reads `imagenet`, a file or null itself)."""
     if cfg[block]["pretrained"] != "synth":
@@ -45,10 +48,10 @@ def network_start(cfg: dict, block: str, device: torch.device, log=print) -> Sta
     folder = pretrain_dir(cfg, block)
     start = _cached(cfg, block, folder)
     if start is None:
-        with main_lock(folder, log):
-            start = _cached(cfg, block, folder) or _pretrain(cfg, block, folder, device, log)
+        with main_lock(folder):
+            start = _cached(cfg, block, folder) or _pretrain(cfg, block, folder, device)
         distributed.barrier()  # every rank leaves with the weights cached
-    log(f"{ROLES[block]}: starting from {start.name} ({start.file})")
+    logger.info(f"{ROLES[block]}: starting from {start.name} ({start.file})")
     return start
 
 
@@ -65,19 +68,19 @@ def _cached(cfg: dict, block: str, folder: Path) -> Start | None:
     return Start("synth", weights, pretrain_key(cfg, block))
 
 
-def _pretrain(cfg: dict, block: str, folder: Path, device: torch.device, log) -> Start:
+def _pretrain(cfg: dict, block: str, folder: Path, device: torch.device) -> Start:
     """Train the backbone on the pretraining set, score it on that set's own held-out identities, cache it."""
     net, pre, key = cfg[block], cfg["pretrain"], pretrain_key(cfg, block)
     loaders = build_loaders(pretrain_data(cfg), pre["seed"])
-    log(f"pretraining {net['backbone']} into {folder}")
-    log(loaders.dataset.summary())
+    logger.info(f"pretraining {net['backbone']} into {folder}")
+    logger.info(loaders.dataset.summary())
     if distributed.is_main():
         write_json(shaping(cfg, block), folder / "pretrain.json")
     torch.manual_seed(pre["seed"])
     model = build_model({**net, "pretrained": None}, loaders.dataset.num_train_pids)
     recipe = pre[ROLES[block]]
     trainer = Trainer(model, loaders.train, recipe, device, folder, seed=pre["seed"],
-                      amp=cfg["experiment"]["amp"], desc=f"pretrain {net['backbone']}", tag=key, log=log,
+                      amp=cfg["experiment"]["amp"], desc=f"pretrain {net['backbone']}", tag=key,
                       sync_bn=cfg["experiment"]["sync_bn"])
     seconds = trainer.fit()
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)

@@ -3,6 +3,7 @@ keyed by everything that shapes it (data, backbone, recipe, seed), so every meth
 comparison distils from the very same teacher."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from reid_kd.utils import distributed
 from reid_kd.utils.io import read_json, write_json, write_text
 from reid_kd.utils.lock import main_lock
 
+logger = logging.getLogger(__name__)
+
 
 def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
     """`teacher.checkpoint`, which must hold the backbone `teacher.backbone` names."""
@@ -35,7 +38,7 @@ def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
     return teacher
 
 
-def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) -> tuple[ReIDModel, dict]:
+def get_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[ReIDModel, dict]:
     """Load `teacher.checkpoint`, or reuse the cached teacher, or train and cache it first.
 
     The cache folder is locked while the teacher trains, so two processes never train into it at once.
@@ -47,19 +50,19 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device, log=print) ->
     folder = teacher_dir(cfg)
     model_file, metrics_file = folder / "teacher.pt", folder / "metrics.json"
     if model_file.is_file() and metrics_file.is_file():
-        log(f"teacher: reusing {model_file}")
+        logger.info(f"teacher: reusing {model_file}")
         return load_model(model_file, device), read_json(metrics_file)
-    with main_lock(folder, log):
-        log(f"teacher: training {t_cfg['backbone']} into {folder}")
+    with main_lock(folder):
+        logger.info(f"teacher: training {t_cfg['backbone']} into {folder}")
         seed = teacher_seed(cfg)
         train_loader = loaders.train
         if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
             train_loader = build_loaders(cfg["data"], seed, dataset=loaders.dataset).train
-        start = network_start(cfg, "teacher", device, log)
+        start = network_start(cfg, "teacher", device)
         torch.manual_seed(seed)
         teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
         trainer = Trainer(teacher, train_loader, t_cfg["train"], device, folder, seed=seed,
-                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg), log=log,
+                          amp=cfg["experiment"]["amp"], desc="teacher", tag=teacher_key(cfg),
                           sync_bn=cfg["experiment"]["sync_bn"])
         seconds = trainer.fit()
         if distributed.is_main():

@@ -9,16 +9,14 @@ or shown as training goes (checkpoint, log.csv, TensorBoard, console lines) is t
 """
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from reid_kd.engine.cohort import train_side_by_side
 from reid_kd.engine.hooks import Hook, default_hooks
@@ -26,11 +24,7 @@ from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
 from reid_kd.utils.io import load_torch, save_torch
 
-
-def echo(message: str) -> None:
-    """Print a line to stdout at once (a log file sees it now), above any progress bar on the terminal."""
-    tqdm.write(message, file=sys.stdout)
-    sys.stdout.flush()
+logger = logging.getLogger(__name__)
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -59,16 +53,15 @@ class Trainer:
     def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
                  *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
                  amp: bool = False, desc: str = "train", tag: str | None = None,
-                 log: Callable[[str], None] = echo, hooks: list[Hook] | None = None, sync_bn: bool = False):
-        """`log` gets the trainer's own lines (resuming, discarding a checkpoint) and the console hook's;
-        `hooks`: default `default_hooks()` (checkpoint, log.csv, TensorBoard, console).
+                 hooks: list[Hook] | None = None, sync_bn: bool = False):
+        """`hooks`: default `default_hooks()` (checkpoint, log.csv, TensorBoard, console). The trainer's own
+        lines (resuming, discarding a checkpoint) are logged by rank 0 alone.
 
         Under torch.distributed (see `engine/distributed.py`) the model trains as DistributedDataParallel,
         with its BatchNorms synchronised across ranks when `sync_bn`; only rank 0 writes or logs (runs
         hooks that are `main_only`).
         """
         self.main = distributed.is_main()
-        self.log = log
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         if sync_bn and distributed.active():
             model = distributed.sync_batch_norm(model, device)
@@ -222,7 +215,6 @@ class Trainer:
             hook.after_eval(self, metrics)
 
     def say(self, message: str) -> None:
-        if not self.main:
-            return
-        self.log(message)
-        sys.stdout.flush()  # whatever `log` is (print, click.echo): a log file shows the line now, not at exit
+        """Log a line of this run (rank 0 alone: one line per event)."""
+        if self.main:
+            logger.info(message)

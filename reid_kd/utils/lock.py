@@ -11,6 +11,7 @@ two different files. Needs fcntl (Linux, macOS); where it is missing the lock is
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -19,7 +20,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from reid_kd.errors import UserError
 from reid_kd.utils import distributed
@@ -33,6 +34,7 @@ CAN_LOCK = fcntl is not None
 
 LOCK_NAME = ".lock"  # dot-prefixed, and not `.*.tmp`: stale-temporary cleanup must never delete it
 HOST = socket.gethostname()
+logger = logging.getLogger(__name__)
 
 _held: dict[Path, list[int]] = {}  # resolved lock file -> [pid, fd, depth]: reentrancy within a process
 _mutex = threading.Lock()
@@ -89,8 +91,8 @@ class FolderLock:
     holder that died holding the lock (killed, host crash), else None.
     """
 
-    def __init__(self, folder: str | Path, log: Callable[[str], None] | None = None):
-        self.folder, self.log = Path(folder), log
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.took_over: dict | None = None
         self._key: Path | None = None
@@ -109,8 +111,8 @@ class FolderLock:
             fd = os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 self.took_over = self._lock(fd, key)
-                if self.took_over and self.log:
-                    self.log(f"took over the stale lock of {describe_holder(self.took_over)} on {self.folder}")
+                if self.took_over:
+                    logger.info(f"took over the stale lock of {describe_holder(self.took_over)} on {self.folder}")
                 record = {"host": HOST, "pid": os.getpid(),
                           "since": datetime.now().astimezone().isoformat(timespec="seconds"),
                           "command": " ".join(sys.argv).replace("\n", " ")[:200]}
@@ -161,21 +163,21 @@ class FolderLock:
         self.release()
 
 
-def folder_lock(folder: str | Path, log: Callable[[str], None] | None = None) -> FolderLock:
-    """The lock of `folder` (use as `with folder_lock(out) as lock:`); `log` is told of a dead holder taken over."""
-    return FolderLock(folder, log)
+def folder_lock(folder: str | Path) -> FolderLock:
+    """The lock of `folder` (use as `with folder_lock(out) as lock:`); a dead holder taken over is logged."""
+    return FolderLock(folder)
 
 
 @contextmanager
-def main_lock(folder: str | Path, log: Callable[[str], None]) -> Iterator[None]:
+def main_lock(folder: str | Path) -> Iterator[None]:
     """The folder's lock, taken by rank 0 alone under data-parallel training (it alone writes there);
     once held, the temporary files a killed writer left in the folder are removed."""
     if not distributed.is_main():
         yield
         return
-    with folder_lock(folder, log):
+    with folder_lock(folder):
         for p in remove_stale_temporaries(folder):
-            log(f"removed the stale temporary file {p}")
+            logger.info(f"removed the stale temporary file {p}")
         yield
 
 
@@ -207,12 +209,12 @@ class DataLock:
         _readers[self.key] = (os.getpid(), self.fd)
 
     def share(self, waiting: str | None = None) -> None:
-        """Shared lock; while another process writes, say `waiting` on stderr and wait."""
+        """Shared lock; while another process writes, log `waiting` as a warning (stderr) and wait."""
         try:
             fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             if waiting:
-                print(waiting, file=sys.stderr, flush=True)
+                logger.warning(waiting)
             fcntl.flock(self.fd, fcntl.LOCK_SH)
 
     def try_exclusive(self) -> bool:
