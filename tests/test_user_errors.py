@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import assert_one_line, cli
 
-from reid_kd.cli import main
 from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import run_dir, teacher_key
@@ -25,11 +24,6 @@ QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 def sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -67,15 +61,6 @@ def evil_file(path: Path, sentinel: Path) -> Path:
 
     torch.save({"model": Payload(), "model_cfg": {}, "num_classes": 1}, path)
     return path
-
-
-def assert_one_line(result, *words):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 CASES = [  # (name, extra --set overrides or a callable giving CLI args, words the line must hold)

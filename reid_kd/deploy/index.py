@@ -120,8 +120,8 @@ def set_search_params(index: faiss.Index, params: str | None) -> None:
         try:
             number = int(value)
         except ValueError:
-            raise UserError(f"search parameter {item.strip()!r} needs a whole number, e.g. nprobe=32 or "
-                            "efSearch=128") from None
+            raise UserError(f"search parameter {item.strip()!r} needs a whole number; give --search-params "
+                            "nprobe=N (IVF) or efSearch=N (HNSW)") from None
         ivf = faiss.try_extract_index_ivf(index) if name == "nprobe" else None
         if name == "nprobe" and ivf is not None and not 1 <= number <= ivf.nlist:
             raise UserError(f"search parameter nprobe={value} is outside 1..{ivf.nlist} (the index's IVF lists); "
