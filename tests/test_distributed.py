@@ -123,7 +123,7 @@ def test_resume_after_one_rank_is_killed(tmp_path):
     assert epochs == list(range(1, 26))  # every epoch once: none lost, none repeated
     assert (log.parent / "metrics.json").is_file() and not list(log.parent.glob(".*.tmp"))
     record = json.loads((log.parent / "metrics.json").read_text())
-    assert record["world_size"] == 2 and record["sync_bn"] is False  # provenance: 2 processes, BN per process
+    assert record["world_size"] == 2 and record["sync_bn"] is True  # provenance: 2 processes, BatchNorm synchronised
 
 
 class _Images(torch.utils.data.Dataset):
