@@ -117,13 +117,15 @@ def set_search_params(index: faiss.Index, params: str | None) -> None:
         return
     for item in params.split(","):
         name, _, value = item.strip().partition("=")
+        if name not in ("nprobe", "efSearch"):
+            continue  # any other FAISS parameter: FAISS checks it below
         try:
             number = int(value)
         except ValueError:
             raise UserError(f"search parameter {item.strip()!r} needs a whole number; give --search-params "
-                            "nprobe=N (IVF) or efSearch=N (HNSW)") from None
+                            f"{name}=N") from None
         ivf = faiss.try_extract_index_ivf(index) if name == "nprobe" else None
-        if name == "nprobe" and ivf is not None and not 1 <= number <= ivf.nlist:
+        if ivf is not None and not 1 <= number <= ivf.nlist:
             raise UserError(f"search parameter nprobe={value} is outside 1..{ivf.nlist} (the index's IVF lists); "
                             "give --search-params nprobe=N within it")
         if name == "efSearch" and number < 1:
