@@ -18,10 +18,11 @@ from reid_kd.bench import LAUNCHERS, VALIDATION_FRACTION
 from reid_kd.data.catalog import DATASETS
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
-from reid_kd.errors import UserError
+from reid_kd.errors import ConfigError, UserError
 from reid_kd.registry import default_values
 from reid_kd.utils.logs import setup_logging
 
+OUTPUTS = "reid_kd.outputs"  # click context meta: the options that set where a command writes
 DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EROFS: "use a writable disk",
                errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions"}
 
@@ -53,8 +54,10 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def user_message(e: BaseException) -> str | None:
-    """The one line for an error the user can fix, or None for a bug (which keeps its traceback)."""
+def user_message(e: BaseException, outputs: dict | None = None) -> str | None:
+    """The one line for an error the user can fix, or None for a bug (which keeps its traceback).
+
+    `outputs`: the command's options that set where it writes ({"--png": value}), named in a failed write's line."""
     if isinstance(e, UserError):
         text = str(e)
         if "Original Traceback" in text:  # raised in a DataLoader worker: the original message is last
@@ -62,10 +65,17 @@ def user_message(e: BaseException) -> str | None:
         return " ".join(text.split())
     if isinstance(e, OSError) and e.errno in DISK_ERRORS:
         where = e.filename or "the output folder"
-        return f"cannot write {where}: {e.strerror}; {DISK_ERRORS[e.errno]} or set experiment.output_dir elsewhere"
+        given = [opt for opt, value in (outputs or {}).items() if value and str(where).startswith(str(value))]
+        option = (given or list(outputs or {}) or ["experiment.output_dir"])[0]
+        return f"cannot write {where}: {e.strerror}; {DISK_ERRORS[e.errno]} or set {option} elsewhere"
     if isinstance(e, FileNotFoundError):
         return f"file not found: {e.filename or e}"
     return None
+
+
+def _writes_to(**options) -> None:
+    """Record the options that set where this command writes (`out="x"` is --out), for a failed write's line."""
+    click.get_current_context().meta[OUTPUTS] = {f"--{k.replace('_', '-')}": v for k, v in options.items()}
 
 
 class UserErrors(click.Group):
@@ -78,7 +88,7 @@ class UserErrors(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as e:
-            message = None if ctx.params.get("debug") else user_message(e)
+            message = None if ctx.params.get("debug") else user_message(e, ctx.meta.get(OUTPUTS))
             if message is None:
                 raise
             _fail(message)
@@ -113,6 +123,9 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
     """Train (or reuse) the teacher, train the student, evaluate both."""
     cfg = load_config(config, overrides)  # first: a config mistake is told before the heavy imports
     if nproc is not None and nproc > 1:
+        if cfg["data"]["batch_p"] % nproc:  # told once here, not by every process torchrun starts
+            raise ConfigError(f"config key 'data.batch_p' is {cfg['data']['batch_p']}, which --nproc {nproc} "
+                              f"processes cannot share by whole identities; set data.batch_p to a multiple of {nproc}")
         sys.exit(_torchrun(nproc, config, overrides, overwrite, ctx.parent.params.get("debug")))
     from reid_kd.engine.run import run_experiment
     from reid_kd.utils import distributed
@@ -146,6 +159,7 @@ def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> in
 def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     """Evaluate a saved model on the config's dataset (exact mAP, CMC, mINP; eval.rerank for re-ranking)."""
     cfg = load_config(config, overrides)
+    _writes_to(out=out)
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
@@ -252,6 +266,8 @@ def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides
     from reid_kd.bench.suite import load_suite
     from reid_kd.bench.tune import run_tuning
 
+    _writes_to(out=out_dir)
+
     try:
         seed_list = tuple(int(k) for k in seeds.split(",")) if seeds else None
     except ValueError:
@@ -274,6 +290,8 @@ def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides
 def leaderboard(runs_dir, out_dir, readme) -> None:
     """Rebuild every suite's leaderboard (markdown + CMC plot) from the stored runs."""
     from reid_kd.bench.leaderboard import rebuild_all
+
+    _writes_to(out=out_dir, readme=readme)
 
     written = rebuild_all(runs_dir, out_dir, readme)
     if not written:
@@ -321,6 +339,8 @@ def export(checkpoint, fmt, out) -> None:
     """Export the retrieval model (images -> L2-normalised bn_feat, any batch size) with its preprocessing."""
     from reid_kd.deploy.export import export_model
 
+    _writes_to(out=out)
+
     model_file, meta_file = export_model(checkpoint, fmt, out)
     click.echo(f"{fmt} model: {model_file}")
     click.echo(f"input and output (size, mean, std, feature dim): {meta_file}")
@@ -355,6 +375,7 @@ def index_build(checkpoint, images, config, overrides, split, out, factory, trai
     if bool(images) == bool(config):
         raise click.UsageError("give either --images DIR or --config F (with --split)")
     cfg = load_config(config, overrides) if config else None
+    _writes_to(out=out)
     from reid_kd.deploy.index import build_index, items_from_config, items_from_images
 
     if cfg is not None:
@@ -411,6 +432,8 @@ def search(index_dir, images, top_k, png, search_params, checkpoint, device) -> 
     """The top-k gallery items of each query image (files or folders) in an index."""
     from reid_kd.deploy.index import GalleryIndex
     from reid_kd.deploy.search import search_images, write_ranked_lists_png
+
+    _writes_to(png=png)
 
     gallery = GalleryIndex.load(index_dir, search_params)
     queries, table = search_images(gallery, list(images), top_k, checkpoint, _device(device))

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from reid_kd.engine.configs import load_config
+from reid_kd.models.checkpoint import save_model
+from reid_kd.models.reid_model import build_model
 from reid_kd.utils.logs import ROOT, setup_logging
 
 
@@ -62,3 +65,17 @@ def console():
     yield
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def deploy_setup(tiny_overrides, tmp_path_factory):
+    """(config, folder, overrides): a student checkpoint (seeded initial weights: deployment needs no training)
+    and a second one of other weights in `folder`, for the tiny config."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/quickstart.yaml", tiny_overrides)
+    folder = tmp_path_factory.mktemp("deploy")
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], num_classes=8).eval()
+    save_model(model, cfg["model"], folder / "student.pt", cfg["data"])
+    torch.manual_seed(1)
+    save_model(build_model(cfg["model"], num_classes=8), cfg["model"], folder / "other.pt", cfg["data"])
+    return cfg, folder, tiny_overrides

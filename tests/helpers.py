@@ -2,19 +2,57 @@
 
 Re-ID evaluation: a plain NumPy reference of the protocol and random cases with exact ties
 (test_evaluation, test_ranking). Distillation: a small fake network, batches, a distiller built from
-the config, and plain-Python maths for golden values (test_distill_methods, test_distill_gird).
+the config, and plain-Python maths for golden values (test_distill_methods, test_distill_gird). The
+command line in this process, under a time limit, and its one-line errors (test_user_errors*).
 """
 from __future__ import annotations
 
 import math
+import signal
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from reid_kd.cli import main
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.models.reid_model import ModelOutput
+
+# ---------------------------------------------------------------------------------------- command line
+
+@contextmanager
+def within(seconds: int):
+    """Fail with TimeoutError where the block still runs after `seconds` (a hang becomes a failure)."""
+    def stop(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def cli(*args, timeout: int = 300):
+    """`reidkd ARGS` in this process (click's CliRunner), stopped after `timeout` seconds."""
+    with within(timeout):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line(result, *words):
+    """Exit status 2, one line on stderr holding every word, no traceback; returns the line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
 
 # ---------------------------------------------------------------------------------------- evaluation
 

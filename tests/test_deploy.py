@@ -17,11 +17,8 @@ from reid_kd.deploy.export import export_model
 from reid_kd.deploy.index import GalleryIndex, build_index, extract, items_from_config
 from reid_kd.deploy.index_eval import evaluate_index, ranked_list_metrics
 from reid_kd.deploy.model import RetrievalModel, load_checkpoint
-from reid_kd.engine.configs import load_config
 from reid_kd.errors import UserError
 from reid_kd.evaluation import evaluate, evaluate_model
-from reid_kd.models.checkpoint import save_model
-from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import load_torch, save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +30,9 @@ def reidkd(*args):
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_overrides, tmp_path_factory):
+def setup(deploy_setup):
     """A student checkpoint (seeded initial weights: deployment needs no training) and the tiny config."""
-    cfg = load_config(ROOT / "configs/quickstart.yaml", tiny_overrides)
-    folder = tmp_path_factory.mktemp("deploy")
-    torch.manual_seed(0)
-    model = build_model(cfg["model"], num_classes=8).eval()
-    save_model(model, cfg["model"], folder / "student.pt", cfg["data"])
-    torch.manual_seed(1)
-    save_model(build_model(cfg["model"], num_classes=8), cfg["model"], folder / "other.pt", cfg["data"])
-    return cfg, folder, tiny_overrides
+    return deploy_setup
 
 
 def onnx_packages():

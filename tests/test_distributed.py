@@ -1,5 +1,6 @@
 """Data-parallel training with torchrun: 2 gloo processes on the CPU against one process on the same global batch."""
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -121,6 +122,8 @@ def test_resume_after_one_rank_is_killed(tmp_path):
     epochs = [int(r["epoch"]) for r in rows(log)]
     assert epochs == list(range(1, 26))  # every epoch once: none lost, none repeated
     assert (log.parent / "metrics.json").is_file() and not list(log.parent.glob(".*.tmp"))
+    record = json.loads((log.parent / "metrics.json").read_text())
+    assert record["world_size"] == 2 and record["sync_bn"] is True  # provenance: 2 processes, BatchNorm synchronised
 
 
 class _Images(torch.utils.data.Dataset):

@@ -8,13 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
+import yaml
+from helpers import assert_one_line, cli
 
-from reid_kd.cli import main
+from reid_kd.bench.claims import CLAIM_NAME, Claims
+from reid_kd.bench.leaderboard import _processes
 from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import run_dir, teacher_key
@@ -25,11 +29,6 @@ QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 def sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -67,15 +66,6 @@ def evil_file(path: Path, sentinel: Path) -> Path:
 
     torch.save({"model": Payload(), "model_cfg": {}, "num_classes": 1}, path)
     return path
-
-
-def assert_one_line(result, *words):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 CASES = [  # (name, extra --set overrides or a callable giving CLI args, words the line must hold)
@@ -371,3 +361,109 @@ def test_a_second_process_on_a_held_run_folder_stops_at_once(finished, tmp_path)
     again = cli("run", "--config", QUICKSTART, *sets(overrides))  # the killed holder's lock is taken over
     assert again.exit_code == 0, again.output
     assert f"took over the stale lock of pid {holder.pid}" in again.output
+
+
+# --- issue 25: suites, tune grids, claims, leaderboard records, data check, launching --------------------
+
+def suite_file(tmp_path: Path, methods: list[dict]) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "mini", "base": QUICKSTART, "seeds": [0], "methods": methods}))
+    return path
+
+
+BASELINE = {"name": "baseline", "method": "none"}
+
+
+def test_suite_entry_that_moves_its_run_folder_is_refused(tmp_path):
+    path = suite_file(tmp_path, [BASELINE, {"name": "kd", "method": "kd",
+                                            "set": [f"experiment.output_dir={tmp_path / 'elsewhere'}"]}])
+    assert_one_line(cli("bench", "--suite", path, "--status"), "methods[1]", "experiment.output_dir",
+                    "outside the suite")
+
+
+@pytest.mark.parametrize("grid", ["distill.kd.weight=1,1", "distill.kd.weight=1,2,1.0"])
+def test_tune_refuses_a_repeated_grid_value(grid, tmp_path):
+    assert_one_line(cli("tune", "--suite", ROOT / "configs/suites/synth_cpu.yaml", "--grid", grid,
+                        "--out", tmp_path / "tables", "--set", f"experiment.output_dir={tmp_path / 'runs'}"),
+                    "more than once", grid)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "tables").exists()
+
+
+def test_a_garbage_claim_is_named_and_taken_over_as_stale(tmp_path, caplog):
+    path = suite_file(tmp_path, [BASELINE])
+    runs = tmp_path / "runs"
+    folder = runs / "mini" / "baseline" / "seed0"
+    folder.mkdir(parents=True)
+    claim = folder / CLAIM_NAME
+    claim.write_text("{not json at all")
+    os.utime(claim, (time.time() - 60, time.time() - 60))
+    status = cli("bench", "--suite", path, "--status", "--set", f"experiment.output_dir={runs}")
+    assert status.exit_code == 0, status.output
+    row = next(line for line in status.stdout.splitlines() if "baseline/seed0" in line)
+    assert "stale" in row and f"unreadable claim {claim}" in row
+    claims = Claims("w1", timeout=600)
+    try:
+        assert claims.claim(folder)
+    finally:
+        claims.close()
+    assert f"took over the unreadable claim {claim}" in caplog.text
+
+
+def leaderboard_runs(tmp_path: Path, suite_text: str, expected: str = "{}", metrics: str | None = None) -> Path:
+    suite_dir = tmp_path / "runs" / "mini"
+    suite_dir.mkdir(parents=True)
+    (suite_dir / "suite.yaml").write_text(suite_text)
+    (suite_dir / "expected_runs.json").write_text(expected)
+    if metrics is not None:
+        (suite_dir / "baseline" / "seed0").mkdir(parents=True)
+        (suite_dir / "baseline" / "seed0" / "metrics.json").write_text(metrics)
+    return suite_dir
+
+
+RECORD = yaml.safe_dump({"name": "mini", "seeds": [0], "methods": [BASELINE]})
+
+
+@pytest.mark.parametrize("suite_text, expected, words", [
+    ("name: [mini\n", "{}", ["suite.yaml", "not valid YAML", "reidkd bench"]),
+    ("- a list\n", "{}", ["suite.yaml", "reidkd bench"]),
+    (RECORD, "[]", ["expected_runs.json", "reidkd bench"]),
+], ids=["invalid yaml", "not a mapping", "expected runs a list"])
+def test_leaderboard_of_a_damaged_suite_record_is_one_line(tmp_path, suite_text, expected, words):
+    suite_dir = leaderboard_runs(tmp_path, suite_text, expected)
+    line = assert_one_line(cli("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "boards",
+                               "--readme", tmp_path / "none.md"), *words)
+    assert str(suite_dir) in line
+
+
+def test_leaderboard_rejects_a_metrics_file_that_is_a_list(tmp_path):
+    leaderboard_runs(tmp_path, RECORD, json.dumps({"baseline/seed0": {}}), metrics="[1, 2]")
+    result = cli("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "boards", "--readme",
+                 tmp_path / "none.md")
+    assert result.exit_code == 0, result.output
+    assert "mini/baseline/seed0/metrics.json: not a run record" in result.output
+    assert "missing (0/1)" in (tmp_path / "boards" / "mini.md").read_text()
+
+
+def test_leaderboard_shows_runs_of_another_world_size():
+    assert _processes(pd.DataFrame({"mAP": [0.5]})) == ""  # records from before world size count as one process
+    assert _processes(pd.DataFrame({"world_size": [1, 1], "sync_bn": [False, False]})) == ""
+    assert _processes(pd.DataFrame({"world_size": [2, 2], "sync_bn": [True, True]})) == " (2 processes, synced BN)"
+    assert _processes(pd.DataFrame({"world_size": [1, 2], "sync_bn": [False, False]})) == \
+        " (1/2 processes, per-process BN)"
+
+
+def test_data_check_without_config_reads_and_never_writes(tiny_overrides, tmp_path):
+    generated = cli("data", "synth", "--config", QUICKSTART, *sets(tiny_overrides), "--root", tmp_path / "synth_veri")
+    assert generated.exit_code == 0, generated.output
+    victim = sorted((tmp_path / "synth_veri" / "image_test").iterdir())[0]
+    victim.unlink()
+    before = snapshot(tmp_path)
+    checked = cli("data", "check", "synth_veri", "--root", tmp_path)  # the default spec is not this folder's
+    assert checked.exit_code == 1 and "missing" in checked.stdout and victim.name in checked.stdout, checked.output
+    assert snapshot(tmp_path) == before
+
+
+def test_nproc_that_cannot_share_batch_p_stops_before_torchrun(tiny_overrides, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("torchrun was started"))
+    assert_one_line(cli("run", "--config", QUICKSTART, "--nproc", "3", *sets(tiny_overrides)),
+                    "data.batch_p", "--nproc 3", "multiple of 3")

@@ -30,17 +30,24 @@ logger = logging.getLogger(__name__)
 CLAIM_NAME = ".claim"  # not `.*.tmp`: stale-temporary cleanup never deletes it
 FAILURE_NAME = "failure.json"
 CLAIM_TIMEOUT = 600.0  # seconds without a heartbeat after which a claim is stale
+UNREADABLE = "unreadable"  # the record of a claim file that holds no JSON object (garbage, a crashed writer)
+UNREADABLE_GRACE = 5.0  # seconds an unreadable claim may be one still being written before it counts as stale
 
 
 def _read(path: Path) -> dict | None:
-    """A JSON record; {} while its creator is still writing it, None when there is no file."""
+    """A JSON record; {} while its creator is still writing it (empty), None when there is no file, and
+    {UNREADABLE: True} when it holds something else than a JSON object."""
     try:
-        record = json.loads(Path(path).read_text())
+        text = Path(path).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except ValueError:
+    if not text:
         return {}
-    return record if isinstance(record, dict) else {}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return {UNREADABLE: True}
+    return record if isinstance(record, dict) else {UNREADABLE: True}
 
 
 def read_claim(folder: Path) -> dict | None:
@@ -58,7 +65,7 @@ def heartbeat_age(folder: Path) -> float | None:
 
 def is_stale(record: dict, age: float, timeout: float) -> bool:
     """No heartbeat for `timeout` seconds, or its holder was a process of this host that has exited."""
-    if age > timeout:
+    if age > timeout or (record.get(UNREADABLE) and age > UNREADABLE_GRACE):
         return True
     pid = record.get("pid")
     return record.get("host") == HOST and isinstance(pid, int) and not _alive(pid)
@@ -107,7 +114,10 @@ class Claims:
         finally:
             mark.unlink(missing_ok=True)
         who = f"worker {record.get('worker', '?')} (pid {record.get('pid', '?')} on {record.get('host', '?')})"
-        logger.info(f"took over the stale claim of {who} on {folder}")
+        if record.get(UNREADABLE):
+            logger.warning(f"took over the unreadable claim {path} (not a claim reid-kd wrote)")
+        else:
+            logger.info(f"took over the stale claim of {who} on {folder}")
         return self._create(path)
 
     def _stale(self, folder: Path) -> dict | None:

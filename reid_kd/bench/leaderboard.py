@@ -20,6 +20,7 @@ import yaml
 from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 from reid_kd.bench.suite import EXPECTED_RUNS
 from reid_kd.engine.paths import run_id
+from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import rerank_said
 from reid_kd.models.weights import describe
 from reid_kd.utils.io import UnsafeFileError, read_json, write_bytes, write_text
@@ -43,6 +44,24 @@ def _mismatch(record: dict, want: dict | None) -> str | None:
     return None
 
 
+def _suite_record(path: Path, text: str) -> dict:
+    """A suite as `reidkd bench` recorded it (name, seeds, methods with one baseline), or one line naming the file."""
+    try:
+        suite = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        suite, detail = None, f"not valid YAML, {' '.join(str(e).split())[:100]}"
+    else:
+        detail = "no name, seeds, or methods with one baseline (method: none)"
+    methods = suite.get("methods") if isinstance(suite, dict) else None
+    if not (isinstance(suite, dict) and isinstance(suite.get("name"), str) and isinstance(suite.get("seeds"), list)
+            and all(isinstance(k, int) for k in suite["seeds"]) and isinstance(methods, list)
+            and all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in methods)
+            and any(e.get("method") == "none" and not e.get("longer_of") for e in methods)):
+        raise UserError(f"{path} is not a suite record reidkd bench wrote ({detail}); run `reidkd bench --suite "
+                        "FILE` on the suite again to rewrite it, or remove its folder")
+    return suite
+
+
 def _failed(record: dict) -> bool:
     """A run whose metrics are not finite numbers failed, whatever its file says."""
     values = [record.get(k) for k, _ in METRICS]
@@ -57,6 +76,9 @@ def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
     """
     expected_file = suite_dir / EXPECTED_RUNS
     expected = read_json(expected_file) if expected_file.is_file() else {}
+    if not isinstance(expected, dict):
+        raise UserError(f"{expected_file} is not a record of the suite's runs (a JSON object); run `reidkd bench` "
+                        "on the suite again to rewrite it")
     rows, rejected = [], []
     for entry in suite["methods"]:
         for seed in suite["seeds"]:
@@ -69,7 +91,7 @@ def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
             except UnsafeFileError:
                 rejected.append(f"{shown}: not readable JSON")
                 continue
-            why = _mismatch(record, expected.get(key))
+            why = _mismatch(record, expected.get(key)) if isinstance(record, dict) else "not a run record (a JSON object)"
             if why:
                 rejected.append(f"{shown}: {why}")
                 continue
@@ -122,6 +144,19 @@ def _initialisation(runs: pd.DataFrame) -> str:
                 if isinstance(r, dict) and r.get(role) is not None}
         return f"{role} " + (" and ".join(sorted(said)) if said else DASH)
     return f"Initialisation: {say('teacher')}, {say('student')}."
+
+
+def _processes(runs: pd.DataFrame) -> str:
+    """' (2 processes, synced BN)' for runs trained data-parallel (they differ from one process's numbers);
+    '' for one process (records from before world size was recorded count as one)."""
+    if runs.empty:
+        return ""
+    sizes = sorted({1 if pd.isna(n) else int(n) for n in runs.get("world_size", pd.Series(1, index=runs.index))})
+    if sizes == [1]:
+        return ""
+    synced = {bool(b) for b in runs.get("sync_bn", pd.Series(False, index=runs.index)).fillna(False)}
+    bn = "synced BN" if synced == {True} else "per-process BN" if synced == {False} else "synced BN in some"
+    return f" ({'/'.join(map(str, sizes))} processes, {bn})"
 
 
 def _software(runs: pd.DataFrame) -> str:
@@ -179,7 +214,8 @@ def _student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referen
         every = runs[runs["entry"] == entry["name"]] if not runs.empty else runs
         mine = every[~every["failed"]] if len(every) else every
         n, failed = len(mine), len(every) - len(mine)
-        row = {"Method": entry["label"], "Seeds": f"{n}/{n_seeds}" + (f", {failed} failed" if failed else "")}
+        row = {"Method": entry["label"] + _processes(mine),
+               "Seeds": f"{n}/{n_seeds}" + (f", {failed} failed" if failed else "")}
         if n == 0:
             row |= {label: DASH for _, label in METRICS}
             row |= {name: DASH for name in _delta_names(against)}
@@ -272,7 +308,7 @@ def build_leaderboard(suite_dir: Path, out_dir: Path, only: list[str] | None = N
     the rejected run files ("path: why").
     """
     suite_text = (suite_dir / "suite.yaml").read_text()
-    suite = yaml.safe_load(suite_text)
+    suite = _suite_record(suite_dir / "suite.yaml", suite_text)
     if only is not None:
         suite["methods"] = [e for e in suite["methods"] if e["name"] in only]
     name, seeds = name or suite["name"], suite["seeds"]

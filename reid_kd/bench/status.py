@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 from reid_kd.bench.claims import (
+    CLAIM_NAME,
     CLAIM_TIMEOUT,
+    UNREADABLE,
     heartbeat_age,
     is_stale,
     read_claim,
@@ -31,6 +33,8 @@ def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLA
             row = ("done", f"mAP {100 * mAP:.2f}" if isinstance(mAP, (int, float)) else "mAP missing")
         elif claim is not None and age is not None:
             who = f"worker {claim.get('worker', '?')}, pid {claim.get('pid', '?')} on {claim.get('host', '?')}"
+            if claim.get(UNREADABLE):
+                who = f"unreadable claim {folder / CLAIM_NAME} (taken over by the next worker)"
             row = ("stale" if is_stale(claim, age, timeout) else "running",
                    f"{who}, heartbeat {age:.0f} s ago" + (", resuming" if state == "resume" else ""))
         elif failure is not None:

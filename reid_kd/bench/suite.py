@@ -77,6 +77,7 @@ SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_see
               "methods": list, "description": str}
 REQUIRED = ("name", "base", "seeds", "methods")
 ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str, "longer_of": str}
+FOLDER_KEYS = ("experiment", "experiment.output_dir")  # an entry's `set` may not move its run folder
 RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
 EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
 
@@ -187,7 +188,12 @@ def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) 
         if not NAME_RE.match(item["name"]):
             raise ConfigError(f"{where}: key 'name' must be a folder name (letters, digits, _ . -), "
                               f"got {item['name']!r}")
-        entries.append(Entry(item["name"], item["method"], _check_overrides(where, "set", item.get("set", [])),
+        overrides = _check_overrides(where, "set", item.get("set", []))
+        moved = [o for o in overrides if o.split("=", 1)[0].strip() in FOLDER_KEYS]
+        if moved:  # its run would land outside the suite, where neither bench nor the leaderboard looks
+            raise ConfigError(f"{where}: key 'set' moves its run folder outside the suite ({moved[0]!r}); set "
+                              "experiment.output_dir in the suite's own 'set' or with --set, for every entry")
+        entries.append(Entry(item["name"], item["method"], overrides,
                              item.get("ablation_of"), item.get("longer_of")))
     if not entries:
         raise ConfigError(f"{source}: key 'methods' is empty")

@@ -17,6 +17,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from reid_kd.bench import VALIDATION_FRACTION
 from reid_kd.bench.leaderboard import build_leaderboard
 from reid_kd.bench.suite import Entry, Suite, run_suite
@@ -63,11 +65,23 @@ def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None =
         if not match or not values or not all(keys) or any(len(v) != len(keys) or not all(v) for v in values):
             raise ConfigError(f"--grid {item!r} must look like [ENTRY:]distill.<method>.<option>=v1,v2,... or, "
                               f"for options moved together, KEY1,KEY2=a1:a2,b1:b2,...")
+        parsed = [[_value(x) for x in v] for v in values]
+        repeated = sorted({":".join(v) for i, v in enumerate(values) if parsed[i] in parsed[:i]})
+        if repeated:  # the same point twice would be scored as two seeds of one
+            raise ConfigError(f"--grid {item!r} gives {', '.join(repeated)} more than once; list each value once")
         entry = _entry_for(suite, keys[0], match["entry"], default_entry)
         grids.setdefault(entry.name, []).append((keys, values))
     if not grids:
         raise ConfigError("give at least one --grid distill.<method>.<option>=v1,v2,...")
     return grids
+
+
+def _value(text: str):
+    """A grid value as the config reads it (YAML: 1 and 1.0 are one value), its text where YAML refuses it."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _point_name(entry: str, point: tuple[tuple[str, str], ...]) -> str:

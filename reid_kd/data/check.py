@@ -107,7 +107,7 @@ def check_dataset(name: str, root: str | Path, options: dict | None = None, read
     """Load `name` from `root` with the loader `options` and list what is wrong with it."""
     options = dict(options or {})
     try:
-        dataset = build_dataset(name, Path(root), **options)
+        dataset = build_dataset(name, Path(root), **options, generate=False)  # a check never writes
     except DatasetLayoutError as e:
         return Report(name, None, "", [f"missing: {e}"])
     report = Report(name, dataset, table(dataset, official_counts(name, options)))

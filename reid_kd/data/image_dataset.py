@@ -24,9 +24,10 @@ class ImageReadError(UserError, OSError):
 
 
 def read_image(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    """An RGB image; only a regular file is opened (a FIFO or a device would block or never end)."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR) if Path(path).is_file() else None
     if img is None:
-        why = "missing" if not Path(path).is_file() else "cannot be decoded"
+        why = "is missing or not a regular file" if not Path(path).is_file() else "cannot be decoded"
         raise ImageReadError(f"image {path} {why}; `reidkd data check DATASET --root ROOT` lists every bad file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 

@@ -7,6 +7,7 @@ marks deprecated but which every TorchScript runtime (LibTorch, Triton's PyTorch
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from reid_kd.errors import UserError
 from reid_kd.utils.io import write_bytes, write_json
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
+ONNX_PACKAGES = ("onnx", "onnxscript")  # the `deploy` extra: torch.onnx.export(dynamo=True) writes with them
 OPSET = 18  # ONNX opset: ONNX Runtime 1.14+ and TensorRT 8.6+ read it
 
 
@@ -30,6 +32,10 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     """Write the exported model and `<model file>.json` (input, output, provenance); returns both paths."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    missing = [m for m in ONNX_PACKAGES if fmt == "onnx" and importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--format onnx needs {', '.join(missing)}, which is not installed: "
+                        "pip install -e '.[deploy]' (or use --format torchscript)")
     checkpoint = Path(checkpoint)
     model = load_checkpoint(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])

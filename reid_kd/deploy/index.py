@@ -11,8 +11,12 @@ Identities and cameras of a folder of images are read from names in the VeRi / M
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +33,12 @@ from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
-from reid_kd.utils.io import read_json, write_bytes, write_json, write_text
+from reid_kd.utils.io import read_json, write_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 NAME_PATTERN = re.compile(r"^(\d+)_c(\d+)")
 INDEX_FILE, ITEMS_FILE, FEATURES_FILE, META_FILE = "index.faiss", "items.csv", "features.npy", "index.json"
+META_KEYS = ("factory", "count", "dim", "search_params", "checkpoint", "checkpoint_sha256")
 SPLITS = ("gallery", "query", "train")
 logger = logging.getLogger(__name__)
 
@@ -106,9 +111,26 @@ def _faiss_reason(e: RuntimeError) -> str:
 
 
 def set_search_params(index: faiss.Index, params: str | None) -> None:
-    """FAISS search parameters in its own syntax, e.g. `nprobe=32` (IVF) or `efSearch=128` (HNSW)."""
+    """FAISS search parameters in its own syntax, e.g. `nprobe=32` (IVF) or `efSearch=128` (HNSW), refused
+    outside their range for this index (FAISS takes efSearch=0 or nprobe=0 and answers with wrong hits)."""
     if not params:
         return
+    for item in params.split(","):
+        name, _, value = item.strip().partition("=")
+        if name not in ("nprobe", "efSearch"):
+            continue  # any other FAISS parameter: FAISS checks it below
+        try:
+            number = int(value)
+        except ValueError:
+            raise UserError(f"search parameter {item.strip()!r} needs a whole number; give --search-params "
+                            f"{name}=N") from None
+        ivf = faiss.try_extract_index_ivf(index) if name == "nprobe" else None
+        if ivf is not None and not 1 <= number <= ivf.nlist:
+            raise UserError(f"search parameter nprobe={value} is outside 1..{ivf.nlist} (the index's IVF lists); "
+                            "give --search-params nprobe=N within it")
+        if name == "efSearch" and number < 1:
+            raise UserError(f"search parameter efSearch={value} is below 1; give --search-params efSearch=N with N "
+                            "at least 1 (FAISS widens it to the k searched)")
     try:
         faiss.ParameterSpace().set_index_parameters(index, params)
     except RuntimeError as e:
@@ -119,9 +141,11 @@ def set_search_params(index: faiss.Index, params: str | None) -> None:
 def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, factory: str = "Flat",
                 train_size: int | None = None, search_params: str | None = None, source: dict | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 256, workers: int = 0) -> dict:
-    """Extract `items`' features with the checkpoint's model and write an index folder; returns its metadata."""
+    """Extract `items`' features with the checkpoint's model and write an index folder; returns its metadata.
+
+    Every part is made before anything is written, and written beside an existing index first: a build
+    that fails leaves the index there as it was."""
     out, checkpoint = Path(out), Path(checkpoint)
-    (out / META_FILE).unlink(missing_ok=True)  # an index being rebuilt is incomplete until its metadata is back
     model = load_checkpoint(checkpoint, device)
     start = time.perf_counter()
     features = extract(model, items, torch.device(device), batch_size, workers, progress="features")
@@ -131,24 +155,41 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
     index = new_index(factory, features, train_size)
     set_search_params(index, search_params)
     build_seconds = time.perf_counter() - start
-    write_bytes(faiss.serialize_index(index).tobytes(), out / INDEX_FILE)
     table = pd.DataFrame({"path": [str(Path(it.path).resolve()) for it in items],  # usable from any folder
                           "pid": [it.pid for it in items], "camid": [it.camid for it in items]})
-    write_text(table.to_csv(index=False), out / ITEMS_FILE)
-    if factory != "Flat":
+    parts = {INDEX_FILE: faiss.serialize_index(index).tobytes(), ITEMS_FILE: table.to_csv(index=False).encode()}
+    if factory != "Flat":  # a Flat index holds its exact features itself
         buffer = io.BytesIO()
         np.save(buffer, features)
-        write_bytes(buffer.getvalue(), out / FEATURES_FILE)
-    else:
-        (out / FEATURES_FILE).unlink(missing_ok=True)  # a Flat index holds its exact features itself
+        parts[FEATURES_FILE] = buffer.getvalue()
     meta = {"factory": factory, "metric": "inner product of L2-normalised bn_feat (cosine)", "count": len(items),
             "dim": int(features.shape[1]), "train_size": train_size, "search_params": search_params or "",
             "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_digest(checkpoint),
             "backbone": model.backbone_name, "input": model.input, "source": source or {},
             "extract_seconds": round(extract_seconds, 3), "build_seconds": round(build_seconds, 3),
             "faiss": faiss.__version__}
-    write_json(meta, out / META_FILE)
+    _write_index_folder(out, parts, json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _write_index_folder(out: Path, parts: dict[str, bytes], meta: str) -> None:
+    """Write the parts into a staging folder inside `out`, then move them in, `index.json` last."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(out)) from None
+    try:
+        for name, data in {**parts, META_FILE: meta.encode()}.items():
+            write_bytes(data, stage / name)
+        (out / META_FILE).unlink(missing_ok=True)  # from here the folder is incomplete until its metadata is back
+        for name in parts:
+            os.replace(stage / name, out / name)
+        if FEATURES_FILE not in parts:
+            (out / FEATURES_FILE).unlink(missing_ok=True)
+        os.replace(stage / META_FILE, out / META_FILE)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @dataclass
@@ -159,19 +200,31 @@ class GalleryIndex:
     items: pd.DataFrame
 
     @classmethod
-    def load(cls, folder: str | Path, search_params: str | None = None) -> "GalleryIndex":
+    def load(cls, folder: str | Path, search_params: str | None = None) -> GalleryIndex:
+        """Open an index folder, its parts checked against each other (a part that does not fit is named)."""
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise UserError(f"{folder} is not a complete index (no {META_FILE}); build it with "
                             "`reidkd index build --checkpoint CKPT --images DIR --out FOLDER`")
         meta = read_json(folder / META_FILE)
+        missing = [k for k in META_KEYS if k not in meta] if isinstance(meta, dict) else list(META_KEYS)
+        if missing or not isinstance(meta["search_params"], str) or not isinstance(meta["dim"], int):
+            _damaged(folder / META_FILE, f"no {', '.join(missing)}" if missing else "a value of the wrong type")
+        if not (folder / INDEX_FILE).is_file():
+            _damaged(folder / INDEX_FILE, "missing or not a regular file")
         try:
             index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError as e:
             raise UserError(f"{folder / INDEX_FILE} cannot be read ({_faiss_reason(e)}); rebuild the index with "
                             "`reidkd index build`") from None
+        if index.d != meta["dim"] or index.ntotal != meta["count"]:
+            _damaged(folder / INDEX_FILE, f"{index.ntotal} {index.d}-d vectors, {META_FILE} records "
+                     f"{meta['count']} {meta['dim']}-d")
         set_search_params(index, search_params if search_params is not None else meta["search_params"])
-        return cls(folder, meta, index, pd.read_csv(folder / ITEMS_FILE))
+        gallery = cls(folder, meta, index, _read_items(folder / ITEMS_FILE, index.ntotal))
+        if meta["factory"] != "Flat":
+            gallery.exact_features(mmap=True)  # its shape and type checked now, not mid-evaluation
+        return gallery
 
     def model(self, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"):
         """The model the index was built with (its recorded file, or `checkpoint`), refused if it is another one."""
@@ -184,7 +237,10 @@ class GalleryIndex:
             raise UserError(f"{path} is not the model the index {self.folder} was built with (its weights differ: "
                             f"sha256 {digest[:12]} vs {self.meta['checkpoint_sha256'][:12]}); pass the "
                             "index's own checkpoint, or rebuild the index with this one (`reidkd index build`)")
-        return load_checkpoint(path, device)
+        model = load_checkpoint(path, device)
+        if model.feat_dim != self.index.d:
+            _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.feat_dim}-d")
+        return model
 
     def search(self, queries: np.ndarray, k: int, chunk_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row ids) of each query's `k` best rows, best first; id -1 where the index found fewer.
@@ -197,8 +253,39 @@ class GalleryIndex:
         parts = [self.index.search(queries[i:i + step], k) for i in range(0, len(queries), step)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def exact_features(self) -> np.ndarray:
+    def exact_features(self, mmap: bool = False) -> np.ndarray:
         """The gallery's exact features: the Flat index's own vectors, else those stored beside the index."""
         if self.meta["factory"] == "Flat":
             return self.index.reconstruct_n(0, self.index.ntotal)
-        return np.load(self.folder / FEATURES_FILE)
+        path = self.folder / FEATURES_FILE
+        if not path.is_file():
+            _damaged(path, "missing or not a regular file")
+        try:
+            features = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            _damaged(path, f"not a NumPy array file ({str(e)[:80]})")
+        if features.dtype != np.float32 or features.shape != (self.index.ntotal, self.index.d):
+            _damaged(path, f"{features.dtype} {features.shape}, the index holds float32 "
+                     f"({self.index.ntotal}, {self.index.d})")
+        return features
+
+
+def _damaged(path: Path, why: str) -> None:
+    raise UserError(f"{path} does not fit its index folder ({why}); rebuild the index with `reidkd index build`")
+
+
+def _read_items(path: Path, count: int) -> pd.DataFrame:
+    """items.csv: a path, an integer identity and camera per index row."""
+    if not path.is_file():
+        _damaged(path, "missing or not a regular file")
+    try:
+        items = pd.read_csv(path, dtype={"path": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        _damaged(path, f"not a table ({str(e).splitlines()[0][:80]})")
+    if list(items.columns) != ["path", "pid", "camid"]:
+        _damaged(path, f"columns {', '.join(map(str, items.columns))}, not path, pid, camid")
+    if not all(pd.api.types.is_integer_dtype(items[c]) for c in ("pid", "camid")):
+        _damaged(path, "pid and camid must be whole numbers")
+    if len(items) != count:
+        _damaged(path, f"{len(items)} rows for {count} indexed images")
+    return items

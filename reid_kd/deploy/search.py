@@ -35,12 +35,16 @@ def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, che
     return queries, pd.DataFrame(table, columns=["query", "rank", "score", "path", "pid", "camid"])
 
 
+PNG_COLUMNS = 50  # ranked items drawn per query at most (50 tiles: a 6,600-pixel-wide picture)
+
+
 def write_ranked_lists_png(queries: list[Item], table: pd.DataFrame, top_k: int, out: str | Path) -> Path:
     """One PNG, a row per query: the query and its ranked gallery items (green: same identity, red: another,
-    grey: the query's identity is unknown)."""
+    grey: the query's identity is unknown), as wide as the hits found and at most `PNG_COLUMNS` of them."""
+    top_k = max(1, min(top_k, PNG_COLUMNS, int(table["rank"].max()) if len(table) else 1))
     panels = []
     for query in queries:
-        hits = table[table["query"] == query.path]
+        hits = table[(table["query"] == query.path) & (table["rank"] <= top_k)]
         gallery = [Item(p, int(i), int(c)) for p, i, c in zip(hits["path"], hits["pid"], hits["camid"])]
         same = [None if query.pid < 0 else it.pid == query.pid for it in gallery]
         panels.append(draw_ranked_list(query, gallery, same, top_k))

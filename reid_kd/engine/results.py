@@ -11,6 +11,7 @@ from reid_kd.config import config_hash
 from reid_kd.engine.paths import method_name, run_name, teacher_key
 from reid_kd.evaluation.speed import inference_speed
 from reid_kd.models.reid_model import ReIDModel
+from reid_kd.utils import distributed
 from reid_kd.utils.provenance import git_commit, software_environment
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
@@ -26,13 +27,20 @@ def evaluated_on(cfg: dict) -> str:
     return cfg["data"]["dataset"] + (":val" if cfg["data"]["validation_fraction"] > 0 else "")
 
 
+def trained_in(cfg: dict) -> dict:
+    """How many processes trained the network and whether their BatchNorms shared statistics (both change
+    the numbers: each process normalises over its share of the batch unless synchronised)."""
+    n = distributed.world_size()
+    return {"world_size": n, "sync_bn": bool(cfg["experiment"]["sync_bn"]) and n > 1}
+
+
 def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int, gallery,
                    device: torch.device) -> dict:
     """A cached teacher's metrics.json: its scores and how it was trained."""
     return metrics | {"params": count_params(teacher), "train_seconds": seconds,
                       "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
                       "pretrained": teacher.start, "inference_images_per_sec": inference_speed(teacher, gallery, device),
-                      "environment": software_environment(device)}
+                      "environment": software_environment(device), **trained_in(cfg)}
 
 
 def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,
@@ -54,6 +62,6 @@ def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float,
         "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
         "inference_images_per_sec": inference_speed(student, gallery, device),
-        "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
+        **trained_in(cfg), "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
         "environment": software_environment(device), "teacher": teacher_summary,
     }

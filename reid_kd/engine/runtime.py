@@ -14,7 +14,10 @@ def select_device(name: str, setting: str = "config key 'experiment.device'", fi
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{setting} is '{name}' but PyTorch sees no CUDA device; use {fix} (or cpu)")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{setting} is '{name}', not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def setup_runtime(cfg: dict) -> torch.device:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from reid_kd.data.transforms import model_input
+from reid_kd.models.catalog import BACKBONES
 from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils.io import UnsafeFileError, load_torch, save_torch
 
@@ -25,10 +26,45 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     state = load_torch(path, device)
     if not isinstance(state, dict) or "model_cfg" not in state:
         raise UnsafeFileError(f"{path} is not a reid-kd model file (no 'model_cfg'); give a student.pt or teacher.pt")
+    why = _record_fault(state)
+    if why:
+        raise UnsafeFileError(f"{path} is not a model file reid-kd wrote ({why}); give a student.pt or teacher.pt "
+                              "that `reidkd run` or `reidkd bench` wrote")
     cfg = dict(state["model_cfg"], pretrained=None)
     model = build_model(cfg, state["num_classes"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # missing, unexpected or wrongly shaped tensors
+        detail = " ".join(str(e).split())[:160]
+        raise UnsafeFileError(f"{path} is not a model file reid-kd wrote (its weights do not fit its "
+                              f"{cfg['backbone']}: {detail}); give a student.pt or teacher.pt that reidkd wrote"
+                              ) from None
     # how it began, not how it is rebuilt (files from before start records: whether `pretrained` was set)
     model.start = state.get("start", state["model_cfg"].get("pretrained") is not None)
     model.input = state.get("input")
     return model.to(device)
+
+
+MAX_SIDE = 4096  # pixels: an input size recorded beyond it is not one a re-ID model was trained at
+
+
+def _record_fault(state: dict) -> str | None:
+    """What in a model file's record cannot be a model reid-kd saved (checked before any network is built)."""
+    cfg, weights, n = state["model_cfg"], state.get("model"), state.get("num_classes")
+    if not isinstance(cfg, dict) or not {"backbone", "last_stride", "neck"} <= cfg.keys():
+        return "'model_cfg' lacks backbone, last_stride or neck"
+    if cfg["backbone"] not in BACKBONES:
+        return f"unknown backbone {cfg['backbone']!r}"
+    if cfg["last_stride"] not in (1, 2) or cfg["neck"] not in ("bnneck", "none"):
+        return f"last_stride {cfg['last_stride']!r} / neck {cfg['neck']!r}"
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return "'model' is not a table of tensors"
+    classifier = weights.get("classifier.weight")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 \
+            or (classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 0) != n:
+        return f"num_classes {n!r} does not match its classifier's weights"
+    spec = state.get("input")
+    if spec is not None and not (isinstance(spec, dict) and all(
+            isinstance(spec.get(k), int) and 16 <= spec[k] <= MAX_SIDE for k in ("height", "width"))):
+        return f"input size {spec!r} is not whole numbers of pixels from 16 to {MAX_SIDE}"
+    return None

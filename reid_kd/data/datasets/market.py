@@ -55,7 +55,9 @@ def market1501(root: Path, **_: object) -> ReIDDataset:
     return load_market_layout(find_folder(root, FOLDER_NAMES), "market1501")
 
 
-def synth_market(root: Path, synth_spec: synth.SynthSpec | None = None, **_: object) -> ReIDDataset:
+def synth_market(root: Path, synth_spec: synth.SynthSpec | None = None, generate: bool = True,
+                 **_: object) -> ReIDDataset:
     """The procedurally generated persons, written on first use (see reid_kd.data.synth_person)."""
-    folder = synth_person.ensure(Path(root) / "synth_market", synth_spec or synth.SynthSpec())
+    folder = Path(root) / "synth_market"  # read as it is without `generate` (what `reidkd data check` asks)
+    folder = synth_person.ensure(folder, synth_spec or synth.SynthSpec()) if generate else folder
     return load_market_layout(folder, "synth_market")

@@ -49,7 +49,9 @@ def veri776(root: Path, **_: object) -> ReIDDataset:
     return load_veri_layout(Path(root) / "VeRi", "veri776")
 
 
-def synth_veri(root: Path, synth_spec: synth.SynthSpec | None = None, **_: object) -> ReIDDataset:
+def synth_veri(root: Path, synth_spec: synth.SynthSpec | None = None, generate: bool = True,
+               **_: object) -> ReIDDataset:
     """The procedurally generated VeRi, written on first use (see reid_kd.data.synth)."""
-    folder = synth.ensure(Path(root) / "synth_veri", synth_spec or synth.SynthSpec())
+    folder = Path(root) / "synth_veri"  # read as it is without `generate` (what `reidkd data check` asks)
+    folder = synth.ensure(folder, synth_spec or synth.SynthSpec()) if generate else folder
     return load_veri_layout(folder, "synth_veri")
