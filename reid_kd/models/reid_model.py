@@ -32,7 +32,7 @@ class ReIDModel(nn.Module):
         start = resolve(pretrained, backbone)
         self.start = start.record()  # how it began (kind, weights' name, SHA-256), kept by checkpoints
         self.stages = build_backbone(backbone, last_stride, start)
-        self.widths, self.strides = stage_shapes(backbone, last_stride)  # of each stage, known without a forward
+        self.widths, self.strides = stage_shapes(backbone, last_stride, self.stages)  # known without a forward
         self.feat_dim = self.widths[-1]
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":

@@ -1,0 +1,140 @@
+"""Backbones beyond torchvision's: ResNet-IBN-a (layout and release weights as the IBN-Net repository
+defines them) and any timm model through `features_only` (widths and strides from `feature_info`)."""
+from __future__ import annotations
+
+import sys
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+
+from reid_kd.errors import ConfigError, UserError
+from reid_kd.models.backbones import build_backbone, stage_shapes, torchvision_net
+from reid_kd.models.catalog import BACKBONES
+from reid_kd.models.reid_model import ReIDModel
+from reid_kd.models.weights import WeightsUnavailableError, imagenet_file, sha256
+
+# The IBN-Net definition (XingangPan/IBN-Net, ibnnet/resnet_ibn.py): blocks per stage, block kind, and
+# IBN ('a') in the first normalisation of every block of stages 1-3, instance norm on half its planes.
+IBN_NET = {"resnet18_ibn_a": ([2, 2, 2, 2], "basic"), "resnet34_ibn_a": ([3, 4, 6, 3], "basic"),
+           "resnet50_ibn_a": ([3, 4, 6, 3], "bottleneck"), "resnet101_ibn_a": ([3, 4, 23, 3], "bottleneck")}
+PLANES = (64, 128, 256, 512)
+
+
+def release_keys(name: str) -> list[str]:
+    """The state dict keys of the IBN-Net release's file of `name`, written out from its definition."""
+    blocks, kind = IBN_NET[name]
+    expansion, convs = (1, 2) if kind == "basic" else (4, 3)
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = ["conv1.weight", *(f"bn1.{k}" for k in bn)]
+    inplanes = 64
+    for stage, (n, planes) in enumerate(zip(blocks, PLANES)):
+        for b in range(n):
+            prefix = f"layer{stage + 1}.{b}"
+            for c in range(1, convs + 1):
+                keys.append(f"{prefix}.conv{c}.weight")
+                if c == 1 and stage < 3:
+                    keys += [f"{prefix}.bn1.IN.weight", f"{prefix}.bn1.IN.bias", *(f"{prefix}.bn1.BN.{k}" for k in bn)]
+                else:
+                    keys += [f"{prefix}.bn{c}.{k}" for k in bn]
+            if b == 0 and (stage > 0 or inplanes != planes * expansion):
+                keys += [f"{prefix}.downsample.0.weight", *(f"{prefix}.downsample.1.{k}" for k in bn)]
+            inplanes = planes * expansion
+    return keys + ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("name", list(IBN_NET))
+def test_ibn_a_layout_is_the_ibn_net_definition(name):
+    stages = build_backbone(name)
+    blocks, _ = IBN_NET[name]
+    for stage, (n, planes) in enumerate(zip(blocks, PLANES)):
+        layer = stages[stage][-1] if stage == 0 else stages[stage]  # the stem joins layer1
+        ins = [m.num_features for m in layer.modules() if isinstance(m, nn.InstanceNorm2d)]
+        assert ins == ([planes // 2] * n if stage < 3 else []), (name, stage)
+        assert all(isinstance(block.bn1, nn.BatchNorm2d) != (stage < 3) for block in layer)
+    assert stage_shapes(name) == (BACKBONES[name].info["widths"], (4, 8, 16, 16))
+    assert sorted(torchvision_net(name)[1].state_dict()) == sorted(release_keys(name))  # the release's names
+
+
+def seed_release_file(name: str) -> dict:
+    """A state dict under the release's keys and file name in torch hub's cache, values random."""
+    torch.manual_seed(5)
+    shapes = {k: v.shape for k, v in torchvision_net(name)[1].state_dict().items()}  # a KeyError: a key we lack
+    state = {k: torch.randn(shapes[k]) if "num_batches" not in k else torch.tensor(7) for k in release_keys(name)}
+    file = imagenet_file(name)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)
+    return state
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+def test_the_ibn_net_release_weights_load_from_the_hub_cache(hub):
+    state = seed_release_file("resnet18_ibn_a")
+    model = ReIDModel("resnet18_ibn_a", 5, pretrained="imagenet")  # load_into: no missing key, or it raises
+    block = model.stages[0][4][1]
+    assert torch.equal(block.bn1.IN.weight, state["layer1.1.bn1.IN.weight"])
+    assert torch.equal(block.bn1.BN.running_var, state["layer1.1.bn1.BN.running_var"])
+    assert torch.equal(model.stages[3][0].downsample[0].weight, state["layer4.0.downsample.0.weight"])
+    assert model.start == {"kind": "imagenet", "name": "resnet18_ibn_a (IBN-Net v1.0 release)",
+                           "file": "resnet18_ibn_a-2f571257.pth", "sha256": sha256(hub / "resnet18_ibn_a-2f571257.pth")}
+
+
+def test_ibn_weights_offline_and_not_cached_are_one_line(hub):
+    with pytest.raises(WeightsUnavailableError) as error:
+        ReIDModel("resnet50_ibn_a", 5, pretrained="imagenet")
+    message = str(error.value)
+    assert "\n" not in message and "resnet50_ibn_a-d9d0bb7b.pth" in message and f"into {hub}/" in message
+    assert "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth" in message
+
+
+# ---------------------------------------------------------------------------------------------- timm
+
+@pytest.mark.parametrize("name", ["resnet18d", "efficientnet_b0", "convnext_atto", "mobilenetv3_small_100"])
+@pytest.mark.parametrize("last_stride", [1, 2])
+def test_timm_widths_and_strides_are_those_of_its_feature_maps(name, last_stride):
+    pytest.importorskip("timm")
+    model = ReIDModel(f"timm:{name}", 3, last_stride).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 64))
+    assert [(f.shape[1], 64 // f.shape[2]) for f in out.feats] == list(zip(model.widths, model.strides))
+    assert model.strides[:3] == (4, 8, 16) and model.feat_dim == model.widths[-1] == out.global_feat.shape[1]
+
+
+def test_timm_default_weights_come_from_the_hub_cache(hub):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(2)
+    state = timm.create_model("resnet18d").state_dict()  # the classifier's keys, as timm publishes them
+    file = imagenet_file("timm:resnet18d")
+    assert file.name == "resnet18d_ra2-48a79e06.pth"
+    file.parent.mkdir(parents=True)
+    torch.save(state, file)
+    model = ReIDModel("timm:resnet18d", 5, pretrained="imagenet")
+    assert torch.equal(model.stages[0][0][0].weight, state["conv1.0.weight"])
+    assert torch.equal(model.stages[3][-1][1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert model.start["name"] == "timm timm/resnet18d.ra2_in1k" and model.start["file"] == file.name
+    file.unlink()
+    with pytest.raises(WeightsUnavailableError) as error:
+        ReIDModel("timm:resnet18d", 5, pretrained="imagenet")
+    assert "\n" not in str(error.value) and file.name in str(error.value) and f"into {hub}/" in str(error.value)
+
+
+def test_unknown_or_unfit_timm_models_and_a_missing_extra_are_one_line(monkeypatch):
+    pytest.importorskip("timm")
+    with pytest.raises(ConfigError, match="unknown timm model 'resnet18e'.*did you mean"):
+        ReIDModel("timm:resnet18e", 3)
+    with pytest.raises(ConfigError, match="vit_tiny_patch16_224.*convolutional timm model"):
+        ReIDModel("timm:vit_tiny_patch16_224", 3)
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if the extra were not installed
+    with pytest.raises(UserError, match=r"^timm backbones need the timm extra: pip install -e '\.\[timm\]'$"):
+        ReIDModel("timm:resnet18d", 3)
