@@ -22,6 +22,11 @@ class ModelOutput:
     bn_feat: torch.Tensor
     logits: torch.Tensor | None
 
+    def float(self) -> ModelOutput:
+        """The same output in float32 (a network run under mixed precision gives half-precision tensors)."""
+        return ModelOutput([f.float() for f in self.feats], self.global_feat.float(), self.bn_feat.float(),
+                           self.logits.float() if self.logits is not None else None)
+
 
 class ReIDModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, last_stride: int = 1, neck: str = "bnneck",
