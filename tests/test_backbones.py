@@ -2,13 +2,20 @@
 defines them) and any timm model through `features_only` (widths and strides from `feature_info`)."""
 from __future__ import annotations
 
+import json
 import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from reid_kd.cli import main
+from reid_kd.distill.base import build_distiller
+from reid_kd.distill.catalog import DISTILLERS
+from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError, UserError
 from reid_kd.models.backbones import build_backbone, stage_shapes, torchvision_net
 from reid_kd.models.catalog import BACKBONES
@@ -20,6 +27,7 @@ from reid_kd.models.weights import WeightsUnavailableError, imagenet_file, sha25
 IBN_NET = {"resnet18_ibn_a": ([2, 2, 2, 2], "basic"), "resnet34_ibn_a": ([3, 4, 6, 3], "basic"),
            "resnet50_ibn_a": ([3, 4, 6, 3], "bottleneck"), "resnet101_ibn_a": ([3, 4, 23, 3], "bottleneck")}
 PLANES = (64, 128, 256, 512)
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 
 
 def release_keys(name: str) -> list[str]:
@@ -138,3 +146,43 @@ def test_unknown_or_unfit_timm_models_and_a_missing_extra_are_one_line(monkeypat
     monkeypatch.setitem(sys.modules, "timm", None)  # as if the extra were not installed
     with pytest.raises(UserError, match=r"^timm backbones need the timm extra: pip install -e '\.\[timm\]'$"):
         ReIDModel("timm:resnet18d", 3)
+
+
+# ------------------------------------------------------------------------------- distillers and runs
+
+@pytest.mark.parametrize("method", DISTILLERS.names())
+def test_every_method_distils_an_ibn_teacher_into_a_timm_student(method):
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    student, teacher = ReIDModel("timm:efficientnet_b0", 4), ReIDModel("resnet18_ibn_a", 4).eval()
+    targets = torch.arange(4).repeat_interleave(2)
+    distiller = build_distiller(load_config(None, [f"distill.method={method}"])["distill"], student, teacher,
+                                train_targets=targets)
+    images = torch.randn(8, 3, 64, 32)
+    with torch.no_grad():
+        teacher_out = teacher(images)
+    terms = distiller(student(images), teacher_out, targets, torch.arange(8))
+    total = sum(terms.values())
+    assert terms and torch.isfinite(total)
+    total.backward()
+    assert student.stages[0][0].weight.grad is not None  # the stem's convolution learns from the method
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("method,student", [
+    ("gird", "timm:efficientnet_b0"), ("cskd", "timm:resnet18d"), ("at", "timm:efficientnet_b0"),
+    pytest.param("gird", "timm:resnet18d", marks=SLOW), pytest.param("cskd", "timm:efficientnet_b0", marks=SLOW),
+    pytest.param("at", "timm:resnet18d", marks=SLOW)])
+def test_quickstart_runs_with_an_ibn_teacher_and_a_timm_student(method, student, tiny_overrides, tmp_path):
+    pytest.importorskip("timm")
+    overrides = [*tiny_overrides, "teacher.backbone=resnet50_ibn_a", f"model.backbone={student}",
+                 f"distill.method={method}"]
+    result = CliRunner().invoke(main, ["run", "--config", QUICKSTART, *[a for o in overrides for a in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(QUICKSTART, overrides)
+    run = Path(cfg["experiment"]["output_dir"]) / "quickstart" / method / "seed0"
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["teacher_backbone"] == "resnet50_ibn_a" and record["student_backbone"] == student
+    assert 0 <= record["mAP"] <= 1
