@@ -23,15 +23,32 @@ for _name, _file, _widths in (("resnet18_ibn_a", "resnet18_ibn_a-2f571257.pth", 
                               ("resnet34_ibn_a", "resnet34_ibn_a-94bc1577.pth", (64, 128, 256, 512)),
                               ("resnet50_ibn_a", "resnet50_ibn_a-d9d0bb7b.pth", (256, 512, 1024, 2048)),
                               ("resnet101_ibn_a", "resnet101_ibn_a-59ea0ac6.pth", (256, 512, 1024, 2048))):
-    BACKBONES.add(_name, "reid_kd.models.ibn:resnet_ibn_a", "ResNet-IBN-a (IBN-Net release weights)",
+    BACKBONES.add(_name, "reid_kd.models.ibn:resnet_ibn_a", "ResNet-IBN-a (IBN-Net, Pan et al. 2018)",
                   widths=_widths, strides=STRIDES, url=IBN_RELEASE + _file)
 BACKBONES.add("timm:<name>", "reid_kd.models.timm_backbone:timm_features",
-              "any timm model with feature maps (pip install -e '.[timm]'; timm's default weights)",
+              "any convolutional timm model (pip install -e '.[timm]')",
               widths=None, strides=None)
 BACKBONES.add("mobilenet_v3_small", "reid_kd.models.backbones:mobilenet", "torchvision MobileNetV3-Small",
               widths=(16, 24, 48, 576), strides=STRIDES)
 BACKBONES.add("mobilenet_v3_large", "reid_kd.models.backbones:mobilenet", "torchvision MobileNetV3-Large",
               widths=(24, 40, 112, 960), strides=STRIDES)
+
+
+
+def describe_backbones() -> list[tuple[str, str, str]]:
+    """(name, stage widths, description and where `pretrained: imagenet` takes its weights) of every backbone."""
+    rows = []
+    for name, entry in BACKBONES.items():
+        widths = ", ".join(map(str, entry.info["widths"])) if entry.info["widths"] else "from timm's feature_info"
+        if name.startswith("timm:"):
+            weights = "timm's default tag: its release URL through torch hub's cache, else Hugging Face's cache"
+        elif entry.info.get("url"):
+            weights = f"{entry.info['url']} through torch hub's cache"
+        else:
+            weights = "torchvision's default weights through torch hub's cache"
+        rows.append((name, widths, f"{entry.description}; imagenet: {weights}"))
+    return rows
+
 
 # Where a backbone's first weights come from (`model.pretrained`): a target called with the backbone's
 # name; any other string names a file, a local torchvision state dict of the architecture.
