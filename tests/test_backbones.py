@@ -186,3 +186,27 @@ def test_quickstart_runs_with_an_ibn_teacher_and_a_timm_student(method, student,
     record = json.loads((run / "metrics.json").read_text())
     assert record["teacher_backbone"] == "resnet50_ibn_a" and record["student_backbone"] == student
     assert 0 <= record["mAP"] <= 1
+
+
+def test_timm_weights_only_on_hugging_face_come_from_its_cache(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    hub = pytest.importorskip("huggingface_hub")
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    name, repo = "mobilenetv4_conv_small", "models--timm--mobilenetv4_conv_small.e2400_r224_in1k"
+    assert not timm.models.get_pretrained_cfg(name).url  # Hugging Face's alone
+    with pytest.raises(WeightsUnavailableError) as error:
+        ReIDModel(f"timm:{name}", 3, pretrained="imagenet")
+    assert "\n" not in str(error.value) and f"into {tmp_path / 'hf' / repo}/" in str(error.value)
+    torch.manual_seed(4)
+    state = timm.create_model(name).state_dict()
+    snapshot = tmp_path / "hf" / repo / "snapshots" / "0123abcd"  # the hub cache's layout: refs name snapshots
+    snapshot.mkdir(parents=True)
+    save_file(state, snapshot / "model.safetensors")
+    (tmp_path / "hf" / repo / "refs").mkdir()
+    (tmp_path / "hf" / repo / "refs" / "main").write_text("0123abcd")
+    model = ReIDModel(f"timm:{name}", 3, pretrained="imagenet")
+    assert torch.equal(model.stages[0][0].weight, state["conv_stem.weight"])
+    assert model.start["name"] == "timm timm/mobilenetv4_conv_small.e2400_r224_in1k"
