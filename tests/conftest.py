@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.error
 from pathlib import Path
 
 import cv2
@@ -62,3 +63,15 @@ def console():
     yield
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache of this test's own, and no network: a download attempt fails."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    return tmp_path / "torch_home" / "hub" / "checkpoints"

@@ -15,6 +15,7 @@ from torch import nn
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.models.reid_model import ModelOutput
+from reid_kd.models.weights import imagenet_file
 
 # ---------------------------------------------------------------------------------------- evaluation
 
@@ -174,3 +175,13 @@ def huber(a, b):
 
 def lists(t):
     return t.detach().double().tolist()
+
+
+# ---------------------------------------------------------------------------------------- weights
+
+def into_hub_cache(backbone: str, state: dict) -> dict:
+    """`state` saved where `pretrained: imagenet` looks for `backbone`'s weights in torch hub's cache."""
+    file = imagenet_file(backbone)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)
+    return state

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import into_hub_cache
 from torch import nn
 
 from reid_kd.cli import main
@@ -69,22 +69,8 @@ def seed_release_file(name: str) -> dict:
     """A state dict under the release's keys and file name in torch hub's cache, values random."""
     torch.manual_seed(5)
     shapes = {k: v.shape for k, v in torchvision_net(name)[1].state_dict().items()}  # a KeyError: a key we lack
-    state = {k: torch.randn(shapes[k]) if "num_batches" not in k else torch.tensor(7) for k in release_keys(name)}
-    file = imagenet_file(name)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, file)
-    return state
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def offline(url, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
+    return into_hub_cache(name, {k: torch.randn(shapes[k]) if "num_batches" not in k else torch.tensor(7)
+                                 for k in release_keys(name)})
 
 
 def test_the_ibn_net_release_weights_load_from_the_hub_cache(hub):
@@ -123,10 +109,9 @@ def test_timm_default_weights_come_from_the_hub_cache(hub):
     timm = pytest.importorskip("timm")
     torch.manual_seed(2)
     state = timm.create_model("resnet18d").state_dict()  # the classifier's keys, as timm publishes them
+    into_hub_cache("timm:resnet18d", state)
     file = imagenet_file("timm:resnet18d")
     assert file.name == "resnet18d_ra2-48a79e06.pth"
-    file.parent.mkdir(parents=True)
-    torch.save(state, file)
     model = ReIDModel("timm:resnet18d", 5, pretrained="imagenet")
     assert torch.equal(model.stages[0][0][0].weight, state["conv1.0.weight"])
     assert torch.equal(model.stages[3][-1][1].conv2.weight, state["layer4.1.conv2.weight"])
