@@ -125,7 +125,8 @@ def _fetch_from_hugging_face(repo: str) -> Path:
         folder = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
         raise WeightsUnavailableError(
             f"weights {repo} are not cached and could not be downloaded ({_reason(e)}): fetch "
-            f"https://huggingface.co/{repo} (model.safetensors) into {folder}/ with huggingface-cli download") from None
+            f"https://huggingface.co/{repo} (model.safetensors) into {folder}/ (`hf download {repo}` where online)"
+            ) from None
 
 
 def _reason(error: Exception) -> str:
