@@ -19,6 +19,7 @@ from reid_kd.data.catalog import DATASETS
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError, UserError
+from reid_kd.models.catalog import describe_backbones
 from reid_kd.registry import default_values
 from reid_kd.utils.logs import setup_logging
 
@@ -302,7 +303,8 @@ def leaderboard(runs_dir, out_dir, readme) -> None:
 
 @main.command()
 def methods() -> None:
-    """List every registered distillation method, each default option and where the default comes from."""
+    """List every registered distillation method, each default option and where the default comes from;
+    then every backbone, its stage widths and where its ImageNet weights come from."""
     rows = describe_methods()
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
@@ -312,6 +314,11 @@ def methods() -> None:
         key_width = max(len(f"{k} = {v}") for k, v in values.items())
         for key, value in values.items():
             click.echo(f"{' ' * width}    {f'{key} = {value}'.ljust(key_width)}  {entry.sources[key]}")
+    rows = describe_backbones()
+    click.echo("\nbackbones (model.backbone, teacher.backbone; pretrained: imagenet downloads on first use):")
+    name_width, widths_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for name, widths, description in rows:
+        click.echo(f"  {name.ljust(name_width)}  {widths.ljust(widths_width)}  {description}")
 
 
 device_option = click.option("--device", default="auto", show_default=True,

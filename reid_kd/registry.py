@@ -43,7 +43,8 @@ class Entry:
 
 
 class Registry:
-    """name -> Entry; a miss raises UnknownNameError with a did-you-mean."""
+    """name -> Entry; a miss raises UnknownNameError with a did-you-mean. An entry named "family:<name>"
+    stands for every "family:anything" (e.g. `timm:<name>`, any timm model)."""
 
     def __init__(self, kind: str):
         self.kind = kind  # "dataset", "backbone", ...: the word error messages use
@@ -58,13 +59,18 @@ class Registry:
         return entry
 
     def __getitem__(self, name: str) -> Entry:
-        if name not in self._entries:
+        entry = self._find(name)
+        if entry is None:
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; "
                                    f"registered: {', '.join(self.names())}")
-        return self._entries[name]
+        return entry
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and self._find(name) is not None
+
+    def _find(self, name: str) -> Entry | None:
+        family, _, member = name.partition(":")
+        return self._entries.get(name) or (self._entries.get(f"{family}:<name>") if member else None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.error
 from pathlib import Path
 
 import cv2
@@ -79,3 +80,15 @@ def deploy_setup(tiny_overrides, tmp_path_factory):
     torch.manual_seed(1)
     save_model(build_model(cfg["model"], num_classes=8), cfg["model"], folder / "other.pt", cfg["data"])
     return cfg, folder, tiny_overrides
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache of this test's own, and no network: a download attempt fails."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    return tmp_path / "torch_home" / "hub" / "checkpoints"

@@ -20,6 +20,7 @@ from reid_kd.cli import main
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.models.reid_model import ModelOutput
+from reid_kd.models.weights import imagenet_file
 
 # ---------------------------------------------------------------------------------------- command line
 
@@ -212,3 +213,13 @@ def huber(a, b):
 
 def lists(t):
     return t.detach().double().tolist()
+
+
+# ---------------------------------------------------------------------------------------- weights
+
+def into_hub_cache(backbone: str, state: dict) -> dict:
+    """`state` saved where `pretrained: imagenet` looks for `backbone`'s weights in torch hub's cache."""
+    file = imagenet_file(backbone)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)
+    return state

@@ -17,6 +17,7 @@ from helpers import (TRAIN_TARGETS, FakeNet, batch, dot, flat, huber, indices, k
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
+from reid_kd.models.catalog import BACKBONES
 from reid_kd.registry import default_values
 from reid_kd.models.reid_model import ModelOutput
 
@@ -484,7 +485,8 @@ def test_methods_listing_command_states_every_default_and_its_source():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     blocks, current = {}, None
-    for line in out.stdout.splitlines():
+    methods_part, backbones_part = out.stdout.split("\n\n")
+    for line in methods_part.splitlines():
         if not line.startswith(" "):
             current = line.split()[0]
             blocks[current] = (line, [])
@@ -498,6 +500,8 @@ def test_methods_listing_command_states_every_default_and_its_source():
         assert [o.split(" = ")[0] for o in options] == list(default_values(cls))
         for option, line in zip(default_values(cls), options):
             assert line.endswith(cls.sources[option])
+    listed = [line.split()[0] for line in backbones_part.splitlines()[1:]]
+    assert listed == BACKBONES.names() and "resnet50_ibn_a" in listed and "timm:<name>" in listed
 
 
 def test_every_default_names_its_source():

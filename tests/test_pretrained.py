@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from helpers import into_hub_cache
 
 from reid_kd.cli import main
 from reid_kd.data import synth
@@ -41,23 +41,7 @@ def tiny(tiny_overrides, out: Path, *extra: str) -> list[str]:
 def seed_hub_cache(backbone: str) -> dict:
     """A state dict of the right architecture under the file name torchvision's cache uses."""
     torch.manual_seed(3)
-    state = getattr(torchvision.models, backbone)(weights=None).state_dict()
-    file = imagenet_file(backbone)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, file)
-    return state
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty torch hub cache of this test's own, and no network: a download attempt fails."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def offline(url, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
+    return into_hub_cache(backbone, getattr(torchvision.models, backbone)(weights=None).state_dict())
 
 
 def test_imagenet_weights_come_from_the_hub_cache(hub):

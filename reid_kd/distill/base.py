@@ -43,16 +43,20 @@ class Distiller(nn.Module):
 
     def __call__(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor,
                  indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """`forward` on a detached teacher output: no loss can send a gradient into the teacher.
+        """`forward` on a detached teacher output: no loss can send a gradient into the teacher. Every method
+        computes in float32, outside any autocast region: relations and softmax at a temperature lose too
+        much in half precision.
 
         `indices` (each sample's index in the training set) reach only the per-sample methods.
         """
-        if not self.per_sample:
-            return super().__call__(student, detach_output(teacher), targets)
-        if indices is None:
+        if self.per_sample and indices is None:
             raise ValueError(f"{self.name} keeps a memory slot per training image: call it with the batch's "
                              "dataset indices")
-        return super().__call__(student, detach_output(teacher), targets, indices)
+        student, teacher = student.float(), detach_output(teacher).float()
+        with torch.autocast(student.bn_feat.device.type, enabled=False):
+            if not self.per_sample:
+                return super().__call__(student, teacher, targets)
+            return super().__call__(student, teacher, targets, indices)
 
     def extra_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

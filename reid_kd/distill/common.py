@@ -13,7 +13,9 @@ N_STAGES = 4
 
 def model_widths(model: nn.Module) -> tuple[list[int], int]:
     """(stage widths, embedding width) of a model with `stages` and `feat_dim` (ReIDModel, or any module
-    returning a `ModelOutput` so built), read from each stage's last convolution: no dummy forward."""
+    returning a `ModelOutput` so built): its `widths`, else each stage's last convolution; no dummy forward."""
+    if hasattr(model, "widths"):
+        return list(model.widths), model.feat_dim
     convs = [[m for m in stage.modules() if isinstance(m, nn.Conv2d)] for stage in model.stages]
     return [c[-1].out_channels for c in convs], model.feat_dim
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
+from reid_kd.engine.runtime import autocast
+
 if TYPE_CHECKING:
     from reid_kd.engine.trainer import Trainer
 
@@ -91,7 +93,7 @@ def _epoch(active: list[Trainer], epoch: int, epochs: int, teacher: torch.nn.Mod
         indices = indices.to(first.device)
         teacher_out = None
         if distilling:
-            with torch.no_grad(), torch.autocast(first.device.type, dtype=torch.float16, enabled=first.amp):
+            with torch.no_grad(), autocast(first.device, first.amp):
                 teacher_out = teacher(images)
         terms = []
         for i, t in enumerate(active):

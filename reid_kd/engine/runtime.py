@@ -20,6 +20,13 @@ def select_device(name: str, setting: str = "config key 'experiment.device'", fi
         raise ConfigError(f"{setting} is '{name}', not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def autocast(device: torch.device, enabled: bool):
+    """`experiment.amp`: float16 on CUDA (its trainer scales the loss), bfloat16 elsewhere (float32's range,
+    so no scaler), float32 when not `enabled`."""
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                          enabled=enabled)
+
+
 def setup_runtime(cfg: dict) -> torch.device:
     exp = cfg["experiment"]
     if exp["threads"]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from reid_kd.engine.cohort import train_side_by_side
 from reid_kd.engine.hooks import Hook, default_hooks
+from reid_kd.engine.runtime import autocast
 from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
 from reid_kd.utils.io import load_torch, save_torch
@@ -82,8 +83,8 @@ class Trainer:
         self.iters_per_epoch = max(len(train_loader), 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(train_cfg, it, self.iters_per_epoch))
-        self.amp = amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.amp = amp  # mixed precision: float16 with a grad scaler on CUDA, bfloat16 on CPU
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
         hooks = default_hooks() if hooks is None else hooks
         self.hooks = [h for h in hooks if self.main or not h.main_only]
         self.start_epoch, self.stop_epoch = 0, train_cfg["epochs"]  # this call trains epochs start..stop-1
@@ -155,11 +156,12 @@ class Trainer:
                    ) -> tuple[dict[str, float], float]:
         """One optimisation step: the loss terms and total, and the batch accuracy.
         `teacher_out` is the teacher's output on `images` (shared by a cohort)."""
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with autocast(self.device, self.amp):
             out = self.forward(images)
-            losses = reid_losses(out, targets, self.cfg)
-            if self.distiller is not None:
-                losses.update(self.distiller(out, teacher_out, targets, indices))
+        # the losses in float32 (distances, relations, softmax at a temperature), the network in mixed precision
+        losses = reid_losses(out.float(), targets, self.cfg)
+        if self.distiller is not None:
+            losses.update(self.distiller(out, teacher_out, targets, indices))
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise FloatingPointError(f"{self.desc}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })")

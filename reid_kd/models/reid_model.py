@@ -22,6 +22,11 @@ class ModelOutput:
     bn_feat: torch.Tensor
     logits: torch.Tensor | None
 
+    def float(self) -> ModelOutput:
+        """The same output in float32 (a network run under mixed precision gives half-precision tensors)."""
+        return ModelOutput([f.float() for f in self.feats], self.global_feat.float(), self.bn_feat.float(),
+                           self.logits.float() if self.logits is not None else None)
+
 
 class ReIDModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, last_stride: int = 1, neck: str = "bnneck",
@@ -32,7 +37,7 @@ class ReIDModel(nn.Module):
         start = resolve(pretrained, backbone)
         self.start = start.record()  # how it began (kind, weights' name, SHA-256), kept by checkpoints
         self.stages = build_backbone(backbone, last_stride, start)
-        self.widths, self.strides = stage_shapes(backbone, last_stride)  # of each stage, known without a forward
+        self.widths, self.strides = stage_shapes(backbone, last_stride, self.stages)  # known without a forward
         self.feat_dim = self.widths[-1]
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":

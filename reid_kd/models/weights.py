@@ -1,9 +1,10 @@
 """Where a backbone's first weights come from, and the record that says so in every metrics.json.
 
-- `imagenet`: torchvision's published ImageNet weights of that backbone, read from torch hub's cache
-  (`$TORCH_HOME/hub/checkpoints/`, as torchvision itself keeps them) and fetched into it on first use:
-  naming `imagenet` in a config is the request to download. Offline and not cached, one line names the
-  file, its address and the folder to put it in.
+- `imagenet`: the published ImageNet weights of that backbone (torchvision's, the IBN-Net release's, timm's
+  default tag), read from torch hub's cache (`$TORCH_HOME/hub/checkpoints/`, as torchvision itself keeps
+  them; a timm model with no release URL: Hugging Face's cache) and fetched into it on first use: naming
+  `imagenet` in a config is the request to download. Offline and not cached, one line names the file, its
+  address and the folder to put it in.
 - `synth`: a backbone pretrained on disjoint synthetic vehicles (`engine/pretrain.py` builds it and hands
   over a `Start` of kind "synth").
 - any other string: a local torchvision state dict of that architecture.
@@ -19,7 +20,7 @@ import torchvision
 from torch import nn
 
 from reid_kd.errors import ConfigError, UserError
-from reid_kd.models.catalog import PRETRAINED
+from reid_kd.models.catalog import BACKBONES, PRETRAINED
 from reid_kd.utils.io import load_torch
 
 HEAD_KEYS = ("fc.", "classifier.")  # ImageNet heads: re-ID replaces them with its BN neck and classifier
@@ -62,28 +63,70 @@ def hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def imagenet_weights(backbone: str):
-    """torchvision's default ImageNet weight enum of a backbone (e.g. ResNet50_Weights.IMAGENET1K_V2)."""
-    return torchvision.models.get_model_weights(backbone).DEFAULT
+def require_timm():
+    """The timm module, or one line naming the extra that installs it."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError("timm backbones need the timm extra: pip install -e '.[timm]'") from None
+    return timm
+
+
+def timm_weights(backbone: str):
+    """timm's default pretrained config of `timm:<name>` (its release URL and Hugging Face id)."""
+    name = backbone.partition(":")[2]
+    cfg = require_timm().models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.url or cfg.hf_hub_id):
+        raise ConfigError(f"timm publishes no pretrained weights for {name!r}; use pretrained: null or a file")
+    return cfg
+
+
+def imagenet_source(backbone: str) -> tuple[str | None, str]:
+    """(URL of the weights file, or None where only Hugging Face has it; the weights' name) of a backbone."""
+    if backbone.startswith("timm:"):
+        cfg = timm_weights(backbone)
+        return cfg.url or None, f"timm {cfg.hf_hub_id or backbone}"
+    url = BACKBONES[backbone].info.get("url")
+    if url:  # a release of its own (IBN-Net)
+        return url, Path(url).name.split("-")[0] + " (IBN-Net v1.0 release)"
+    weights = torchvision.models.get_model_weights(backbone).DEFAULT  # e.g. ResNet50_Weights.IMAGENET1K_V2
+    return weights.url, f"{type(weights).__name__}.{weights.name}"
 
 
 def imagenet_file(backbone: str) -> Path:
-    """The cache file torchvision reads for `backbone`'s ImageNet weights (its URL's file name)."""
-    return hub_checkpoints() / Path(imagenet_weights(backbone).url).name
+    """The torch hub cache file of `backbone`'s ImageNet weights (its URL's file name, as torchvision keeps it)."""
+    return hub_checkpoints() / Path(imagenet_source(backbone)[0]).name
 
 
 def fetch_imagenet(backbone: str) -> Start:
     """The cached ImageNet weights of `backbone`, downloaded into the hub cache first if absent."""
-    weights, file = imagenet_weights(backbone), imagenet_file(backbone)
+    url, name = imagenet_source(backbone)
+    if url is None:
+        return Start("imagenet", _fetch_from_hugging_face(timm_weights(backbone).hf_hub_id), name)
+    file = hub_checkpoints() / Path(url).name
     if not file.is_file():
         try:
-            torch.hub.load_state_dict_from_url(weights.url, model_dir=str(file.parent), progress=True,
+            torch.hub.load_state_dict_from_url(url, model_dir=str(file.parent), progress=True,
                                                check_hash=True, weights_only=True)
         except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash is a RuntimeError
             raise WeightsUnavailableError(
                 f"ImageNet weights of {backbone} are not cached and could not be downloaded ({_reason(e)}): put "
-                f"{file.name} (from {weights.url}) into {file.parent}/") from None
-    return Start("imagenet", file, f"{type(weights).__name__}.{weights.name}")
+                f"{file.name} (from {url}) into {file.parent}/") from None
+    return Start("imagenet", file, name)
+
+
+def _fetch_from_hugging_face(repo: str) -> Path:
+    """A timm model's weights from the Hugging Face hub, through its cache (`$HF_HUB_CACHE`)."""
+    import huggingface_hub  # comes with timm
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, "model.safetensors"))
+    except Exception as e:  # offline, missing or refused: the hub's errors have no common base class
+        folder = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+        raise WeightsUnavailableError(
+            f"weights {repo} are not cached and could not be downloaded ({_reason(e)}): fetch "
+            f"https://huggingface.co/{repo} (model.safetensors) into {folder}/ (`hf download {repo}` where online)"
+            ) from None
 
 
 def _reason(error: Exception) -> str:
