@@ -69,31 +69,40 @@ DISTILLERS.add(
 
 DISTILLERS.add(
     "gird", "reid_kd.distill.gird:GIRD",
-    "GIRD (Hu et al., NCA 2024): memory-augmented similarity relations and their evolution across layers",
+    "GIRD (Hu et al., NCA 2024): student-vs-teacher relations to the batch and a teacher memory, and their "
+    "evolution across layers",
     options={
-        "weight_sim": 10.0,
-        "weight_evo": 10.0,
-        "layers": Typed(list, [1, 2, 3, 4], optional=False, item=int),
+        "weight_sim": 1.0,
+        "weight_evo": 1.0,
+        "layers": Typed(list, [2, 3, 4], optional=False, item=int),
+        "stage_form": Choice("attention", "pooled"),
         "embedding": Choice("bn_feat", "global_feat"),
+        "relation": Choice("cross", "self"),
         "use_memory": True,
         "memory_size": Num(1024, 1),
         "use_evolution": True,
-        "loss": Choice("mse", "kl"),
-        "temperature": 0.1,
-        "cross_memory": False,
+        "loss": Choice("kl", "mse"),
+        "temperature": Num(0.05, 0.001, 10.0, why="a softmax temperature"),
+        "mask_self": True,
     },
     sources={
-        "weight_sim": "ours: the gradient window and a held-out check (paper's values not public)",
+        "weight_sim": "ours: the gradient window (paper's values not public)",
         "weight_evo": "ours: as weight_sim",
-        "layers": "ours: stages 2-4 pooled, then the embedding",
-        "embedding": "ours: bn_feat, distinct from the pooled last stage",
-        "use_memory": "paper (feature reutilisation)",
-        "memory_size": "ours: below one epoch of the synthetic training set (1500 images)",
-        "use_evolution": "paper (relation evolution)",
-        "loss": "ours: MSE between relation matrices",
-        "temperature": "ours: sharpens cosine rows (KL variant only)",
-        "cross_memory": "ours: an ablation, off",
-    })
+        "layers": "DEAP VeRi_PR/model/backbones/student_resnet.py (stages 3 and 4), then the embedding "
+                  "(D3still AIR_Distiller/distillers/)",
+        "stage_form": "DEAP VeRi_PR/loss/MKD.py (attention maps: no width adapter)",
+        "embedding": "D3still AIR_Distiller/distillers/ (L2-normalised post-BN embedding)",
+        "relation": "DEAP VeRi_PR/loss/MKD.py and D3still (student against teacher, asymmetric); "
+                    "self: the earlier reading, ours",
+        "use_memory": "paper (feature reutilisation); CDD MSMT/processor/utils_GRG.py (teacher features only)",
+        "memory_size": "ours: a multiple of the batch (16 × 64) below one epoch of the synthetic set (1500 "
+                       "images), as CDD's 24,000 slots are below one epoch of MSMT17",
+        "use_evolution": "paper (relation evolution); MBDL (VCIP 2020, two layers' matching behaviour by L1)",
+        "loss": "D3still AIR_Distiller/distillers/ (row KL at a sharp teacher temperature)",
+        "temperature": "ours: within D3still's sharp 0.01-0.1",
+        "mask_self": "ours: an image's relation to itself (1 for the teacher) would take a sharp row's mass",
+    },
+    batch_multiples=("memory_size",))
 
 DISTILLERS.add(
     "irg", "reid_kd.distill.irg:IRG",
