@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EARLIER = dict(relation="self", loss="mse", mask_self="false", stage_form="pooled", layers="[1, 2, 3, 4]")
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """FakeNet's biases and GIRD's adapter draw from the global stream: the same values whatever ran before."""
+    torch.manual_seed(0)
+
+
 def gird(student, teacher, **options):
     """GIRD built from the config, for the helpers' batches of 4 identities × 2 images."""
     cfg = load_config(None, ["distill.method=gird", "data.batch_p=4", "data.batch_k=2"]
@@ -243,13 +249,18 @@ def test_the_memory_holds_only_the_teachers_features():
 
 
 def test_memory_is_fifo_and_wraps():
-    student, teacher = pair()  # different H×W: the student's attention map is resized to the teacher's
-    d = gird(student, teacher, memory_size=16, layers="[3, 4]")
+    student, teacher = pair()  # the student's maps are half the teacher's H×W: the teacher's are pooled down (MKD)
+    d = gird(student, teacher, memory_size=16, layers="[2, 4]")
     for k in (1, 2):
         x, y = batch(seed=k)
         d(student(x), teacher(x), y, ids(k))
         assert (int(d.mem_ptr), int(d.mem_count)) == ((8 * k) % 16, 8 * k)
-    assert d.mem_t3.shape == (16, teacher(batch()[0]).feats[3][0, 0].numel())
+    t = teacher(x).feats[2]
+    assert student(x).feats[2].shape[-2:] == (2, 2) and t.shape[-2:] == (4, 4)
+    # each 2×2 block of the teacher's map averaged, then the channel mean of its square, normalised
+    want = [norm([sum(mean([ch[y][x], ch[y][x + 1], ch[y + 1][x], ch[y + 1][x + 1]]) ** 2 for ch in img) / len(img)
+                  for y in (0, 2) for x in (0, 2)]) for img in t.tolist()]
+    assert flat(lists(d.mem_t2[8:])) == pytest.approx(flat(want), abs=1e-5)  # batch 2's teacher maps
     x, y = batch(seed=3)
     d(student(x), teacher(x), y, ids(3))
     assert d.mem_index.tolist() == list(range(24, 32)) + list(range(16, 24))  # the oldest batch overwritten

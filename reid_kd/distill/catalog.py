@@ -90,18 +90,21 @@ DISTILLERS.add(
                       "0.34× at 200); to be tuned",
         "weight_evo": "ours: gradient window (0.048× at 1, under its 0.05; 0.24× at 5); to be tuned",
         "layers": "DEAP VeRi_PR/model/backbones/student_resnet.py (stages 3 and 4), then the embedding "
-                  "(D3still AIR_Distiller/distillers/)",
-        "stage_form": "DEAP VeRi_PR/loss/MKD.py (attention maps: no width adapter)",
-        "embedding": "D3still AIR_Distiller/distillers/ (L2-normalised post-BN embedding)",
-        "relation": "DEAP VeRi_PR/loss/MKD.py and D3still (student against teacher, asymmetric); "
+                  "(D3still AIR_Distiller/distillers/D3.py)",
+        "stage_form": "DEAP VeRi_PR/loss/MKD.py (attention maps, the larger pooled to the smaller: no width "
+                      "adapter)",
+        "embedding": "D3still AIR_Distiller/distillers/D3.py (L2-normalised retrieval_feat, after a BN)",
+        "relation": "DEAP VeRi_PR/loss/MKD.py, D3still distillers/D3.py (student against teacher); "
                     "self: the earlier reading, ours",
         "use_memory": "paper (feature reutilisation); CDD MSMT/processor/utils_GRG.py (teacher features only)",
-        "memory_size": "ours: a multiple of the batch (16 × 64) below one epoch of the synthetic set (1500 "
-                       "images), as CDD's 24,000 slots are below one epoch of MSMT17",
+        "memory_size": "ours: 16 batches, below one epoch of the synthetic set (1500 images); a multiple of "
+                       "the batch as CDD utils_GRG.py asserts",
         "use_evolution": "paper (relation evolution); MBDL (VCIP 2020, two layers' matching behaviour by L1)",
-        "loss": "D3still AIR_Distiller/distillers/ (row KL at a sharp teacher temperature)",
-        "temperature": "ours: within D3still's sharp 0.01-0.1",
-        "mask_self": "ours: an image's relation to itself (1 for the teacher) would take a sharp row's mass",
+        "loss": "AIR-Distiller distillers/CSD.py (KL over the teacher's neighbours at a sharp teacher "
+                "temperature)",
+        "temperature": "ours: one for both networks (CSD.py: teacher 0.01, student 1)",
+        "mask_self": "D3still distillers/D3.py (a row's top teacher similarity, itself, left out); by dataset "
+                     "index, ours",
     },
     batch_multiples=("memory_size",))
 

@@ -1,33 +1,36 @@
 """GIRD: relation distillation with feature reutilisation and relation evolution.
 
 Paper: Hu, Zeng, Xie et al., Neural Computing and Applications, 2024. Its full text is not public and
-no GIRD code is released; the paper's summary gives three ideas (stored features of earlier batches
-reused, similarity relations between samples distilled, the relations' evolution across layers
-distilled). Each concrete form below follows the public code of the authors' group (Xie, Zhu, Zeng
-et al., Huaqiao University) where it has one, and is marked "ours" where it has none. Every piece is
-an option (`distill.gird.*`, sources in `reidkd methods`).
+no GIRD code is released; its summary gives three ideas: stored features of earlier batches reused,
+similarity relations between samples distilled, the relations' evolution across layers distilled.
+Each concrete form below follows the public code of the authors' group (Xie, Zhu, Zeng et al.,
+Huaqiao University) where it has one, and says "ours" where it has none. Every piece is an option
+(`distill.gird.*`; `reidkd methods` prints each default's source).
 
-1. Memory (CDD, CVPR 2023: SCY-X/Capacity_Dynamic_Distillation `MSMT/processor/utils_GRG.py`): a FIFO
-   queue of *teacher* features only, one per distilled layer, sized as a multiple of the batch. The
-   teacher is frozen, so stored features never go stale. Written after the batch's loss, with each
-   sample's dataset index; it lives in buffers and travels with `state_dict()` (resume).
-2. Relations (DEAP, Pattern Recognition 2024: `VeRi_PR/loss/MKD.py`; D3still, CVPR 2024:
-   SCY-X/D3still `AIR_Distiller/distillers/`): asymmetric, the student's vectors against the
-   teacher's, R_s = ŝ · [t̂_batch ; M]ᵀ, matched to R_t = t̂ · [t̂_batch ; M]ᵀ: the in-batch relation and
-   the cross relation to the memory in one row (CDD `loss/ACRD.py` relates the student to the teacher's
+1. Memory: a FIFO queue of *teacher* features only, one per distilled layer, its size a multiple of
+   the batch (CDD, CVPR 2023, SCY-X/Capacity_Dynamic_Distillation `MSMT/processor/utils_GRG.py`). The
+   teacher is frozen, so stored features never go stale. Ours: written after the batch's loss with
+   each sample's dataset index, in buffers (it travels with `state_dict()` through resume).
+2. Relations: asymmetric, the student's vectors against the teacher's, R_s = ŝ · [t̂_batch ; M]ᵀ
+   matched to R_t = t̂ · [t̂_batch ; M]ᵀ (DEAP, Pattern Recognition 2024, `VeRi_PR/loss/MKD.py`: d(f_s, f_t)
+   against d(f_t, f_t); SCY-X/D3still `AIR_Distiller/distillers/D3.py`: student · teacherᵀ). The in-batch
+   and the memory columns form one row (ours; CDD `loss/ACRD.py` relates the student to the teacher's
    stored neighbours).
 3. Layers: stages 3 and 4 (DEAP `model/backbones/student_resnet.py`) as MKD's spatial attention maps
-   (channel mean of f², flattened, L2-normalised; the student's map resized to the teacher's H×W, ours),
-   which need no width adapter; then the L2-normalised post-BN embedding (D3still). Where the student's
-   vector is narrower than the teacher's (the embedding), a learned bias-free linear map takes it to the
-   teacher's width (ours).
-4. Masking (ours): an image's relation to itself (the diagonal, and a memory slot or batch column
-   holding the same dataset index) does not count. DEAP weights the diagonal 10 against 1 under an MSE;
-   under a sharp row softmax t̂ᵢ·t̂ᵢ = 1 would take all the teacher's mass, so it is masked instead.
-5. Loss (D3still): per row, KL(softmax(R_t / T) ‖ softmax(R_s / T)) at a sharp temperature, times T²
-   (`kl_soft`): the student follows the teacher's nearest neighbours, not every negative.
-6. Evolution (MBDL, VCIP 2020: the difference of matching behaviour between two layers, L1):
-   E = R(l+1) − R(l) over the same anchors, L1 between the student's and the teacher's E.
+   (channel mean of f², flattened, L2-normalised; the larger network's map average-pooled to the
+   smaller H×W first), which need no width adapter; then the L2-normalised post-BN embedding (D3still's
+   `retrieval_feat`). Where the embeddings' widths differ, a learned bias-free linear map takes the
+   student's to the teacher's width (ours; AIR-Distiller gives both networks a head of one width).
+4. Masking: an image's relation to itself does not count - its own column, a duplicate of it in the
+   batch, a memory slot holding it (ours: by dataset index). D3.py likewise leaves each row's top
+   teacher similarity (itself) out of its relation terms; MKD instead weights the diagonal 10 against
+   1 under an MSE, but under a sharp softmax t̂ᵢ·t̂ᵢ = 1 would take all of a teacher row's mass.
+5. Loss: per row, KL(softmax(R_t / T) ‖ softmax(R_s / T)) times T² (`kl_soft`), so the student follows
+   the teacher's nearest neighbours rather than every negative (AIR-Distiller `distillers/CSD.py`: a KL
+   over the teacher's top neighbours, teacher temperature 0.01, student 1). Ours: one temperature for
+   both, 0.05, and every column (no top-k cut: the sharp softmax already weighs the nearest).
+6. Evolution: E = R(l+1) − R(l) over the same anchors, L1 between the student's and the teacher's E
+   (MBDL, VCIP 2020: the difference of matching behaviour between two layers, matched by L1).
 
 Weights (ours: gradient window, `tests/test_distill_window.py`): `weight_sim = 200`, `weight_evo = 5` send
 about 0.34× and 0.24× the re-ID loss's gradient into the quickstart student's backbone (0.51× together);
@@ -46,7 +49,7 @@ from torch import nn
 
 from reid_kd.distill.at import attention_map
 from reid_kd.distill.base import Distiller
-from reid_kd.distill.common import N_STAGES, check_layers, kl_soft, layer_feature, matching_map, model_widths
+from reid_kd.distill.common import N_STAGES, check_layers, kl_soft, layer_feature, model_widths
 from reid_kd.models.reid_model import ModelOutput
 from reid_kd.utils import distributed
 
@@ -120,9 +123,10 @@ class GIRD(Distiller):
     def vectors(self, student: ModelOutput, teacher: ModelOutput, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer i's student and teacher vectors, L2-normalised (the student's in the teacher's space)."""
         if self.is_attention(i):
-            a_t = attention_map(teacher.feats[i], 2)
-            a_s = matching_map(attention_map(student.feats[i], 2), a_t)
-            return F.normalize(a_s.flatten(1), dim=1), F.normalize(a_t.flatten(1), dim=1)
+            f_s, f_t = student.feats[i].float(), teacher.feats[i].float()
+            size = [min(a, b) for a, b in zip(f_s.shape[-2:], f_t.shape[-2:])]  # MKD: the larger map pooled down
+            a_s, a_t = (attention_map(F.adaptive_avg_pool2d(f, size), 2).flatten(1) for f in (f_s, f_t))
+            return F.normalize(a_s, dim=1), F.normalize(a_t, dim=1)
         s = layer_feature(student, i, self.embedding).float()
         s = self.proj[str(i)](s) if str(i) in self.proj else s
         return F.normalize(s, dim=1), F.normalize(layer_feature(teacher, i, self.embedding).float(), dim=1)
