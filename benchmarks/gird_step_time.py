@@ -43,12 +43,13 @@ class NoDistillation(Distiller):
 
 
 def fill_memory(gird: Distiller) -> None:
+    """Every slot filled with random unit vectors (the memory's vectors exist after one step has run)."""
     with torch.no_grad():
         for name, buf in gird.named_buffers():
             if name.startswith("mem_") and buf.dim() == 2:
                 buf.copy_(F.normalize(torch.randn_like(buf), dim=1))
-        gird.mem_labels.random_(0, 100)
-        gird.mem_count.fill_(gird.mem_labels.numel())
+        gird.mem_index.random_(0, 100)
+        gird.mem_count.fill_(gird.mem_index.numel())
 
 
 def sync(device: torch.device) -> None:
@@ -118,6 +119,7 @@ def main() -> None:
                           teacher=teacher, distiller=distiller, amp=args.amp)
         trainer.model.train()
         if kind == "gird":
+            time_steps(trainer, images, targets, 1)  # allocates the memory's vectors
             fill_memory(trainer.distiller)
         time_steps(trainer, images, targets, 3)  # warm-up: allocator, cuDNN autotuning
         trainers[kind] = trainer

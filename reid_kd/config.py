@@ -128,6 +128,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str], registries: R
     cfg = validate_config(apply_overrides(raw, overrides), registries)
     check_names(cfg, registries)
     check_pretraining_disjoint(cfg)
+    check_batch_multiples(cfg, registries)
     return cfg
 
 
@@ -139,6 +140,20 @@ def check_pretraining_disjoint(cfg: dict[str, Any]) -> None:
     if uses and "synth_veri" in datasets and seed == cfg["data"]["synth"]["seed"]:
         raise ConfigError(f"config key 'pretrain.synth.seed': {seed} is data.synth.seed too, so the pretraining "
                           "vehicles would be the benchmark's; give it another seed")
+
+
+def check_batch_multiples(cfg: dict[str, Any], registries: Registries) -> None:
+    """A method's options counted in samples of whole batches (its entry's `batch_multiples`, e.g. a FIFO
+    memory written one global batch at a time) must be multiples of data.batch_p × data.batch_k."""
+    method = cfg["distill"]["method"]
+    if method == "none":
+        return
+    batch = cfg["data"]["batch_p"] * cfg["data"]["batch_k"]
+    for key in registries.distillers[method].info.get("batch_multiples", ()):
+        value = cfg["distill"][method][key]
+        if value % batch:
+            raise ConfigError(f"config key 'distill.{method}.{key}': {value} is not a multiple of the batch "
+                              f"(data.batch_p × data.batch_k = {batch}); use e.g. {max(batch, value // batch * batch)}")
 
 
 def check_names(cfg: dict[str, Any], registries: Registries) -> None:

@@ -166,6 +166,6 @@ def test_shipped_suites_run_every_registered_method(file, teacher, student, size
     ablations = {e.name: e for e in s.entries if e.ablation_of == "gird"}
     assert {a.set[-1] for a in ablations.values()} == {"distill.gird.use_memory=false",
                                                        "distill.gird.use_evolution=false",
-                                                       "distill.gird.cross_memory=true"}
+                                                       "distill.gird.relation=self"}
     for _, _, cfg in s.runs():  # every run's config is valid
         assert (cfg["teacher"]["backbone"], cfg["model"]["backbone"], cfg["data"]["height"]) == (teacher, student, size)

@@ -98,7 +98,7 @@ registries = [REGISTRIES.datasets, REGISTRIES.backbones, REGISTRIES.distillers, 
 names = {r.kind: r.names() for r in registries}
 options = {name: default_values(entry) for name, entry in REGISTRIES.distillers.items()}
 widths = {name: entry.info["widths"] for name, entry in REGISTRIES.backbones.items()}
-cfg = load_config("configs/quickstart.yaml", ["distill.method=gird", "distill.gird.memory_size=16"])
+cfg = load_config("configs/quickstart.yaml", ["distill.method=gird", "distill.gird.memory_size=64"])
 print(json.dumps({"heavy": sorted(m for m in ("torch", "cv2") if m in sys.modules), "names": names}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

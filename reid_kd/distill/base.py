@@ -6,9 +6,9 @@ optimizer trains them with the student; state that must survive a resume (memori
 in buffers, so it travels in the checkpoint with `state_dict()`.
 
 Every option's default names where it comes from in its entry's `sources` (the paper, the authors'
-code, a peer implementation, or ours and why); `reidkd methods` prints them. A method that keeps a memory slot
-per training image (`per_sample = True`, CRD) is built with the training set's labels and called
-with each batch's dataset indices.
+code, a peer implementation, or ours and why); `reidkd methods` prints them. A method that needs to know
+which training image each sample is (`per_sample = True`: CRD's slot per image, GIRD's same-image mask)
+is built with the training set's labels and called with each batch's dataset indices.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Distiller(nn.Module):
         `indices` (each sample's index in the training set) reach only the per-sample methods.
         """
         if self.per_sample and indices is None:
-            raise ValueError(f"{self.name} keeps a memory slot per training image: call it with the batch's "
+            raise ValueError(f"{self.name} needs each sample's training-set index: call it with the batch's "
                              "dataset indices")
         student, teacher = student.float(), detach_output(teacher).float()
         with torch.autocast(student.bn_feat.device.type, enabled=False):
@@ -80,5 +80,5 @@ def build_distiller(distill_cfg: dict[str, Any], student: nn.Module, teacher: nn
     if not cls.per_sample:
         return cls(student, teacher, distill_cfg[method])
     if train_targets is None:
-        raise ValueError(f"{method} keeps a memory slot per training image: build it with the training labels")
+        raise ValueError(f"{method} needs each sample's training-set index: build it with the training labels")
     return cls(student, teacher, distill_cfg[method], train_targets)

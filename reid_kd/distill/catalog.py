@@ -69,31 +69,44 @@ DISTILLERS.add(
 
 DISTILLERS.add(
     "gird", "reid_kd.distill.gird:GIRD",
-    "GIRD (Hu et al., NCA 2024): memory-augmented similarity relations and their evolution across layers",
+    "GIRD (Hu et al., NCA 2024): student-vs-teacher relations to the batch and a teacher memory, and their "
+    "evolution across layers",
     options={
-        "weight_sim": 10.0,
-        "weight_evo": 10.0,
-        "layers": Typed(list, [1, 2, 3, 4], optional=False, item=int),
+        "weight_sim": 200.0,
+        "weight_evo": 5.0,
+        "layers": Typed(list, [2, 3, 4], optional=False, item=int),
+        "stage_form": Choice("attention", "pooled"),
         "embedding": Choice("bn_feat", "global_feat"),
+        "relation": Choice("cross", "self"),
         "use_memory": True,
         "memory_size": Num(1024, 1),
         "use_evolution": True,
-        "loss": Choice("mse", "kl"),
-        "temperature": 0.1,
-        "cross_memory": False,
+        "loss": Choice("kl", "mse"),
+        "temperature": Num(0.05, 0.001, 10.0, why="a softmax temperature"),
+        "mask_self": True,
     },
     sources={
-        "weight_sim": "ours: the gradient window and a held-out check (paper's values not public)",
-        "weight_evo": "ours: as weight_sim",
-        "layers": "ours: stages 2-4 pooled, then the embedding",
-        "embedding": "ours: bn_feat, distinct from the pooled last stage",
-        "use_memory": "paper (feature reutilisation)",
-        "memory_size": "ours: below one epoch of the synthetic training set (1500 images)",
-        "use_evolution": "paper (relation evolution)",
-        "loss": "ours: MSE between relation matrices",
-        "temperature": "ours: sharpens cosine rows (KL variant only)",
-        "cross_memory": "ours: an ablation, off",
-    })
+        "weight_sim": "ours: gradient window (the T²-scaled KL at T = 0.05 sends 0.002× the re-ID gradient at 1, "
+                      "0.34× at 200); to be tuned",
+        "weight_evo": "ours: gradient window (0.048× at 1, under its 0.05; 0.24× at 5); to be tuned",
+        "layers": "DEAP VeRi_PR/model/backbones/student_resnet.py (stages 3 and 4), then the embedding "
+                  "(D3still AIR_Distiller/distillers/D3.py)",
+        "stage_form": "DEAP VeRi_PR/loss/MKD.py (attention maps, the larger pooled to the smaller: no width "
+                      "adapter)",
+        "embedding": "D3still AIR_Distiller/distillers/D3.py (L2-normalised retrieval_feat, after a BN)",
+        "relation": "DEAP VeRi_PR/loss/MKD.py, D3still distillers/D3.py (student against teacher); "
+                    "self: the earlier reading, ours",
+        "use_memory": "paper (feature reutilisation); CDD MSMT/processor/utils_GRG.py (teacher features only)",
+        "memory_size": "ours: 16 batches, below one epoch of the synthetic set (1500 images); a multiple of "
+                       "the batch as CDD utils_GRG.py asserts",
+        "use_evolution": "paper (relation evolution); MBDL (VCIP 2020, two layers' matching behaviour by L1)",
+        "loss": "AIR-Distiller distillers/CSD.py (KL over the teacher's neighbours at a sharp teacher "
+                "temperature)",
+        "temperature": "ours: one for both networks (CSD.py: teacher 0.01, student 1)",
+        "mask_self": "D3still distillers/D3.py (a row's top teacher similarity, itself, left out); by dataset "
+                     "index, ours",
+    },
+    batch_multiples=("memory_size",))
 
 DISTILLERS.add(
     "irg", "reid_kd.distill.irg:IRG",

@@ -1,46 +1,45 @@
 """GIRD: relation distillation with feature reutilisation and relation evolution.
 
-Paper: Hu, Zeng, Xie et al., Neural Computing and Applications, 2024 (GIRD). Its full text is not
-public and we know of no released code, so this module is our reading of the method's published
-summary, which gives three ideas: features of earlier batches are stored and reused, so relations
-reach beyond the mini-batch; the knowledge distilled is the similarity relation between samples; the
-evolution of those relations across layers is distilled as well. Every concrete form below (what is
-stored, how, which relation, which loss, which layers, which weights) is ours, and each piece is a
-config option (`distill.gird.*`):
+Paper: Hu, Zeng, Xie et al., Neural Computing and Applications, 2024. Its full text is not public and
+no GIRD code is released; its summary gives three ideas: stored features of earlier batches reused,
+similarity relations between samples distilled, the relations' evolution across layers distilled.
+Each concrete form below follows the public code of the authors' group (Xie, Zhu, Zeng et al.,
+Huaqiao University) where it has one, and says "ours" where it has none. Every piece is an option
+(`distill.gird.*`; `reidkd methods` prints each default's source).
 
-1. Memory (ours: its form). A FIFO ring per distilled layer holds L2-normalised, detached, pooled
-   features of earlier batches - the teacher's and the student's for the same images - with their
-   identity labels. It is written *after* the current batch's loss (a batch never meets itself in
-   it) and lives in buffers, so it travels with `state_dict()` through checkpoint and resume. The
-   labels are kept for analysis and label-aware variants; the default losses do not use them.
-2. Similarity relation (ours: cosine, MSE). Per layer, R = f̂ · [f̂ ; M]ᵀ (B × (B+K), K = filled
-   slots) for the teacher and the student, each against its own memory; loss between them: MSE
-   (default) or row-softmax KL at `temperature`, scaled by T² like Hinton's KD.
-3. Relation evolution (ours: difference, L1). Between consecutive distilled layers, E = R(l+1) − R(l);
-   L1 between the student's and the teacher's E.
+1. Memory: a FIFO queue of *teacher* features only, one per distilled layer, its size a multiple of
+   the batch (CDD, CVPR 2023, SCY-X/Capacity_Dynamic_Distillation `MSMT/processor/utils_GRG.py`). The
+   teacher is frozen, so stored features never go stale. Ours: written after the batch's loss with
+   each sample's dataset index, in buffers (it travels with `state_dict()` through resume).
+2. Relations: asymmetric, the student's vectors against the teacher's, R_s = ŝ · [t̂_batch ; M]ᵀ
+   matched to R_t = t̂ · [t̂_batch ; M]ᵀ (DEAP, Pattern Recognition 2024, `VeRi_PR/loss/MKD.py`: d(f_s, f_t)
+   against d(f_t, f_t); SCY-X/D3still `AIR_Distiller/distillers/D3.py`: student · teacherᵀ). The in-batch
+   and the memory columns form one row (ours; CDD `loss/ACRD.py` relates the student to the teacher's
+   stored neighbours).
+3. Layers: stages 3 and 4 (DEAP `model/backbones/student_resnet.py`) as MKD's spatial attention maps
+   (channel mean of f², flattened, L2-normalised; the larger network's map average-pooled to the
+   smaller H×W first), which need no width adapter; then the L2-normalised post-BN embedding (D3still's
+   `retrieval_feat`). Where the embeddings' widths differ, a learned bias-free linear map takes the
+   student's to the teacher's width (ours; AIR-Distiller gives both networks a head of one width).
+4. Masking: an image's relation to itself does not count - its own column, a duplicate of it in the
+   batch, a memory slot holding it (ours: by dataset index). D3.py likewise leaves each row's top
+   teacher similarity (itself) out of its relation terms; MKD instead weights the diagonal 10 against
+   1 under an MSE, but under a sharp softmax t̂ᵢ·t̂ᵢ = 1 would take all of a teacher row's mass.
+5. Loss: per row, KL(softmax(R_t / T) ‖ softmax(R_s / T)) times T² (`kl_soft`), so the student follows
+   the teacher's nearest neighbours rather than every negative (AIR-Distiller `distillers/CSD.py`: a KL
+   over the teacher's top neighbours, teacher temperature 0.01, student 1). Ours: one temperature for
+   both, 0.05, and every column (no top-k cut: the sharp softmax already weighs the nearest).
+6. Evolution: E = R(l+1) − R(l) over the same anchors, L1 between the student's and the teacher's E
+   (MBDL, VCIP 2020: the difference of matching behaviour between two layers, matched by L1).
 
-Defaults and where they come from (all ours; the paper's values are not public):
-- `layers = [1, 2, 3, 4]` with `embedding = bn_feat`: the pooled maps of stages 2, 3 and 4, then the
-  retrieval feature after the BN neck. Index 4 with `global_feat` would be the pooled last stage
-  again (3 and 4 identical: the relation counted twice and the 3→4 evolution always zero), so such a
-  list is rejected, as is `bn_feat` beside 3 in a model without a BN neck.
-- `memory_size = 1024` slots: below one epoch of the synthetic training set (1500 images), so the
-  memory holds no stale second copy of an image; keep it below the training set's size (the VeRi
-  configs use 24000 of VeRi-776's 37778 images).
-- The similarity term is the *mean* over distilled layers and the evolution term the mean over
-  consecutive pairs, so the weights do not scale with the number of layers.
-- `weight_sim = 10`, `weight_evo = 10`: at 1 the GIRD terms sent only 0.04-0.05× the re-ID loss's
-  gradient into the backbone of the quickstart student (epochs 2 to 20), under the gradient
-  window's 0.05; at 10 about 0.4-0.5×. A held-out check (the synthetic set drawn with seed 1, not
-  the seed-0 set the benchmarks report; 12 epochs, one seed, the earlier layer defaults) gave
-  10.41 / 10.78 / 7.21 mAP at weights 1 / 10 / 50 against 10.08 for the baseline: 10 is no worse.
-- `temperature = 0.1` for the KL variant: cosines lie in [−1, 1], so a small temperature sharpens
-  the rows.
-- `cross_memory = false`: when on, the student batch is related to the *teacher's* memory; student
-  features then pass through a learned bias-free linear map (one per layer) to the teacher's width
-  when widths differ, and are L2-normalised after it.
-Ablations (entries of the suites): `use_memory: false` (batch-only relations, B × B),
-`use_evolution: false`, `cross_memory: true`.
+Weights (ours: gradient window, `tests/test_distill_window.py`): `weight_sim = 200`, `weight_evo = 5` send
+about 0.34× and 0.24× the re-ID loss's gradient into the quickstart student's backbone (0.51× together);
+at 1 the T²-scaled KL sends 0.002×. Not tuned yet: tune on validation identities like every method.
+
+The earlier reading (ours, before issue 24) stays reachable: `relation: self` (each network against
+its own batch and memory, the student's features stored too), `loss: mse`, `mask_self: false`,
+`stage_form: pooled`, `layers: [1, 2, 3, 4]`. Under data-parallel training every rank relates its rows
+to the global batch and enqueues the gathered global batch in rank order: one memory, as one process.
 """
 from __future__ import annotations
 
@@ -48,105 +47,131 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reid_kd.distill.at import attention_map
 from reid_kd.distill.base import Distiller
-from reid_kd.distill.common import check_layers, kl_soft, layer_feature, model_widths
+from reid_kd.distill.common import N_STAGES, check_layers, kl_soft, layer_feature, model_widths
 from reid_kd.models.reid_model import ModelOutput
 from reid_kd.utils import distributed
 
+MASKED = -1e4  # a masked relation's logit: its softmax weight underflows to 0 for every allowed temperature
 
-def relation_loss(r_s: torch.Tensor, r_t: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    return F.mse_loss(r_s, r_t) if kind == "mse" else kl_soft(r_s, r_t, temperature)
+
+def masked_mean(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return x.mean() if keep is None else x[keep].mean()
 
 
 class GIRD(Distiller):
     name = "gird"
+    per_sample = True  # called with dataset indices: a batch column or memory slot of the same image is masked
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict):
-        super().__init__(student, teacher, cfg)
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict, train_targets: torch.Tensor | None = None):
+        super().__init__(student, teacher, cfg)  # train_targets (the per-sample build's labels): not used
         self.layers = list(cfg["layers"])
         check_layers("distill.gird.layers", self.layers, cfg["embedding"], student, teacher)
-        self.embedding, self.kind, self.temperature = cfg["embedding"], cfg["loss"], cfg["temperature"]
+        self.embedding, self.stage_form, self.cross = cfg["embedding"], cfg["stage_form"], cfg["relation"] == "cross"
+        self.kind, self.temperature, self.mask_self = cfg["loss"], cfg["temperature"], cfg["mask_self"]
         self.w_sim, self.w_evo = cfg["weight_sim"], cfg["weight_evo"]
         self.use_memory, self.use_evolution = cfg["use_memory"], cfg["use_evolution"]
-        self.cross_memory = cfg["cross_memory"] and self.use_memory
         s_stages, s_dim = model_widths(student)
         t_stages, t_dim = model_widths(teacher)
         s_widths, t_widths = s_stages + [s_dim], t_stages + [t_dim]
-        size = cfg["memory_size"]
+        self.proj = nn.ModuleDict()  # cross relations on pooled vectors of different widths
+        for i in self.layers:
+            if self.cross and not self.is_attention(i) and s_widths[i] != t_widths[i]:
+                self.proj[str(i)] = nn.Linear(s_widths[i], t_widths[i], bias=False)
         if self.use_memory:
-            for i in self.layers:
-                self.register_buffer(f"mem_s{i}", torch.zeros(size, s_widths[i]))
-                self.register_buffer(f"mem_t{i}", torch.zeros(size, t_widths[i]))
-            self.register_buffer("mem_labels", torch.full((size,), -1, dtype=torch.long))
+            # vectors are allocated at the first write (an attention map's length is the input's H×W)
+            self.stored = [f"mem_t{i}" for i in self.layers] + ([] if self.cross else [f"mem_s{i}" for i in self.layers])
+            for name in self.stored:
+                self.register_buffer(name, torch.zeros(0))
+            self.register_buffer("mem_index", torch.full((cfg["memory_size"],), -1, dtype=torch.long))
             self.register_buffer("mem_ptr", torch.zeros((), dtype=torch.long))
             self.register_buffer("mem_count", torch.zeros((), dtype=torch.long))
-        self.proj = nn.ModuleDict()
-        if self.cross_memory:
-            for i in self.layers:
-                if s_widths[i] != t_widths[i]:
-                    self.proj[str(i)] = nn.Linear(s_widths[i], t_widths[i], bias=False)
+
+    def is_attention(self, layer: int) -> bool:
+        return layer < N_STAGES and self.stage_form == "attention"
 
     @property
     def memory_size(self) -> int:
-        return self.mem_labels.numel()
+        return self.mem_index.numel()
 
-    def memory(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(student, teacher) memory of a layer, filled slots only (ring order: slot order)."""
-        n = int(self.mem_count)
-        return getattr(self, f"mem_s{layer}")[:n], getattr(self, f"mem_t{layer}")[:n]
+    def memory(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The filled slots of a memory buffer (slot order), or no rows when off or still empty."""
+        n = int(self.mem_count) if self.use_memory else 0
+        return getattr(self, name)[:n] if n else like.new_zeros(0, like.shape[1])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in getattr(self, "stored", []):  # take the stored vectors' shape from the checkpoint
+            if prefix + name in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[prefix + name], device=self.mem_index.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def enqueue(self, s_feats: dict[int, torch.Tensor], t_feats: dict[int, torch.Tensor], labels: torch.Tensor) -> None:
-        """FIFO write of the normalised features of one batch (the newest `memory_size` if it is larger)."""
-        size = self.memory_size
-        b = labels.shape[0]
-        keep = slice(max(b - size, 0), b)
-        n = min(b, size)
-        slots = (self.mem_ptr + torch.arange(n, device=labels.device)) % size
-        for i in self.layers:
-            getattr(self, f"mem_s{i}")[slots] = s_feats[i][keep].detach().to(self.mem_labels.device).float()
-            getattr(self, f"mem_t{i}")[slots] = t_feats[i][keep].detach().float()
-        self.mem_labels[slots] = labels[keep]
+    def enqueue(self, vectors: dict[str, torch.Tensor], indices: torch.Tensor) -> None:
+        """FIFO write of one (global) batch's vectors and dataset indices (its newest `memory_size` if larger)."""
+        size, b = self.memory_size, indices.shape[0]
+        keep, n = slice(max(b - size, 0), b), min(b, size)
+        slots = (self.mem_ptr + torch.arange(n, device=self.mem_index.device)) % size
+        for name, v in vectors.items():
+            if getattr(self, name).numel() == 0:
+                setattr(self, name, v.new_zeros(size, v.shape[1], dtype=torch.float32))
+            getattr(self, name)[slots] = v[keep].detach().float()
+        self.mem_index[slots] = indices[keep].to(self.mem_index.device)
         self.mem_ptr.copy_((self.mem_ptr + n) % size)
         self.mem_count.copy_(torch.clamp(self.mem_count + n, max=size))
 
-    def relations(self, student: ModelOutput, teacher: ModelOutput
-                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """Per layer, the student's and the teacher's relation matrices, and the normalised features."""
-        r_s, r_t, s_hat, t_hat = [], [], {}, {}
-        for i in self.layers:
-            s = F.normalize(layer_feature(student, i, self.embedding).float(), dim=1)
-            t = F.normalize(layer_feature(teacher, i, self.embedding).float(), dim=1)
-            s_hat[i], t_hat[i] = s, t
-            # the batch's columns: under data-parallel training every rank's rows, so that each row is the
-            # one a single process computes on the global batch (s and t themselves in one process)
-            s_all, t_all = distributed.gather_rows_with_grad(s), distributed.gather_rows(t)
-            if not self.use_memory:
-                r_s.append(s @ s_all.t())
-                r_t.append(t @ t_all.t())
-                continue
-            m_s, m_t = self.memory(i)
-            if self.cross_memory:
-                s_proj = F.normalize(self.proj[str(i)](s), dim=1) if str(i) in self.proj else s
-                # a copy: autograd keeps it for backward, and the memory changes in place after the loss
-                r_s.append(torch.cat([s @ s_all.t(), s_proj @ m_t.clone().t()], dim=1))
-            else:
-                r_s.append(s @ torch.cat([s_all, m_s]).t())  # cat copies: the in-place enqueue cannot touch it
-            # the teacher side needs no gradient: no copy of its memory, only the B × (B+K) product
-            r_t.append(torch.cat([t @ t_all.t(), t @ m_t.t()], dim=1))
-        return r_s, r_t, s_hat, t_hat
+    def vectors(self, student: ModelOutput, teacher: ModelOutput, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's student and teacher vectors, L2-normalised (the student's in the teacher's space)."""
+        if self.is_attention(i):
+            f_s, f_t = student.feats[i].float(), teacher.feats[i].float()
+            size = [min(a, b) for a, b in zip(f_s.shape[-2:], f_t.shape[-2:])]  # MKD: the larger map pooled down
+            a_s, a_t = (attention_map(F.adaptive_avg_pool2d(f, size), 2).flatten(1) for f in (f_s, f_t))
+            return F.normalize(a_s, dim=1), F.normalize(a_t, dim=1)
+        s = layer_feature(student, i, self.embedding).float()
+        s = self.proj[str(i)](s) if str(i) in self.proj else s
+        return F.normalize(s, dim=1), F.normalize(layer_feature(teacher, i, self.embedding).float(), dim=1)
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        r_s, r_t, s_hat, t_hat = self.relations(student, teacher)
-        sim = torch.stack([relation_loss(a, b, self.kind, self.temperature) for a, b in zip(r_s, r_t)]).mean()
+    def relations(self, student: ModelOutput, teacher: ModelOutput
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Per layer, the student's and the teacher's B × (B_global + K) relations; the vectors to store."""
+        r_s, r_t, new = [], [], {}
+        for i in self.layers:
+            s, t = self.vectors(student, teacher, i)
+            # under data-parallel training the columns are every rank's rows: each row is the one a single
+            # process computes on the global batch
+            t_all = distributed.gather_rows(t)
+            s_all = t_all if self.cross else distributed.gather_rows_with_grad(s)
+            m_t = self.memory(f"mem_t{i}", t)
+            m_s = m_t if self.cross else self.memory(f"mem_s{i}", s)
+            r_s.append(s @ torch.cat([s_all, m_s]).t())  # cat copies: the in-place enqueue cannot touch it
+            r_t.append(t @ torch.cat([t_all, m_t]).t())
+            new[f"mem_t{i}"] = t_all
+            if not self.cross:
+                new[f"mem_s{i}"] = distributed.gather_rows(s.detach())
+        return r_s, r_t, new
+
+    def sim_loss(self, r_s: torch.Tensor, r_t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.kind == "mse":
+            return masked_mean((r_s - r_t) ** 2, None if mask is None else ~mask)
+        if mask is not None:
+            r_s, r_t = r_s.masked_fill(mask, MASKED), r_t.masked_fill(mask, MASKED)
+        return kl_soft(r_s, r_t, self.temperature)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor,
+                indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        r_s, r_t, new = self.relations(student, teacher)
+        columns = distributed.gather_rows(indices.to(r_s[0].device))
+        mask = None
+        if self.mask_self:  # an image against itself: its own column, a duplicate in the batch, its memory slot
+            stored = self.mem_index[:int(self.mem_count)] if self.use_memory else columns[:0]
+            mask = indices.to(columns.device)[:, None] == torch.cat([columns, stored])[None, :]
+        sim = torch.stack([self.sim_loss(a, b, mask) for a, b in zip(r_s, r_t)]).mean()
         losses = {"gird_sim": self.w_sim * sim}
         if self.use_evolution and len(self.layers) > 1:
-            evo = torch.stack([F.l1_loss(r_s[k + 1] - r_s[k], r_t[k + 1] - r_t[k])
+            keep = None if mask is None else ~mask
+            evo = torch.stack([masked_mean(((r_s[k + 1] - r_s[k]) - (r_t[k + 1] - r_t[k])).abs(), keep)
                                for k in range(len(self.layers) - 1)]).mean()
             losses["gird_evo"] = self.w_evo * evo
         if self.use_memory:  # after the loss: the current batch never meets itself in the memory
-            # under data-parallel training every rank enqueues the global batch, in rank order: one memory
-            gather = distributed.gather_rows
-            self.enqueue({i: gather(v) for i, v in s_hat.items()}, {i: gather(v) for i, v in t_hat.items()},
-                         gather(targets))
+            self.enqueue(new, columns)
         return losses
