@@ -34,7 +34,6 @@ BACKBONES.add("mobilenet_v3_large", "reid_kd.models.backbones:mobilenet", "torch
               widths=(24, 40, 112, 960), strides=STRIDES)
 
 
-
 def describe_backbones() -> list[tuple[str, str, str]]:
     """(name, stage widths, description and where `pretrained: imagenet` takes its weights) of every backbone."""
     rows = []
