@@ -79,9 +79,10 @@ class GIRD(Distiller):
         for i in self.layers:
             if self.cross and not self.is_attention(i) and s_widths[i] != t_widths[i]:
                 self.proj[str(i)] = nn.Linear(s_widths[i], t_widths[i], bias=False)
+        # the memory's vector buffers, allocated at the first write (an attention map's length is the input's H×W)
+        self.stored = ([f"mem_t{i}" for i in self.layers] + ([] if self.cross else [f"mem_s{i}" for i in self.layers])
+                       if self.use_memory else [])
         if self.use_memory:
-            # vectors are allocated at the first write (an attention map's length is the input's H×W)
-            self.stored = [f"mem_t{i}" for i in self.layers] + ([] if self.cross else [f"mem_s{i}" for i in self.layers])
             for name in self.stored:
                 self.register_buffer(name, torch.zeros(0))
             self.register_buffer("mem_index", torch.full((cfg["memory_size"],), -1, dtype=torch.long))
@@ -101,7 +102,7 @@ class GIRD(Distiller):
         return getattr(self, name)[:n] if n else like.new_zeros(0, like.shape[1])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in getattr(self, "stored", []):  # take the stored vectors' shape from the checkpoint
+        for name in self.stored:  # take the stored vectors' shape from the checkpoint
             if prefix + name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[prefix + name], device=self.mem_index.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
