@@ -16,29 +16,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reid_kd.utils.ranks import active, is_main, launched, rank, world_size  # noqa: F401 (re-exported)
+
 TIMEOUT = timedelta(minutes=30)  # a rank waiting longer at a collective than this gives up (a dead peer)
-
-
-def launched() -> bool:
-    """True in a process torchrun started with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if active() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if active() else 1
-
-
-def is_main() -> bool:
-    """Rank 0 (or the only process): the one that writes checkpoints, logs, metrics and leaderboards."""
-    return rank() == 0
 
 
 def init(device_type: str) -> torch.device:

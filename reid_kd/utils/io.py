@@ -2,7 +2,8 @@
 
 A crash mid-write leaves the previous file (or none), never a half-written one that looks complete.
 Files get the user's normal permissions (umask), not mkstemp's private 0600. Checkpoints are read
-with `weights_only=True`: tensors, numbers, strings and containers, never code.
+with `weights_only=True`: tensors, numbers, strings and containers, never code. torch is imported by
+the two checkpoint functions alone, so the tools that only read records (leaderboards) never load it.
 """
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-import torch
 
 from reid_kd.errors import UserError
 
@@ -35,6 +34,8 @@ def _umask() -> int:
 
 def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     """Read a checkpoint without running code: `weights_only=True`, one clear error for a bad file."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused something: the file wants more than data
@@ -77,6 +78,8 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> Path:
 
 
 def save_torch(obj: Any, path: str | Path) -> Path:
+    import torch
+
     return _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from reid_kd.errors import UserError
-from reid_kd.utils import distributed
+from reid_kd.utils import ranks
 from reid_kd.utils.io import remove_stale_temporaries
 
 try:
@@ -172,7 +172,7 @@ def folder_lock(folder: str | Path) -> FolderLock:
 def main_lock(folder: str | Path) -> Iterator[None]:
     """The folder's lock, taken by rank 0 alone under data-parallel training (it alone writes there);
     once held, the temporary files a killed writer left in the folder are removed."""
-    if not distributed.is_main():
+    if not ranks.is_main():
         yield
         return
     with folder_lock(folder):

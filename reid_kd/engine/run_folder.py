@@ -1,0 +1,143 @@
+"""One folder a network is trained into: a run, a cached teacher or a pretrained backbone.
+
+Everything about such a folder is here and nowhere else: its file names, the spec it was made under
+(`config.yaml`: a run's resolved config, a cache's shaping spec; its hash names what the folder holds),
+its state (done / resume / new / another spec's), its lock and claim files, and `finish(record)`, which
+writes metrics.json last: its presence marks a finished network. Light on imports (no torch): the
+leaderboard and `--status` read run folders without loading the training stack.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reid_kd.config import config_hash, dump_config
+from reid_kd.errors import UserError
+from reid_kd.utils import ranks
+from reid_kd.utils.io import read_json, write_json, write_text
+from reid_kd.utils.lock import main_lock
+
+SPEC = "config.yaml"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.csv"
+CLAIM = ".claim"  # a bench worker's claim (bench/claims.py); not `.*.tmp`: stale-temporary cleanup keeps it
+FAILURE = "failure.json"  # the last failed attempt (bench/claims.py), kept until the run completes
+FOLDERS = ("tensorboard", "ranked_lists")
+
+
+class RunFolderError(UserError):
+    """The folder holds another spec's files, cannot be written, or lacks room."""
+
+
+class RunFolder:
+    """`path` holding one network: `weights` names its weights file (student.pt, teacher.pt, backbone.pt).
+
+    A finished run keeps its checkpoint.pt (its distiller's state, e.g. GIRD's memory, stays there to
+    inspect); a cache (`keep_checkpoint=False`) drops it once finished: only its weights are reused.
+    """
+
+    def __init__(self, path: str | Path, weights: str = "student.pt", keep_checkpoint: bool = True):
+        self.path, self.weights_name, self.keep_checkpoint = Path(path), weights, keep_checkpoint
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SPEC
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def weights(self) -> Path:
+        return self.path / self.weights_name
+
+    @property
+    def claim_file(self) -> Path:
+        return self.path / CLAIM
+
+    @property
+    def failure_file(self) -> Path:
+        return self.path / FAILURE
+
+    def recorded_hash(self) -> str | None:
+        """The spec hash of what the folder holds (metrics.json's `config_hash`, else config.yaml's), None if
+        empty; "unknown" for a record without one, "unreadable" for a damaged file."""
+        try:
+            if self.metrics.is_file():
+                return json.loads(self.metrics.read_text()).get("config_hash") or self._spec_hash() or "unknown"
+            if self.spec_file.is_file():
+                return self._spec_hash()
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
+            return "unreadable"
+        return "unknown" if self.checkpoint.is_file() else None
+
+    def _spec_hash(self) -> str | None:
+        return config_hash(yaml.safe_load(self.spec_file.read_text())) if self.spec_file.is_file() else None
+
+    def state(self, spec_hash: str) -> str:
+        """'done' (metrics.json of this very spec), 'resume' (a checkpoint to continue), 'new' (nothing of
+        it yet) or 'other' (files of another spec)."""
+        held = self.recorded_hash()
+        if held not in (None, spec_hash):
+            return "other"
+        if self.metrics.is_file():
+            return "done"
+        return "resume" if self.checkpoint.is_file() else "new"
+
+    def read_metrics(self) -> dict:
+        return read_json(self.metrics)
+
+    def claim(self, spec_hash: str, overwrite: bool) -> bool:
+        """Make the folder this spec's: True if it held another spec's files, which `overwrite` removes.
+
+        Without `overwrite` such a folder stops the run, so a finished result is never replaced silently
+        and a folder never mixes one spec's config.yaml with another's metrics.
+        """
+        if self.state(spec_hash) != "other":
+            return False
+        if not overwrite:
+            what = "a finished run" if self.metrics.is_file() else "an unfinished run"
+            raise RunFolderError(f"{self.path} holds {what} of another config (hash {self.recorded_hash()}, this one "
+                                 f"is {spec_hash}); pass --overwrite to replace it, or set experiment.name or "
+                                 "experiment.run_name to keep both")
+        for name in (METRICS, self.weights_name, CHECKPOINT, LOG, SPEC):
+            (self.path / name).unlink(missing_ok=True)
+        for name in FOLDERS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        return True
+
+    def lock(self) -> AbstractContextManager:
+        """The folder's lock (rank 0 alone takes it): one process at a time trains into it."""
+        return main_lock(self.path)
+
+    def record_spec(self, spec: dict[str, Any]) -> None:
+        """Write what the folder's network is made under (rank 0 alone), before it trains."""
+        if ranks.is_main():
+            write_text(dump_config(spec), self.spec_file)
+
+    def finish(self, record: dict) -> None:
+        """Write metrics.json (rank 0 alone), last: its presence marks the network finished."""
+        if ranks.is_main():
+            write_json(record, self.metrics)
+            if not self.keep_checkpoint:
+                self.checkpoint.unlink(missing_ok=True)
