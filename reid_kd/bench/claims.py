@@ -22,13 +22,12 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from reid_kd.engine.run_folder import CLAIM, FAILURE
 from reid_kd.utils.io import write_json
 from reid_kd.utils.lock import HOST, _alive
 
 logger = logging.getLogger(__name__)
 
-CLAIM_NAME = ".claim"  # not `.*.tmp`: stale-temporary cleanup never deletes it
-FAILURE_NAME = "failure.json"
 CLAIM_TIMEOUT = 600.0  # seconds without a heartbeat after which a claim is stale
 UNREADABLE = "unreadable"  # the record of a claim file that holds no JSON object (garbage, a crashed writer)
 UNREADABLE_GRACE = 5.0  # seconds an unreadable claim may be one still being written before it counts as stale
@@ -52,13 +51,13 @@ def _read(path: Path) -> dict | None:
 
 def read_claim(folder: Path) -> dict | None:
     """The claim record of a run folder ({} while being written), None when unclaimed."""
-    return _read(Path(folder) / CLAIM_NAME)
+    return _read(Path(folder) / CLAIM)
 
 
 def heartbeat_age(folder: Path) -> float | None:
     """Seconds since the claim's last heartbeat (its mtime), None when unclaimed."""
     try:
-        return max(0.0, time.time() - (Path(folder) / CLAIM_NAME).stat().st_mtime)
+        return max(0.0, time.time() - (Path(folder) / CLAIM).stat().st_mtime)
     except FileNotFoundError:
         return None
 
@@ -73,7 +72,7 @@ def is_stale(record: dict, age: float, timeout: float) -> bool:
 
 def read_failure(folder: Path) -> dict | None:
     """The failure record of a run folder, None when its last attempt did not fail."""
-    return _read(Path(folder) / FAILURE_NAME) or None
+    return _read(Path(folder) / FAILURE) or None
 
 
 class Claims:
@@ -89,7 +88,7 @@ class Claims:
 
     def claim(self, folder: Path) -> bool:
         """Claim a run folder: True if this worker now holds it (a stale claim is taken over)."""
-        path = Path(folder) / CLAIM_NAME
+        path = Path(folder) / CLAIM
         path.parent.mkdir(parents=True, exist_ok=True)
         if self._create(path):
             return True
@@ -98,7 +97,7 @@ class Claims:
             return self._create(path) if read_claim(folder) is None else False  # released since, or held
         # One taker per stale claim: the one that creates its takeover mark. It removes the claim only if
         # it is still that stale claim, then creates its own like any claimer (O_EXCL settles the rest).
-        mark = path.with_name(f"{CLAIM_NAME}.{record.get('token', '')}.takeover")
+        mark = path.with_name(f"{CLAIM}.{record.get('token', '')}.takeover")
         try:
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -143,7 +142,7 @@ class Claims:
 
     def release(self, folder: Path) -> None:
         """Remove this worker's claim on a run folder (never another worker's)."""
-        path = Path(folder) / CLAIM_NAME
+        path = Path(folder) / CLAIM
         with self._mutex:
             token = self.held.pop(path, None)
         if token is not None and (_read(path) or {}).get("token") == token:
@@ -153,7 +152,7 @@ class Claims:
         """Record a run's failure for `--status` (kept until the run completes)."""
         write_json({"error": " ".join(f"{type(error).__name__}: {error}".split())[:500], "last_log_line": last_line[:500],
                     "worker": self.worker, "host": HOST, "pid": os.getpid(), "launch": self.launch,
-                    "time": datetime.now().astimezone().isoformat(timespec="seconds")}, Path(folder) / FAILURE_NAME)
+                    "time": datetime.now().astimezone().isoformat(timespec="seconds")}, Path(folder) / FAILURE)
 
     def _beat(self) -> None:
         interval = min(30.0, self.timeout / 4)

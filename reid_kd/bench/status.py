@@ -6,10 +6,7 @@ and the last log line), pending (nothing yet, or a checkpoint to resume).
 """
 from __future__ import annotations
 
-import json
-
 from reid_kd.bench.claims import (
-    CLAIM_NAME,
     CLAIM_TIMEOUT,
     UNREADABLE,
     heartbeat_age,
@@ -17,30 +14,31 @@ from reid_kd.bench.claims import (
     read_claim,
     read_failure,
 )
-from reid_kd.bench.suite import Suite, run_state
-from reid_kd.engine.paths import run_dir, run_id
+from reid_kd.bench.suite import Suite
+from reid_kd.engine.paths import run_folder, run_id, run_state
 
 
 def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLAIM_TIMEOUT) -> list[dict]:
     """One row per (entry, seed): run, state, detail."""
     rows = []
     for entry, seed, cfg in suite.runs(extra):
-        folder, state = run_dir(cfg), run_state(cfg)
-        claim, age = read_claim(folder), heartbeat_age(folder)
-        failure = read_failure(folder)
+        folder, state = run_folder(cfg), run_state(cfg)
+        claim, age = read_claim(folder.path), heartbeat_age(folder.path)
+        failure = read_failure(folder.path)
         if state == "done":
-            mAP = json.loads((folder / "metrics.json").read_text()).get("mAP")
+            mAP = folder.read_metrics().get("mAP")
             row = ("done", f"mAP {100 * mAP:.2f}" if isinstance(mAP, (int, float)) else "mAP missing")
         elif claim is not None and age is not None:
             who = f"worker {claim.get('worker', '?')}, pid {claim.get('pid', '?')} on {claim.get('host', '?')}"
             if claim.get(UNREADABLE):
-                who = f"unreadable claim {folder / CLAIM_NAME} (taken over by the next worker)"
+                who = f"unreadable claim {folder.claim_file} (taken over by the next worker)"
             row = ("stale" if is_stale(claim, age, timeout) else "running",
                    f"{who}, heartbeat {age:.0f} s ago" + (", resuming" if state == "resume" else ""))
         elif failure is not None:
             row = ("failed", f"{failure.get('error', '?')}; last log line: {failure.get('last_log_line', '')}")
         else:
-            row = ("pending", "checkpoint to resume" if state == "resume" else "")
+            row = ("pending", {"resume": "checkpoint to resume", "other": "holds another config's run "
+                               "(`reidkd bench --overwrite` replaces it)"}.get(state, ""))
         rows.append({"run": run_id(entry.name, seed), "state": row[0], "detail": row[1]})
     return rows
 

@@ -39,7 +39,6 @@ import yaml
 
 from reid_kd.bench.claims import (
     CLAIM_TIMEOUT,
-    FAILURE_NAME,
     Claims,
     read_claim,
     read_failure,
@@ -52,16 +51,14 @@ from reid_kd.engine.paths import (
     experiment_dir,
     method_name,
     run_dir,
+    run_folder,
     run_id,
+    run_state,
     teacher_dir,
     teacher_key,
 )
-from reid_kd.engine.preflight import (
-    RunFolderError,
-    claim_run_folder,
-    preflight,
-    recorded_hash,
-)
+from reid_kd.engine.preflight import preflight
+from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.engine.run import train_students
 from reid_kd.engine.runtime import setup_runtime
 from reid_kd.engine.teacher import get_teacher
@@ -232,14 +229,6 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, str(path), path.parent)
 
 
-def run_state(cfg: dict) -> str:
-    """'done' (metrics.json of this very config), 'resume' (a checkpoint to continue) or 'new'."""
-    out = run_dir(cfg)
-    if (out / "metrics.json").is_file() and recorded_hash(out) == config_hash(cfg):
-        return "done"
-    return "resume" if (out / "checkpoint.pt").is_file() else "new"
-
-
 def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
     """What each run folder must hold to count: `<entry>/seed<k>` -> method, run name, config hash.
 
@@ -251,7 +240,7 @@ def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
 
 def check_run_folders(runs: list[tuple[Entry, int, dict]], overwrite: bool) -> None:
     """Without `overwrite`, stop before any work when a run folder holds another config's run."""
-    taken = [run_dir(cfg) for _, _, cfg in runs if recorded_hash(run_dir(cfg)) not in (None, config_hash(cfg))]
+    taken = [run_dir(cfg) for _, _, cfg in runs if run_state(cfg) == "other"]
     if taken and not overwrite:
         raise RunFolderError(f"{len(taken)} run folder(s) hold runs of another config, e.g. {taken[0]}; pass "
                              "--overwrite to replace them, or change the suite's name to keep both")
@@ -323,7 +312,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False
                     logger.info(f"{tags[entry.name, seed]}: FAILED: {type(e).__name__}: {e}")
             else:
                 for _, _, cfg in cohort:
-                    (run_dir(cfg) / FAILURE_NAME).unlink(missing_ok=True)
+                    run_folder(cfg).failure_file.unlink(missing_ok=True)
             finally:
                 for _, _, cfg in cohort:
                     claims.release(run_dir(cfg))
@@ -338,7 +327,7 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False
         raise RunsFailedError(f"{len(failed)} run(s) of suite {suite.name!r} failed: {', '.join(failed)}; the others "
                               f"were trained; `reidkd bench --suite FILE --status` shows each error, and running "
                               "`reidkd bench` again retries them")
-    return [read_json(run_dir(cfg) / "metrics.json") for _, _, cfg in runs if run_state(cfg) == "done"]
+    return [run_folder(cfg).read_metrics() for _, _, cfg in runs if run_state(cfg) == "done"]
 
 
 def _loaders_cache():
@@ -396,7 +385,7 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
     with ExitStack() as locks:
         for (entry, _, cfg) in cohort:
             locks.enter_context(folder_lock(run_dir(cfg)))
-            if claim_run_folder(run_dir(cfg), config_hash(cfg), overwrite):
+            if run_folder(cfg).claim(config_hash(cfg), overwrite):
                 logger.info(f"{entry.name} seed{seed}: --overwrite: removed the run of another config in "
                             f"{run_dir(cfg)}")
         logger.info(f"seed {seed}: training {len(cohort)} run(s) side by side, one teacher forward per batch: "

@@ -1,25 +1,31 @@
-"""The training loop: runs of one seed trained side by side, batch by batch (a run alone is a cohort of one).
+"""The training loop: the networks of one seed trained side by side, batch by batch (a network trained
+alone is a cohort of one, so alone and side by side cannot drift apart).
 
-One pass of the data and one teacher forward per batch serve every run (the teacher's forward is most
-of a distillation step's cost). Each run keeps its own model, optimiser, schedule, checkpoint, log and
-torch RNG stream, and sees the batches and augmentations a run alone would see, so its result is the one
-it would get alone (a resumed run joins at the epoch after its checkpoint).
+The cohort owns what its members share: the loader and its seeding, the device and precision, the
+teacher and its one forward per batch (most of a distillation step's cost), and the order of every
+call. Each member (`engine/member.py`) keeps its own model, optimiser, schedule, checkpoint, hooks and
+torch RNG stream, and sees the batches and augmentations it would see alone, so its result is the one
+it would get alone (a resumed member joins at the epoch after its checkpoint).
 
-Progress: a bar while an epoch runs (only on a terminal); the rest is the trainers' hooks.
+Each epoch is a function of (seed, epoch): the sampler order, the augmentation stream and torch's RNG
+are reseeded at its start, so a run resumed from its last checkpoint continues exactly as an
+uninterrupted one would. Progress: a bar while an epoch runs (only on a terminal); the rest is the
+members' hooks.
 """
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from reid_kd.engine.hooks import Hook
+from reid_kd.engine.member import Member
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.runtime import autocast
-
-if TYPE_CHECKING:
-    from reid_kd.engine.trainer import Trainer
+from reid_kd.utils import distributed
 
 
 def rng_state(device: torch.device) -> tuple:
@@ -34,7 +40,7 @@ def set_rng_state(device: torch.device, state: tuple) -> None:
 
 @contextmanager
 def own_stream(streams: list[tuple], i: int, device: torch.device):
-    """Run the block under run `i`'s torch RNG stream, so what the cohort's other runs draw cannot shift it."""
+    """Run the block under member `i`'s torch RNG stream, so what the other members draw cannot shift it."""
     shared = rng_state(device)
     set_rng_state(device, streams[i])
     try:
@@ -44,64 +50,77 @@ def own_stream(streams: list[tuple], i: int, device: torch.device):
         set_rng_state(device, shared)
 
 
-def _check_cohort(trainers: list[Trainer]) -> None:
-    first = trainers[0]
-    for t in trainers[1:]:
-        same = (t.loader is first.loader, t.seed == first.seed, t.device == first.device, t.amp == first.amp)
-        if not all(same):
-            raise ValueError(f"{t.desc} cannot train beside {first.desc}: runs side by side share one loader, "
-                             "seed, device and AMP setting")
-    teachers = {id(t.teacher) for t in trainers if t.teacher is not None}
-    if len(teachers) > 1:
-        raise ValueError("runs side by side share one teacher")
+class Cohort:
+    """Networks trained on one loader, seed, device and precision, behind at most one frozen teacher."""
 
+    def __init__(self, loader, device: torch.device, seed: int = 0, *, teacher: nn.Module | None = None,
+                 amp: bool = False):
+        self.loader, self.device, self.seed, self.amp = loader, device, seed, amp
+        self.teacher = teacher.to(device).eval().requires_grad_(False) if teacher is not None else None
+        self.members: list[Member] = []
 
-def train_side_by_side(trainers: list[Trainer], resume: bool = True, stop_after: int | None = None) -> list[float]:
-    """Train `trainers` (one seed, loader, device, teacher) to their epochs, or up to epoch `stop_after`;
-    returns each run's training seconds across resumes."""
-    _check_cohort(trainers)
-    teacher = next((t.teacher for t in trainers if t.teacher is not None), None)
-    try:
-        for t in trainers:
-            t.begin(resume, stop_after)
-        epochs = max(t.cfg["epochs"] for t in trainers)
-        for epoch in range(min(t.start_epoch for t in trainers), max(t.stop_epoch for t in trainers)):
-            active = [t for t in trainers if t.start_epoch <= epoch < t.stop_epoch]
-            if active:
-                _epoch(active, epoch, epochs, teacher)
-    finally:
-        for t in trainers:
-            t.end()
-    return [t.train_seconds for t in trainers]
+    def add(self, model: nn.Module, train_cfg: dict, folder: RunFolder, *, distiller: nn.Module | None = None,
+            desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None,
+            sync_bn: bool = False) -> Member:
+        """A member training `model` into `folder`; a distiller needs the cohort's teacher."""
+        if distiller is not None and self.teacher is None:
+            raise ValueError(f"{desc}: a distiller needs the cohort's teacher")
+        member = Member(model, train_cfg, folder, self.device, len(self.loader), distiller=distiller, amp=self.amp,
+                        desc=desc, tag=tag, hooks=hooks, sync_bn=sync_bn)
+        self.members.append(member)
+        return member
 
+    def fit(self, resume: bool = True, stop_after: int | None = None) -> list[float]:
+        """Train every member to its epochs (or up to epoch `stop_after`); returns each one's training
+        seconds across resumes."""
+        try:
+            for m in self.members:
+                m.begin(resume, stop_after)
+            for epoch in range(min(m.start_epoch for m in self.members), max(m.stop_epoch for m in self.members)):
+                active = [m for m in self.members if m.start_epoch <= epoch < m.stop_epoch]
+                if active:
+                    self._epoch(active, epoch)
+        finally:
+            for m in self.members:
+                m.end()
+        return [m.train_seconds for m in self.members]
 
-def _epoch(active: list[Trainer], epoch: int, epochs: int, teacher: torch.nn.Module | None) -> None:
-    first = active[0]
-    for t in active:
-        t.begin_epoch(epoch)
-    first.seed_epoch(epoch)
-    batches = iter(first.loader)  # may draw from torch's RNG: before the runs' streams fork off
-    streams = [rng_state(first.device)] * len(active)
-    distilling = teacher is not None and any(t.distiller is not None for t in active)
-    start = time.perf_counter()
-    desc = first.desc if len(active) == 1 else f"{len(active)} runs side by side"
-    # no bar when stderr is not a terminal (logs stay readable), nor on ranks other than 0
-    bar = tqdm(batches, total=len(first.loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
-               dynamic_ncols=True, disable=None if first.main else True)
-    for images, targets, _, indices in bar:
-        images, targets = images.to(first.device, non_blocking=True), targets.to(first.device)
-        indices = indices.to(first.device)
-        teacher_out = None
-        if distilling:
-            with torch.no_grad(), autocast(first.device, first.amp):
-                teacher_out = teacher(images)
-        terms = []
-        for i, t in enumerate(active):
-            with own_stream(streams, i, first.device):
-                terms.append(t.step(images, targets, indices, teacher_out))
-        bar.set_postfix(loss=f"{terms[0]['loss']:.3f}",
-                        img_s=f"{first.n_images / (time.perf_counter() - start):.0f}")
-    bar.close()
-    shared_seconds = time.perf_counter() - start - sum(t.step_seconds for t in active)
-    for t in active:
-        t.end_epoch(epoch, shared_seconds)
+    def _seed_epoch(self, epoch: int) -> None:
+        """Reseed torch, the sampler and the augmentation stream: the epoch is a function of (seed, epoch)."""
+        seed = self.seed * 100_003 + epoch
+        torch.manual_seed(seed)
+        self.loader.batch_sampler.set_epoch(epoch)
+        self.loader.dataset.transform.set_random_seed(seed)
+        if self.loader.generator is not None:
+            self.loader.generator.manual_seed(seed)
+
+    def _epoch(self, active: list[Member], epoch: int) -> None:
+        for m in active:
+            m.begin_epoch(epoch)
+        self._seed_epoch(epoch)
+        batches = iter(self.loader)  # may draw from torch's RNG: before the members' streams fork off
+        streams = [rng_state(self.device)] * len(active)
+        distilling = self.teacher is not None and any(m.distiller is not None for m in active)
+        start = time.perf_counter()
+        epochs = max(m.epochs for m in self.members)
+        desc = active[0].desc if len(active) == 1 else f"{len(active)} runs side by side"
+        # no bar when stderr is not a terminal (logs stay readable), nor on ranks other than 0
+        bar = tqdm(batches, total=len(self.loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
+                   dynamic_ncols=True, disable=None if distributed.is_main() else True)
+        for images, targets, _, indices in bar:
+            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+            indices = indices.to(self.device)
+            teacher_out = None
+            if distilling:
+                with torch.no_grad(), autocast(self.device, self.amp):
+                    teacher_out = self.teacher(images)
+            terms = []
+            for i, m in enumerate(active):
+                with own_stream(streams, i, self.device):
+                    terms.append(m.step(images, targets, indices, teacher_out))
+            bar.set_postfix(loss=f"{terms[0]['loss']:.3f}",
+                            img_s=f"{active[0].n_images / (time.perf_counter() - start):.0f}")
+        bar.close()
+        shared_seconds = time.perf_counter() - start - sum(m.step_seconds for m in active)
+        for m in active:
+            m.end_epoch(shared_seconds)

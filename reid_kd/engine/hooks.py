@@ -1,7 +1,7 @@
 """What happens around training, as hooks (after fast-reid's `HookBase`): checkpoints, log.csv,
 TensorBoard scalars, one console line per epoch; a weight-averaging hook (e.g. an EMA of the student)
-would update at `after_step`. The trainer calls every hook, in order, at each point; a hook keeps its
-own state and reads the trainer's public attributes.
+would update at `after_step`. A member (`engine/member.py`) calls every hook of its own, in order, at
+each point of its cohort's loop; a hook keeps its own state and reads what `Trained` lists.
 
 log.csv is the record a run is judged by; TensorBoard is only for watching curves while runs train
 (`engine/scalars.py`: optional, nothing is written without the `tensorboard` package).
@@ -14,16 +14,27 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.scalars import ScalarLog
-
-if TYPE_CHECKING:
-    from reid_kd.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 EVAL_SCALARS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 ROW_KEYS = ("epoch", "lr", "loss", "acc", "images_per_sec", "seconds")  # the log.csv columns that are not loss terms
+
+
+class Trained(Protocol):
+    """What a hook reads of the network it serves (an `engine/member.py` Member)."""
+
+    desc: str  # its name in console lines
+    folder: RunFolder
+    epochs: int  # the schedule's length
+    start_epoch: int  # the first epoch this process trains (after a resume)
+    stop_epoch: int  # the epoch it stops before
+    train_seconds: float  # across resumes
+
+    def save_checkpoint(self, epoch: int) -> None: ...
 
 
 class Hook:
@@ -32,23 +43,23 @@ class Hook:
 
     main_only = False
 
-    def before_train(self, trainer: Trainer) -> None:
-        """After resuming (`trainer.start_epoch` is the first epoch to train), before any epoch."""
+    def before_train(self, member: Trained) -> None:
+        """After resuming (`member.start_epoch` is the first epoch to train), before any epoch."""
 
-    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
+    def before_epoch(self, member: Trained, epoch: int) -> None:
         pass
 
-    def after_step(self, trainer: Trainer, terms: dict[str, float]) -> None:
+    def after_step(self, member: Trained, terms: dict[str, float]) -> None:
         """After an optimisation step, under the run's own RNG stream; `terms`: its loss terms and total."""
 
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
         """`row`: the epoch's log.csv row (epoch is 1-based there)."""
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, member: Trained) -> None:
         """Also when training fails or is interrupted: release what is held open."""
 
-    def after_eval(self, trainer: Trainer, metrics: dict) -> None:
-        """The trained model's evaluation (`Trainer.log_eval`)."""
+    def after_eval(self, member: Trained, metrics: dict) -> None:
+        """The trained model's evaluation (`Member.log_eval`)."""
 
 
 class CSVHook(Hook):
@@ -57,19 +68,19 @@ class CSVHook(Hook):
 
     main_only = True
 
-    def before_train(self, trainer: Trainer) -> None:
-        path = trainer.out_dir / "log.csv"
+    def before_train(self, member: Trained) -> None:
+        path = member.folder.log
         if not path.is_file():
             return
         with path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()
-                    and int(r["epoch"]) <= trainer.start_epoch]  # a kill mid-write may leave a partial last row
+                    and int(r["epoch"]) <= member.start_epoch]  # a kill mid-write may leave a partial last row
         path.unlink()
         for r in rows:
             _append_row(path, r)
 
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
-        _append_row(trainer.out_dir / "log.csv", row)
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
+        _append_row(member.folder.log, row)
 
 
 def _append_row(path: Path, row: dict) -> None:
@@ -90,11 +101,11 @@ class TensorBoardHook(Hook):
     def __init__(self):
         self.scalars: ScalarLog | None = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, member: Trained) -> None:
         # steps are 1-based epochs; those after the checkpoint (written before a kill) are purged
-        self.scalars = ScalarLog(trainer.out_dir / "tensorboard", purge_step=trainer.start_epoch + 1)
+        self.scalars = ScalarLog(member.folder.path / "tensorboard", purge_step=member.start_epoch + 1)
 
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
         step = row["epoch"]
         self.scalars.add("loss/total", row.get("loss"), step)
         for k, v in row.items():
@@ -105,27 +116,27 @@ class TensorBoardHook(Hook):
         self.scalars.add("train/images_per_sec", row["images_per_sec"], step)
         self.scalars.flush()  # a run killed later still shows this epoch
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, member: Trained) -> None:
         """No writer thread is left running, written events are flushed."""
         if self.scalars is not None:
             self.scalars.close()
             self.scalars = None
 
-    def after_eval(self, trainer: Trainer, metrics: dict) -> None:
+    def after_eval(self, member: Trained, metrics: dict) -> None:
         """`eval/<metric>` (fractions, as in metrics.json) at the step of the last epoch."""
-        with ScalarLog(trainer.out_dir / "tensorboard") as scalars:
+        with ScalarLog(member.folder.path / "tensorboard") as scalars:
             for k in EVAL_SCALARS:
                 if isinstance(metrics.get(k), numbers.Real):
-                    scalars.add(f"eval/{k}", metrics[k], trainer.cfg["epochs"])
+                    scalars.add(f"eval/{k}", metrics[k], member.epochs)
 
 
 class CheckpointHook(Hook):
-    """The trainer's state after every epoch: what `Trainer.try_resume` continues from."""
+    """The member's state after every epoch: what it resumes from."""
 
     main_only = True
 
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
-        trainer.save_checkpoint(epoch, trainer.train_seconds)
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
+        member.save_checkpoint(epoch)
 
 
 class ConsoleHook(Hook):
@@ -139,16 +150,16 @@ class ConsoleHook(Hook):
         self.walls: list[float] = []  # wall time of each epoch run in this process
         self.epoch_start = 0.0
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, member: Trained) -> None:
         self.walls.clear()
 
-    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
+    def before_epoch(self, member: Trained, epoch: int) -> None:
         self.epoch_start = time.perf_counter()
 
-    def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
         self.walls.append(time.perf_counter() - self.epoch_start)
-        eta = sum(self.walls) / len(self.walls) * (trainer.stop_epoch - epoch - 1)
-        logger.info(epoch_line(trainer.desc, row, trainer.cfg["epochs"], trainer.train_seconds, eta))
+        eta = sum(self.walls) / len(self.walls) * (member.stop_epoch - epoch - 1)
+        logger.info(epoch_line(member.desc, row, member.epochs, member.train_seconds, eta))
 
 
 def default_hooks(tensorboard: bool = True) -> list[Hook]:

@@ -4,14 +4,16 @@
     <output_dir>/teachers/<key>/                          a teacher, shared by every method and seed it fits
     <output_dir>/pretrained/<key>/                        a backbone pretrained on synthetic vehicles
 
-A cache key hashes everything that shapes the weights, so one folder never holds two different networks.
-Light on imports (no torch): the suite tools read these paths without loading the training stack.
+A cache key hashes everything that shapes the weights (its spec, recorded in the folder and checked
+before reuse), so one folder never holds two different networks. Light on imports (no torch): the suite
+tools read these paths without loading the training stack.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from reid_kd.config import config_hash
+from reid_kd.engine.run_folder import RunFolder
 
 ROLES = {"model": "student", "teacher": "teacher"}  # config block -> the network it describes
 NOT_SHAPING = ("root", "workers", "cache_images", "test_batch_size")  # data keys that leave the weights alone
@@ -40,22 +42,40 @@ def run_dir(cfg: dict) -> Path:
     return experiment_dir(cfg) / run_id(run_name(cfg), cfg["experiment"]["seed"])
 
 
+def run_folder(cfg: dict) -> RunFolder:
+    return RunFolder(run_dir(cfg), "student.pt")
+
+
+def run_state(cfg: dict) -> str:
+    """The state of `cfg`'s run folder for this very config (done, resume, new, other: see RunFolder.state)."""
+    return run_folder(cfg).state(config_hash(cfg))
+
+
 def teacher_seed(cfg: dict) -> int:
     """`teacher.seed`, or the experiment's seed when it is null (then each seed has its own teacher)."""
     seed = cfg["teacher"]["seed"]
     return cfg["experiment"]["seed"] if seed is None else seed
 
 
-def teacher_key(cfg: dict) -> str:
+def teacher_spec(cfg: dict) -> dict:
+    """Everything the cached teacher depends on (what its key hashes)."""
     t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
-    shaping = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
+    spec = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
     if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
-        shaping["start"] = pretrain_key(cfg, "teacher")
-    return f"{cfg['data']['dataset']}-{t['backbone']}-{config_hash(shaping)}"
+        spec["start"] = pretrain_key(cfg, "teacher")
+    return spec
+
+
+def teacher_key(cfg: dict) -> str:
+    return f"{cfg['data']['dataset']}-{cfg['teacher']['backbone']}-{config_hash(teacher_spec(cfg))}"
 
 
 def teacher_dir(cfg: dict) -> Path:
     return Path(cfg["experiment"]["output_dir"]) / "teachers" / teacher_key(cfg)
+
+
+def teacher_folder(cfg: dict) -> RunFolder:
+    return RunFolder(teacher_dir(cfg), "teacher.pt", keep_checkpoint=False)
 
 
 def pretrain_data(cfg: dict) -> dict:
@@ -79,3 +99,7 @@ def pretrain_key(cfg: dict, block: str) -> str:
 
 def pretrain_dir(cfg: dict, block: str) -> Path:
     return Path(cfg["experiment"]["output_dir"]) / "pretrained" / pretrain_key(cfg, block)
+
+
+def pretrain_folder(cfg: dict, block: str) -> RunFolder:
+    return RunFolder(pretrain_dir(cfg, block), "backbone.pt", keep_checkpoint=False)

@@ -3,69 +3,24 @@
 `preflight` runs after the data is loaded and before the teacher or the student trains: the P×K
 batch against the identities, a positive for some query, every listed image on disk, the method's
 options on untrained networks, and an output folder that is writable with room for checkpoints.
-`claim_run_folder` keeps a finished run of another config from being replaced without `--overwrite`.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-import yaml
 
-from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill.base import build_distiller
-from reid_kd.errors import ConfigError, UserError
+from reid_kd.engine.run_folder import RunFolderError
+from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import build_model
 from reid_kd.models.weights import Start
 
-RUN_FILES = ("metrics.json", "student.pt", "checkpoint.pt", "log.csv", "config.yaml")
-RUN_FOLDERS = ("tensorboard", "ranked_lists")
 BYTES_PER_PARAM = 4 * 5  # fp32 weights in a checkpoint with two Adam moments, plus the saved model
-
-
-class RunFolderError(UserError):
-    """The run folder holds another config's files, cannot be written, or lacks room."""
-
-
-def recorded_hash(folder: Path) -> str | None:
-    """The config hash of what `folder` holds (from metrics.json, else config.yaml), or None if empty."""
-    metrics, config = folder / "metrics.json", folder / "config.yaml"
-    try:
-        if metrics.is_file():
-            return json.loads(metrics.read_text()).get("config_hash") or "unknown"
-        if config.is_file():
-            return config_hash(yaml.safe_load(config.read_text()))
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
-        return "unreadable"
-    return None
-
-
-def claim_run_folder(folder: Path, cfg_hash: str, overwrite: bool) -> bool:
-    """Make `folder` this config's: True if it held another config's run, which `overwrite` removes.
-
-    Without `overwrite` such a folder stops the run, so a finished result is never replaced silently
-    and a folder never mixes one config's `config.yaml` with another's metrics.
-    """
-    held = recorded_hash(folder)
-    if held is None and (folder / "checkpoint.pt").is_file():
-        held = "unknown"
-    if held is None or held == cfg_hash:
-        return False
-    if not overwrite:
-        what = "a finished run" if (folder / "metrics.json").is_file() else "an unfinished run"
-        raise RunFolderError(f"{folder} holds {what} of another config (hash {held}, this one is {cfg_hash}); "
-                             "pass --overwrite to replace it, or set experiment.name or experiment.run_name "
-                             "to keep both")
-    for name in RUN_FILES:
-        (folder / name).unlink(missing_ok=True)
-    for name in RUN_FOLDERS:
-        shutil.rmtree(folder / name, ignore_errors=True)
-    return True
 
 
 def check_batches(cfg: dict, loaders: Loaders) -> None:

@@ -1,11 +1,9 @@
-"""The trainer core: one network's optimiser and schedule, its step, an epoch's bookkeeping, resume.
+"""One network in training: its model, optimiser, schedule, distiller, checkpoint and the epoch's figures.
 
-Each epoch is a function of (seed, epoch): the sampler order, the augmentation stream and torch's
-RNG are reseeded at its start, so a run resumed from its last checkpoint continues exactly as an
-uninterrupted one would. The loop over epochs and batches is `engine/cohort.py`'s (a run alone is a
-cohort of one: one loop, so a run trained alone and side by side cannot drift apart); what is written
-or shown as training goes (checkpoint, log.csv, TensorBoard, console lines) is the hooks'
-(`engine/hooks.py`).
+A member does not loop: its cohort (`engine/cohort.py`) owns the epochs, the batches, the one teacher
+forward per batch and the order of every call; a member takes a step on a batch it is given, keeps its
+own state, and resumes from its own checkpoint. What is written or shown as it trains (checkpoint,
+log.csv, TensorBoard, console lines) is its hooks' (`engine/hooks.py`).
 """
 from __future__ import annotations
 
@@ -13,13 +11,12 @@ import logging
 import math
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from reid_kd.engine.cohort import train_side_by_side
 from reid_kd.engine.hooks import Hook, default_hooks
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.runtime import autocast
 from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
@@ -47,73 +44,65 @@ def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
     return cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
 
 
-class Trainer:
-    """One network's training. A loop calls `begin`, then for each epoch `begin_epoch`, `step` for each
-    batch and `end_epoch`, and `end` at last (also on an error); each calls the hooks of its point."""
+class Member:
+    """One network of a cohort (made by `Cohort.add`, which passes the cohort's device, batches per epoch
+    and precision). Under torch.distributed the model trains as DistributedDataParallel, its BatchNorms
+    synchronised across ranks when `sync_bn`; only rank 0 runs the hooks that write or print."""
 
-    def __init__(self, model: nn.Module, train_loader, train_cfg: dict, device: torch.device, out_dir: str | Path,
-                 *, seed: int = 0, teacher: nn.Module | None = None, distiller: nn.Module | None = None,
-                 amp: bool = False, desc: str = "train", tag: str | None = None,
-                 hooks: list[Hook] | None = None, sync_bn: bool = False):
-        """`hooks`: default `default_hooks()` (checkpoint, log.csv, TensorBoard, console). The trainer's own
-        lines (resuming, discarding a checkpoint) are logged by rank 0 alone.
-
-        Under torch.distributed (see `engine/distributed.py`) the model trains as DistributedDataParallel,
-        with its BatchNorms synchronised across ranks when `sync_bn`; only rank 0 writes or logs (runs
-        hooks that are `main_only`).
-        """
+    def __init__(self, model: nn.Module, train_cfg: dict, folder: RunFolder, device: torch.device,
+                 steps_per_epoch: int, *, distiller: nn.Module | None = None, amp: bool = False,
+                 desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None, sync_bn: bool = False):
         self.main = distributed.is_main()
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         if sync_bn and distributed.active():
             model = distributed.sync_batch_norm(model, device)
-        self.model, self.loader, self.cfg, self.device = model.to(device), train_loader, train_cfg, device
+        self.model, self.cfg, self.device, self.folder, self.desc = model.to(device), train_cfg, device, folder, desc
         self.forward = self.model
         if distributed.active():  # gradients averaged over the ranks as the backward pass runs
             self.forward = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.out_dir, self.seed, self.desc = Path(out_dir), seed, desc
-        self.teacher = teacher.to(device).eval() if teacher is not None else None
-        if self.teacher is not None:
-            self.teacher.requires_grad_(False)
         self.distiller = distiller.to(device) if distiller is not None else None
         params = [p for p in model.parameters() if p.requires_grad]
         if self.distiller is not None:
             params += self.distiller.extra_parameters()
         self.optimizer = build_optimizer(params, train_cfg)
-        self.iters_per_epoch = max(len(train_loader), 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda it: lr_factor(train_cfg, it, self.iters_per_epoch))
+        steps = max(steps_per_epoch, 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(train_cfg, it, steps))
         self.amp = amp  # mixed precision: float16 with a grad scaler on CUDA, bfloat16 on CPU
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
         hooks = default_hooks() if hooks is None else hooks
         self.hooks = [h for h in hooks if self.main or not h.main_only]
-        self.start_epoch, self.stop_epoch = 0, train_cfg["epochs"]  # this call trains epochs start..stop-1
+        self.epochs = train_cfg["epochs"]
+        self.start_epoch, self.stop_epoch = 0, self.epochs  # this process trains epochs start..stop-1
         self.train_seconds = 0.0  # across resumes
-        # the epoch under way: its loss sums, images and step time
-        self.sums: dict[str, float] = defaultdict(float)
+        self.epoch: int | None = None  # the epoch open between `begin_epoch` and `end_epoch`
+        self.sums: dict[str, float] = defaultdict(float)  # the open epoch's loss sums, images and step time
         self.n_batches, self.n_images, self.step_seconds = 0, 0, 0.0
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+    def finished(self) -> bool:
+        """Trained to its last epoch (not stopped early by `stop_after`)."""
+        return self.stop_epoch >= self.epochs
 
-    def save_checkpoint(self, epoch: int, train_seconds: float) -> None:
+    def save_checkpoint(self, epoch: int) -> None:
         if not self.main:
             return
-        state = {"epoch": epoch, "train_seconds": train_seconds, "tag": self.tag, "model": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"epoch": epoch, "train_seconds": self.train_seconds, "tag": self.tag,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
         if self.distiller is not None:
             state["distiller"] = self.distiller.state_dict()
-        save_torch(state, self.checkpoint_path)
+        save_torch(state, self.folder.checkpoint)
 
-    def try_resume(self) -> float:
+    def _resume(self) -> float:
         """Continue from the last complete epoch if a checkpoint exists; returns seconds already spent."""
-        if not self.checkpoint_path.is_file():
+        path = self.folder.checkpoint
+        if not path.is_file():
             return 0.0
-        state = load_torch(self.checkpoint_path, self.device)
+        state = load_torch(path, self.device)
         if state.get("tag") != self.tag:  # left by a run of another config: start afresh
-            self.checkpoint_path.unlink()
-            self.say(f"{self.desc}: discarding checkpoint.pt of another config in {self.out_dir}; starting afresh")
+            path.unlink()
+            self.say(f"{self.desc}: discarding {path.name} of another config in {self.folder}; starting afresh")
             return 0.0
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -121,32 +110,21 @@ class Trainer:
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         self.start_epoch = state["epoch"] + 1
-        self.say(f"{self.desc}: resuming from checkpoint.pt after epoch {self.start_epoch}/{self.cfg['epochs']} "
-                 f"in {self.out_dir}")
+        self.say(f"{self.desc}: resuming from {path.name} after epoch {self.start_epoch}/{self.epochs} in {self.folder}")
         return float(state["train_seconds"])
 
-    def fit(self, resume: bool = True, stop_after: int | None = None) -> float:
-        """Train to `epochs` (or only up to epoch `stop_after`); returns training seconds across resumes."""
-        return train_side_by_side([self], resume, stop_after)[0]
+    # The cohort's calls, in its order: begin, then per epoch begin_epoch, step per batch, end_epoch; end.
 
-    def begin(self, resume: bool = True, stop_after: int | None = None) -> None:
+    def begin(self, resume: bool, stop_after: int | None) -> None:
         """Resume (unless not `resume`) and get ready for epochs start_epoch..stop_epoch-1."""
-        self.train_seconds = self.try_resume() if resume else 0.0
-        self.stop_epoch = min(self.cfg["epochs"], stop_after or self.cfg["epochs"])
+        self.train_seconds = self._resume() if resume else 0.0
+        self.stop_epoch = min(self.epochs, stop_after or self.epochs)
         for hook in self.hooks:
             hook.before_train(self)
 
-    def seed_epoch(self, epoch: int) -> None:
-        """Reseed torch, the sampler and the augmentation stream: the epoch is a function of (seed, epoch)."""
-        torch.manual_seed(self.seed * 100_003 + epoch)
-        self.loader.batch_sampler.set_epoch(epoch)
-        self.loader.dataset.transform.set_random_seed(self.seed * 100_003 + epoch)
-        if self.loader.generator is not None:
-            self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
-
     def begin_epoch(self, epoch: int) -> None:
-        """Zero the epoch's figures (call it before `seed_epoch`: the console hook's clock starts here)."""
         self.model.train()
+        self.epoch = epoch
         self.sums.clear()
         self.n_batches, self.n_images, self.step_seconds = 0, 0, 0.0
         for hook in self.hooks:
@@ -155,7 +133,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, teacher_out=None
                    ) -> tuple[dict[str, float], float]:
         """One optimisation step: the loss terms and total, and the batch accuracy.
-        `teacher_out` is the teacher's output on `images` (shared by a cohort)."""
+        `teacher_out` is the teacher's output on `images` (the cohort's one forward)."""
         with autocast(self.device, self.amp):
             out = self.forward(images)
         # the losses in float32 (distances, relations, softmax at a temperature), the network in mixed precision
@@ -182,7 +160,9 @@ class Trainer:
         return dict(zip([*losses, "loss"], values[:-1])), values[-1]
 
     def step(self, images, targets, indices, teacher_out=None) -> dict[str, float]:
-        """`train_step` and the `after_step` hooks (e.g. weight averaging), counted into the epoch's figures."""
+        """`train_step` and the `after_step` hooks (e.g. weight averaging), counted into the open epoch."""
+        if self.epoch is None:
+            raise RuntimeError(f"{self.desc}: a step outside an epoch (the cohort opens each epoch first)")
         start = time.perf_counter()
         terms, acc = self.train_step(images, targets, indices, teacher_out)
         for hook in self.hooks:
@@ -195,9 +175,10 @@ class Trainer:
         self.n_images += len(images)
         return terms
 
-    def end_epoch(self, epoch: int, shared_seconds: float) -> None:
-        """Close an epoch: its log.csv row goes to the hooks. Its time is this run's steps plus the cohort's
-        shared work (data, teacher forward): what the run would have taken alone."""
+    def end_epoch(self, shared_seconds: float) -> None:
+        """Close the open epoch: its log.csv row goes to the hooks. Its time is this member's steps plus the
+        cohort's shared work (data, teacher forward): what it would have taken alone."""
+        epoch, self.epoch = self.epoch, None
         seconds = self.step_seconds + shared_seconds
         self.train_seconds += seconds
         row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -217,6 +198,6 @@ class Trainer:
             hook.after_eval(self, metrics)
 
     def say(self, message: str) -> None:
-        """Log a line of this run (rank 0 alone: one line per event)."""
+        """Log a line of this member (rank 0 alone: one line per event)."""
         if self.main:
             logger.info(message)
