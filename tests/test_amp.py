@@ -8,18 +8,21 @@ import torch
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.runtime import autocast
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.member import Member
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.models.reid_model import ReIDModel
 
 CPU = torch.device("cpu")
 
 
-def trainer(method: str, amp: bool, folder) -> Trainer:
+def trainer(method: str, amp: bool, folder) -> tuple[Member, Cohort]:
     cfg = load_config(None, [f"distill.method={method}", "train.optimizer=sgd", "train.lr=0.01"])
     torch.manual_seed(0)
     student, teacher = ReIDModel("resnet18", 4), ReIDModel("resnet18", 4)
     distiller = build_distiller(cfg["distill"], student, teacher)
-    return Trainer(student, [None], cfg["train"], CPU, folder, teacher=teacher, distiller=distiller, amp=amp, hooks=[])
+    cohort = Cohort([None], CPU, teacher=teacher, amp=amp)
+    return cohort.add(student, cfg["train"], RunFolder(folder), distiller=distiller, hooks=[]), cohort
 
 
 @pytest.mark.parametrize("method", ["rkd", "kd"])
@@ -27,7 +30,7 @@ def test_amp_on_cpu_trains_with_losses_close_to_float32(method, tmp_path):
     """Steps with AMP; before each, a float32 twin takes the same weights and batch: their losses agree
     (training itself is chaotic on 8 random images, so the trajectories are compared step by step; a
     bfloat16 forward through a ResNet-18 moves them by a few per cent)."""
-    mixed, full = trainer(method, True, tmp_path / "amp"), trainer(method, False, tmp_path / "fp32")
+    (mixed, cohort), (full, _) = trainer(method, True, tmp_path / "amp"), trainer(method, False, tmp_path / "fp32")
     generator = torch.Generator().manual_seed(1)
     targets = torch.arange(4).repeat_interleave(2)
     for step in range(4):
@@ -37,7 +40,7 @@ def test_amp_on_cpu_trains_with_losses_close_to_float32(method, tmp_path):
         terms = {}
         for run in (mixed, full):
             with torch.no_grad(), autocast(CPU, run.amp):
-                teacher_out = run.teacher(images)
+                teacher_out = cohort.teacher(images)
             terms[run.amp] = run.train_step(images, targets, torch.arange(8), teacher_out)[0]
         assert any(method in k for k in terms[False])  # the method's own terms are among those compared
         for key, value in terms[False].items():

@@ -8,15 +8,16 @@ import pytest
 import torch
 import yaml
 
-from reid_kd.bench.suite import load_suite, parse_suite, run_state
-from reid_kd.config import config_hash
+from reid_kd.bench.suite import load_suite, parse_suite
+from reid_kd.config import config_hash, dump_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
-from reid_kd.engine.paths import run_dir, teacher_key
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.paths import run_dir, run_state, teacher_key
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import build_model
-from reid_kd.utils.io import remove_stale_temporaries
+from reid_kd.utils.io import UnsafeFileError, remove_stale_temporaries
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -110,13 +111,16 @@ def test_done_means_metrics_of_the_same_config(tmp_path):
     assert run_state(cfg) == "new"
     out.mkdir(parents=True)
     (out / "checkpoint.pt").write_bytes(b"x")
+    assert run_state(cfg) == "other"  # a checkpoint of no recorded config is never taken for this one's
+    (out / "config.yaml").write_text(dump_config(cfg))
     assert run_state(cfg) == "resume"
     (out / "metrics.json").write_text(json.dumps({"config_hash": config_hash(cfg)}))
     assert run_state(cfg) == "done"
     (out / "metrics.json").write_text(json.dumps({"config_hash": "something-else"}))
-    assert run_state(cfg) == "resume"  # another config's result never counts (bench refuses it without --overwrite)
-    (out / "metrics.json").write_text('{"config_ha')  # cannot happen with atomic writes, but never "done"
-    assert run_state(cfg) == "resume"
+    assert run_state(cfg) == "other"  # another config's result never counts (bench refuses it without --overwrite)
+    (out / "metrics.json").write_text('{"config_ha')  # cannot happen with atomic writes: named as damaged
+    with pytest.raises(UnsafeFileError, match="metrics.json is not readable JSON.*delete it"):
+        run_state(cfg)
 
 
 def test_stale_temporaries_are_removed_and_complete_files_kept(tmp_path):
@@ -135,12 +139,16 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path, tiny_overrides):
     cfg = load_config(QUICKSTART, tiny_overrides)
     loaders = build_loaders(cfg["data"], seed=0)
     model = build_model(cfg["model"], loaders.dataset.num_train_pids)
-    first = Trainer(model, loaders.train, cfg["train"], torch.device("cpu"), tmp_path, tag="config-a")
-    first.save_checkpoint(0, 1.5)
-    same = Trainer(model, loaders.train, cfg["train"], torch.device("cpu"), tmp_path, tag="config-a")
-    assert same.try_resume() == 1.5 and same.start_epoch == 1
-    other = Trainer(model, loaders.train, cfg["train"], torch.device("cpu"), tmp_path, tag="config-b")
-    assert other.try_resume() == 0.0 and other.start_epoch == 0
+    cohort = Cohort(loaders.train, torch.device("cpu"))
+    first = cohort.add(model, cfg["train"], RunFolder(tmp_path), tag="config-a", hooks=[])
+    first.train_seconds = 1.5
+    first.save_checkpoint(0)
+    same = cohort.add(model, cfg["train"], RunFolder(tmp_path), tag="config-a", hooks=[])
+    same.begin(resume=True, stop_after=None)
+    assert same.train_seconds == 1.5 and same.start_epoch == 1
+    other = cohort.add(model, cfg["train"], RunFolder(tmp_path), tag="config-b", hooks=[])
+    other.begin(resume=True, stop_after=None)
+    assert other.train_seconds == 0.0 and other.start_epoch == 0
     assert not (tmp_path / "checkpoint.pt").exists()
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reid_kd.bench.claims import CLAIM_NAME, Claims, read_claim, read_failure
+from reid_kd.bench.claims import Claims, read_claim, read_failure
 from reid_kd.bench.suite import RunsFailedError, load_suite, run_suite
 from reid_kd.config import config_hash
+from reid_kd.engine.run_folder import CLAIM
 from reid_kd.utils.lock import HOST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +49,8 @@ def _race(folder, barrier, results, i):
 def test_claim_race_has_one_winner(tmp_path, stale):
     """Eight processes claim one run folder at once (free, or held by a dead worker): exactly one wins."""
     if stale:
-        (tmp_path / CLAIM_NAME).write_text(json.dumps({"worker": "gone", "host": "elsewhere", "pid": 1, "token": "t"}))
-        os.utime(tmp_path / CLAIM_NAME, (time.time() - 3600,) * 2)
+        (tmp_path / CLAIM).write_text(json.dumps({"worker": "gone", "host": "elsewhere", "pid": 1, "token": "t"}))
+        os.utime(tmp_path / CLAIM, (time.time() - 3600,) * 2)
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(8), ctx.Array("b", [0] * 8)
     procs = [ctx.Process(target=_race, args=(tmp_path, barrier, results, i)) for i in range(8)]
@@ -59,15 +60,15 @@ def test_claim_race_has_one_winner(tmp_path, stale):
         p.join(timeout=60)
         assert p.exitcode == 0
     assert sum(results) == 1, list(results)
-    assert not list(tmp_path.glob(f"{CLAIM_NAME}.*")), "a takeover mark was left behind"
+    assert not list(tmp_path.glob(f"{CLAIM}.*")), "a takeover mark was left behind"
 
 
 def test_stale_claims_are_taken_over_and_fresh_ones_are_not(tmp_path, logged):
     fresh, old, dead = (tmp_path / n for n in ("fresh", "old", "dead"))
     for folder, host, pid in ((fresh, "elsewhere", 1), (old, "elsewhere", 1), (dead, HOST, 2 ** 22 + 7)):
         folder.mkdir()
-        (folder / CLAIM_NAME).write_text(json.dumps({"worker": "other", "host": host, "pid": pid, "token": "x"}))
-    os.utime(old / CLAIM_NAME, (time.time() - 120,) * 2)  # older than the timeout below
+        (folder / CLAIM).write_text(json.dumps({"worker": "other", "host": host, "pid": pid, "token": "x"}))
+    os.utime(old / CLAIM, (time.time() - 120,) * 2)  # older than the timeout below
     claims = Claims("me", timeout=60)
     try:
         assert not claims.claim(fresh)  # live heartbeat on another host
@@ -88,9 +89,9 @@ def test_heartbeat_keeps_a_claim_fresh(tmp_path):
     claims = Claims("me", timeout=0.4)  # beats every 0.1 s
     try:
         assert claims.claim(tmp_path)
-        os.utime(tmp_path / CLAIM_NAME, (time.time() - 100,) * 2)
+        os.utime(tmp_path / CLAIM, (time.time() - 100,) * 2)
         time.sleep(0.5)
-        assert time.time() - (tmp_path / CLAIM_NAME).stat().st_mtime < 0.4
+        assert time.time() - (tmp_path / CLAIM).stat().st_mtime < 0.4
     finally:
         claims.close()
 
@@ -98,7 +99,7 @@ def test_heartbeat_keeps_a_claim_fresh(tmp_path):
 def _check_complete(out: Path, name: str, seeds, entries, epochs: int) -> None:
     """Every run finished once: its metrics of its config, each epoch logged once, nothing half-written."""
     assert not list(out.rglob("*.tmp")), "a temporary file of an atomic write was left behind"
-    assert not list(out.rglob(f"{CLAIM_NAME}*")), "a claim was left behind"
+    assert not list(out.rglob(f"{CLAIM}*")), "a claim was left behind"
     for entry in entries:
         for seed in seeds:
             folder = out / name / entry["name"] / f"seed{seed}"
@@ -160,7 +161,7 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
     for entry in ("baseline", "kd"):
         for seed in (1, 2):
             (out / "s" / entry / f"seed{seed}").mkdir(parents=True)
-            (out / "s" / entry / f"seed{seed}" / CLAIM_NAME).write_text(json.dumps(busy))
+            (out / "s" / entry / f"seed{seed}" / CLAIM).write_text(json.dumps(busy))
     with pytest.raises(RunsFailedError, match=r"1 run\(s\) of suite 's' failed: kd/seed0"):
         run_suite(suite, launch="L1")
     text = "\n".join(logged())
@@ -171,8 +172,8 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
     assert failure["error"] == "RuntimeError: loss is NaN" and failure["launch"] == "L1"
     assert failure["last_log_line"] == "kd epoch 1/1 about to explode"
     assert read_claim(out / "s" / "kd" / "seed0") is None  # released
-    os.utime(out / "s" / "baseline" / "seed1" / CLAIM_NAME, (time.time() - 900,) * 2)  # its worker went silent
-    (out / "s" / "kd" / "seed1" / CLAIM_NAME).unlink()
+    os.utime(out / "s" / "baseline" / "seed1" / CLAIM, (time.time() - 900,) * 2)  # its worker went silent
+    (out / "s" / "kd" / "seed1" / CLAIM).unlink()
     result = reidkd("bench", "--suite", str(suite_file), "--status")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]

@@ -439,7 +439,8 @@ def tiny_loaders(tiny_overrides):
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_overrides, tmp_path):
     from reid_kd.data.image_dataset import train_targets
-    from reid_kd.engine.trainer import Trainer
+    from reid_kd.engine.cohort import Cohort
+    from reid_kd.engine.run_folder import RunFolder
     from reid_kd.models.reid_model import build_model
 
     cfg = load_config(f"configs/synth_{method}.yaml", tiny_overrides)
@@ -448,9 +449,9 @@ def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_
     n = tiny_loaders.dataset.num_train_pids
     teacher, student = build_model(cfg["teacher"], n), build_model(cfg["model"], n)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(tiny_loaders))
-    trainer = Trainer(student, tiny_loaders.train, cfg["train"], torch.device("cpu"), tmp_path, teacher=teacher,
-                      distiller=distiller)
-    trainer.fit()  # raises FloatingPointError on a non-finite loss
+    cohort = Cohort(tiny_loaders.train, torch.device("cpu"), teacher=teacher)
+    cohort.add(student, cfg["train"], RunFolder(tmp_path), distiller=distiller)
+    cohort.fit()  # raises FloatingPointError on a non-finite loss
     with (tmp_path / "log.csv").open() as f:
         row = next(csv.DictReader(f))
     terms = [k for k in row if k.startswith(method.split("_")[0])]

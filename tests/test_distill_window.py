@@ -24,7 +24,8 @@ def trained(tmp_path_factory):
     """(teacher, student, loaders, cfg): the quickstart's student and P×K batch at 64×64, its 150
     identities with 4 images each, after 4 epochs (36 steps) behind a ResNet-18 teacher of 8 epochs."""
     from reid_kd.data.image_dataset import build_loaders
-    from reid_kd.engine.trainer import Trainer
+    from reid_kd.engine.cohort import Cohort
+    from reid_kd.engine.run_folder import RunFolder
     from reid_kd.models.reid_model import build_model
 
     data = tmp_path_factory.mktemp("window_data")
@@ -37,8 +38,10 @@ def trained(tmp_path_factory):
     teacher, student = build_model(cfg["teacher"], n), build_model(cfg["model"], n)
     out = tmp_path_factory.mktemp("window_runs")
     cpu = torch.device("cpu")
-    Trainer(teacher, loaders.train, cfg["teacher"]["train"], cpu, out / "teacher").fit()
-    Trainer(student, loaders.train, cfg["train"], cpu, out / "student").fit()
+    for model, train_cfg, name in ((teacher, cfg["teacher"]["train"], "teacher"), (student, cfg["train"], "student")):
+        cohort = Cohort(loaders.train, cpu)
+        cohort.add(model, train_cfg, RunFolder(out / name))
+        cohort.fit()
     return teacher.eval(), student.train(), loaders, cfg
 
 

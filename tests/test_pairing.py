@@ -7,7 +7,7 @@ from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import run_dir
 from reid_kd.engine.run import train_student, train_students
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.member import Member
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import load_torch, read_json
 
@@ -17,7 +17,7 @@ QUICKSTART = "configs/quickstart.yaml"
 def test_every_method_of_a_seed_sees_the_same_batches_and_initial_weights(tiny_overrides, tmp_path, monkeypatch,
                                                                         one_thread):
     seen: dict[str, dict] = {}
-    real_step = Trainer.train_step
+    real_step = Member.train_step
 
     def recording_step(self, images, targets, indices, teacher_out=None):
         entry = seen.setdefault(self.desc, {"weights": None, "batches": []})
@@ -26,7 +26,7 @@ def test_every_method_of_a_seed_sees_the_same_batches_and_initial_weights(tiny_o
         entry["batches"].append((indices.tolist(), images.double().sum().item()))
         return real_step(self, images, targets, indices, teacher_out)
 
-    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    monkeypatch.setattr(Member, "train_step", recording_step)
     for method in ("none", "kd", "crd", "gird"):  # CRD and GIRD draw random numbers or keep memories
         cfg = load_config(QUICKSTART, [*tiny_overrides, f"experiment.output_dir={tmp_path}", "experiment.seed=3",
                                        "train.epochs=2", f"distill.method={method}"])

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+import yaml
 from click.testing import CliRunner
 from helpers import into_hub_cache
 
 from reid_kd.cli import main
 from reid_kd.data import synth
 from reid_kd.engine.configs import load_config
+from reid_kd.engine.member import Member
 from reid_kd.engine.paths import pretrain_dir
 from reid_kd.engine.pretrain import network_start
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ReIDModel
 from reid_kd.models.weights import WeightsUnavailableError, imagenet_file, sha256
@@ -118,16 +120,16 @@ def test_synth_pretraining_is_cached_and_reused(tmp_path, tiny_overrides):
 def test_synth_pretraining_resumes_after_a_kill(tmp_path, tiny_overrides, monkeypatch, logged, caplog):
     overrides = tiny(tiny_overrides, tmp_path / "killed", "model.pretrained=synth")
     cfg = load_config(QUICKSTART, overrides)
-    real_save = Trainer.save_checkpoint
+    real_save = Member.save_checkpoint
 
-    def die_after_first_epoch(self, epoch, seconds):
-        real_save(self, epoch, seconds)
+    def die_after_first_epoch(self, epoch):
+        real_save(self, epoch)
         raise KeyboardInterrupt  # as a kill right after the checkpoint of epoch 1
 
-    monkeypatch.setattr(Trainer, "save_checkpoint", die_after_first_epoch)
+    monkeypatch.setattr(Member, "save_checkpoint", die_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         network_start(cfg, "model", torch.device("cpu"))
-    monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
+    monkeypatch.setattr(Member, "save_checkpoint", real_save)
     folder = pretrain_dir(cfg, "model")
     assert (folder / "checkpoint.pt").is_file() and not (folder / "backbone.pt").exists()
     caplog.clear()
@@ -146,11 +148,11 @@ def test_a_cache_holding_another_specs_weights_is_refused(tmp_path, tiny_overrid
     overrides = tiny(tiny_overrides, tmp_path / "runs", "model.pretrained=synth", "pretrain.student.epochs=1")
     cfg = load_config(QUICKSTART, overrides)
     start = network_start(cfg, "model", torch.device("cpu"))
-    record = start.file.parent / "pretrain.json"
-    spec = json.loads(record.read_text())
+    record = start.file.parent / "config.yaml"
+    spec = yaml.safe_load(record.read_text())
     spec["data"]["synth"]["train_ids"] = 999  # what another spec's weights would say of themselves
-    record.write_text(json.dumps(spec))
-    with pytest.raises(ConfigError, match="another spec.*delete the folder"):
+    record.write_text(yaml.safe_dump(spec))
+    with pytest.raises(RunFolderError, match="another spec.*delete the folder"):
         network_start(cfg, "model", torch.device("cpu"))
 
 

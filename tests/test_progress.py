@@ -19,7 +19,8 @@ from reid_kd.engine import scalars as scalars_module
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.hooks import clock, default_hooks
 from reid_kd.engine.scalars import ScalarLog
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.models.reid_model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,29 +122,30 @@ def _cfg(tiny_overrides, epochs):
     return dict(cfg["train"], epochs=epochs), cfg["data"], cfg["model"]
 
 
-TRAINER = "reid_kd.engine"  # the loggers of the trainer's own lines and its console hook's
+TRAINER = "reid_kd.engine"  # the loggers of the member's own lines and its console hook's
 
 
-def _trainer(tiny_overrides, out, epochs=3, tag="a", **kwargs):
-    """A fresh Trainer on the tiny data, as a new process would build it."""
+def _cohort(tiny_overrides, out, epochs=3, tag="a", **kwargs):
+    """A fresh cohort of one student on the tiny data, as a new process would build it."""
     train_cfg, data_cfg, model_cfg = _cfg(tiny_overrides, epochs)
     loaders = build_loaders(data_cfg, seed=0)
     torch.manual_seed(0)
     model = build_model(model_cfg, loaders.dataset.num_train_pids)
-    return Trainer(model, loaders.train, train_cfg, torch.device("cpu"), out, seed=0, desc="student", tag=tag,
-                   **kwargs)
+    cohort = Cohort(loaders.train, torch.device("cpu"), seed=0)
+    cohort.add(model, train_cfg, RunFolder(out), desc="student", tag=tag, **kwargs)
+    return cohort
 
 
 def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoint(tmp_path, tiny_overrides,
                                                                                   one_thread, with_tensorboard,
                                                                                   logged, caplog):
     out = tmp_path / "run"
-    _trainer(tiny_overrides, out).fit(stop_after=1)
+    _cohort(tiny_overrides, out).fit(stop_after=1)
     lines = logged(TRAINER)
     assert [line.split("  ")[0] for line in lines] == ["student epoch 1/3"]
     shutil.copy(out / "checkpoint.pt", tmp_path / "after_epoch1.pt")
     caplog.clear()
-    _trainer(tiny_overrides, out).fit(stop_after=2)
+    _cohort(tiny_overrides, out).fit(stop_after=2)
     lines = logged(TRAINER)
     assert lines[0] == f"student: resuming from checkpoint.pt after epoch 1/3 in {out}"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 2/3"]
@@ -151,8 +153,8 @@ def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoin
     # killed after epoch 2's scalars were written but before its checkpoint: resumed after epoch 1 again
     shutil.copy(tmp_path / "after_epoch1.pt", out / "checkpoint.pt")
     caplog.clear()
-    trainer = _trainer(tiny_overrides, out)
-    trainer.fit()
+    cohort = _cohort(tiny_overrides, out)
+    cohort.fit()
     lines = logged(TRAINER)
     assert lines[0] == f"student: resuming from checkpoint.pt after epoch 1/3 in {out}"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 2/3", "student epoch 3/3"]
@@ -164,7 +166,7 @@ def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoin
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     lrs = [e.value for e in _accumulator(out / "tensorboard").Scalars("train/lr")]
     assert lrs == pytest.approx([float(r["lr"]) for r in rows], rel=1e-5)  # the resumed run's values, not the old
-    trainer.log_eval({"mAP": 0.5, "rank1": 0.25, "rank5": 0.75, "rank10": 1.0, "mINP": 0.125, "cmc": [0.25, 0.5]})
+    cohort.members[0].log_eval({"mAP": 0.5, "rank1": 0.25, "rank5": 0.75, "rank10": 1.0, "mINP": 0.125, "cmc": [0.25, 0.5]})
     assert not _writer_threads()
     acc = _accumulator(out / "tensorboard")
     assert {t for t in acc.Tags()["scalars"] if t.startswith("eval/")} == {
@@ -176,9 +178,9 @@ def test_resume_is_announced_and_tensorboard_drops_the_steps_after_the_checkpoin
 def test_checkpoint_of_another_config_is_discarded_with_a_line(tmp_path, tiny_overrides, one_thread,
                                                                with_tensorboard, logged, caplog):
     out = tmp_path / "run"
-    _trainer(tiny_overrides, out, epochs=1, tag="a").fit()
+    _cohort(tiny_overrides, out, epochs=1, tag="a").fit()
     caplog.clear()
-    _trainer(tiny_overrides, out, epochs=1, tag="b").fit()
+    _cohort(tiny_overrides, out, epochs=1, tag="b").fit()
     lines = logged(TRAINER)
     assert lines[0] == f"student: discarding checkpoint.pt of another config in {out}; starting afresh"
     assert [line.split("  ")[0] for line in lines[1:]] == ["student epoch 1/1"]
@@ -191,15 +193,16 @@ def test_eta_is_the_mean_epoch_time_times_the_epochs_left(tmp_path, tiny_overrid
     offset = [0.0]
     fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
     monkeypatch.setattr(hooks_module, "time", fake_time)
-    trainer = _trainer(tiny_overrides, tmp_path / "run")
-    save = trainer.save_checkpoint
+    cohort = _cohort(tiny_overrides, tmp_path / "run")
+    member = cohort.members[0]
+    save = member.save_checkpoint
 
     def slow_save(*args):
         save(*args)
         offset[0] += 60.0
 
-    trainer.save_checkpoint = slow_save
-    trainer.fit()
+    member.save_checkpoint = slow_save
+    cohort.fit()
     lines = logged(TRAINER)
     etas = [EPOCH_LINE.match(line)["eta"].split(":") for line in lines]
     etas = [int(minutes) * 60 + int(seconds) for minutes, seconds in etas]
@@ -216,8 +219,9 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
     train_cfg, data_cfg, model_cfg = _cfg(tiny_overrides, 1)
     loaders = build_loaders(data_cfg, seed=0)
     model = build_model(model_cfg, loaders.dataset.num_train_pids)
-    Trainer(model, loaders.train, train_cfg, torch.device("cpu"), tmp_path, desc="teacher",
-            hooks=default_hooks(tensorboard=False)).fit()
+    cohort = Cohort(loaders.train, torch.device("cpu"))
+    cohort.add(model, train_cfg, RunFolder(tmp_path), desc="teacher", hooks=default_hooks(tensorboard=False))
+    cohort.fit()
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and EPOCH_LINE.match(out[0]) and out[0].startswith("teacher epoch 1/1  loss ")
     assert not (tmp_path / "tensorboard").exists()  # tensorboard=False
@@ -225,18 +229,19 @@ def test_default_log_prints_to_stdout_at_once(tmp_path, tiny_overrides, one_thre
 
 def test_a_failing_epoch_closes_the_writer_and_keeps_the_epochs_before(tmp_path, tiny_overrides, one_thread,
                                                                        with_tensorboard, logged):
-    trainer = _trainer(tiny_overrides, tmp_path / "run")
-    step, calls = trainer.train_step, []
+    cohort = _cohort(tiny_overrides, tmp_path / "run")
+    member = cohort.members[0]
+    step, calls = member.train_step, []
 
     def failing_step(*args):
         calls.append(1)
-        if len(calls) > trainer.iters_per_epoch:  # the first batch of epoch 2
+        if len(calls) > len(cohort.loader):  # the first batch of epoch 2
             raise FloatingPointError("loss is nan")
         return step(*args)
 
-    trainer.train_step = failing_step
+    member.train_step = failing_step
     with pytest.raises(FloatingPointError):
-        trainer.fit()
+        cohort.fit()
     assert not _writer_threads()
     assert len(logged(TRAINER)) == 1 and _steps(tmp_path / "run" / "tensorboard", "train/lr") == [1]
 
@@ -249,9 +254,9 @@ def test_without_tensorboard_nothing_is_written_and_nothing_breaks(tmp_path, tin
         assert not log.enabled
         log.add("train/lr", 0.1, 1)
     assert not (tmp_path / "tb").exists()
-    trainer = _trainer(tiny_overrides, tmp_path / "run", epochs=1)
-    trainer.fit()
-    trainer.log_eval({"mAP": 0.5})
+    cohort = _cohort(tiny_overrides, tmp_path / "run", epochs=1)
+    cohort.fit()
+    cohort.members[0].log_eval({"mAP": 0.5})
     assert len(logged(TRAINER)) == 1 and (tmp_path / "run" / "log.csv").is_file()
     assert not (tmp_path / "run" / "tensorboard").exists()
 

@@ -5,7 +5,9 @@ import torch
 
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.trainer import Trainer, lr_factor
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.member import lr_factor
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.models.reid_model import build_model
 
 
@@ -25,8 +27,9 @@ def _train(cfg, out, stop_after):
     loaders = build_loaders(cfg["data"], seed=0)
     torch.manual_seed(0)
     model = build_model(cfg["model"], loaders.dataset.num_train_pids)
-    trainer = Trainer(model, loaders.train, dict(cfg["train"], epochs=2), torch.device("cpu"), out, seed=0)
-    trainer.fit(stop_after=stop_after)
+    cohort = Cohort(loaders.train, torch.device("cpu"), seed=0)
+    cohort.add(model, dict(cfg["train"], epochs=2), RunFolder(out))
+    cohort.fit(stop_after=stop_after)
     return model
 
 

@@ -17,11 +17,12 @@ import torch
 import yaml
 from helpers import assert_one_line, cli
 
-from reid_kd.bench.claims import CLAIM_NAME, Claims
+from reid_kd.bench.claims import Claims
 from reid_kd.bench.leaderboard import _processes
 from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.paths import run_dir, teacher_key
+from reid_kd.engine.paths import run_dir, teacher_key, teacher_spec
+from reid_kd.engine.run_folder import CLAIM
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -246,12 +247,10 @@ def test_full_disk_is_refused_before_training(finished, monkeypatch, tmp_path):
 def test_disk_filling_up_during_training_is_one_line(finished, monkeypatch, tmp_path):
     import errno
 
-    import reid_kd.utils.io as io_mod
-
     def full(obj, f):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(io_mod.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)  # what utils/io.py's save_torch calls
     out, overrides = finished
     moved = [o for o in overrides if not o.startswith("experiment.output_dir=")]
     assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved + [f"experiment.output_dir={tmp_path}"])),
@@ -317,6 +316,7 @@ def test_no_load_path_runs_a_pickled_payload(finished, tmp_path):
     folder = tmp_path / "c" / "teachers" / teacher_key(load_config(QUICKSTART, cached))
     folder.mkdir(parents=True)
     shutil.copy(evil, folder / "teacher.pt")
+    (folder / "config.yaml").write_text(dump_config(teacher_spec(load_config(QUICKSTART, cached))))
     (folder / "metrics.json").write_text("{}")
     assert_one_line(cli("run", "--config", QUICKSTART, *sets(cached)), "teacher.pt", *words)
     # resume from the run folder's checkpoint.pt (the teacher comes from the finished run's cache)
@@ -331,6 +331,7 @@ def test_no_load_path_runs_a_pickled_payload(finished, tmp_path):
     partial = base + [f"experiment.output_dir={tmp_path / 'e'}"]
     folder = tmp_path / "e" / "teachers" / teacher_key(load_config(QUICKSTART, partial))
     folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(teacher_spec(load_config(QUICKSTART, partial))))
     shutil.copy(evil, folder / "checkpoint.pt")
     assert_one_line(cli("run", "--config", QUICKSTART, *sets(partial)), "checkpoint.pt", *words)
     assert not sentinel.exists()
@@ -394,7 +395,7 @@ def test_a_garbage_claim_is_named_and_taken_over_as_stale(tmp_path, caplog):
     runs = tmp_path / "runs"
     folder = runs / "mini" / "baseline" / "seed0"
     folder.mkdir(parents=True)
-    claim = folder / CLAIM_NAME
+    claim = folder / CLAIM
     claim.write_text("{not json at all")
     os.utime(claim, (time.time() - 60, time.time() - 60))
     status = cli("bench", "--suite", path, "--status", "--set", f"experiment.output_dir={runs}")

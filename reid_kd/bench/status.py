@@ -16,13 +16,19 @@ from reid_kd.bench.claims import (
 )
 from reid_kd.bench.suite import Suite
 from reid_kd.engine.paths import run_folder, run_id, run_state
+from reid_kd.errors import UserError
 
 
 def suite_status(suite: Suite, extra: tuple[str, ...] = (), timeout: float = CLAIM_TIMEOUT) -> list[dict]:
     """One row per (entry, seed): run, state, detail."""
     rows = []
     for entry, seed, cfg in suite.runs(extra):
-        folder, state = run_folder(cfg), run_state(cfg)
+        folder = run_folder(cfg)
+        try:
+            state = run_state(cfg)
+        except UserError as e:  # a damaged record: shown with its fix, the other runs still listed
+            rows.append({"run": run_id(entry.name, seed), "state": "failed", "detail": str(e)})
+            continue
         claim, age = read_claim(folder.path), heartbeat_age(folder.path)
         failure = read_failure(folder.path)
         if state == "done":

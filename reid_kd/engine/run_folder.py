@@ -8,7 +8,6 @@ leaderboard and `--status` read run folders without loading the training stack.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 from reid_kd.config import config_hash, dump_config
 from reid_kd.errors import UserError
 from reid_kd.utils import ranks
-from reid_kd.utils.io import read_json, write_json, write_text
+from reid_kd.utils.io import UnsafeFileError, read_json, write_json, write_text
 from reid_kd.utils.lock import main_lock
 
 SPEC = "config.yaml"
@@ -81,18 +80,23 @@ class RunFolder:
 
     def recorded_hash(self) -> str | None:
         """The spec hash of what the folder holds (metrics.json's `config_hash`, else config.yaml's), None if
-        empty; "unknown" for a record without one, "unreadable" for a damaged file."""
-        try:
-            if self.metrics.is_file():
-                return json.loads(self.metrics.read_text()).get("config_hash") or self._spec_hash() or "unknown"
-            if self.spec_file.is_file():
-                return self._spec_hash()
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
-            return "unreadable"
+        empty, "unknown" for files that record none. A damaged record is named with the fix (UnsafeFileError),
+        never taken for another spec's."""
+        if self.metrics.is_file():
+            record = read_json(self.metrics)
+            return (record.get("config_hash") if isinstance(record, dict) else None) or self._spec_hash() or "unknown"
+        if self.spec_file.is_file():
+            return self._spec_hash()
         return "unknown" if self.checkpoint.is_file() else None
 
     def _spec_hash(self) -> str | None:
-        return config_hash(yaml.safe_load(self.spec_file.read_text())) if self.spec_file.is_file() else None
+        if not self.spec_file.is_file():
+            return None
+        try:
+            return config_hash(yaml.safe_load(self.spec_file.read_text()))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise UnsafeFileError(f"{self.spec_file} is not readable YAML; delete it to let the run that writes it "
+                                  "run again") from None
 
     def state(self, spec_hash: str) -> str:
         """'done' (metrics.json of this very spec), 'resume' (a checkpoint to continue), 'new' (nothing of
