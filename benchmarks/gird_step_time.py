@@ -4,7 +4,7 @@
     python benchmarks/gird_step_time.py --preset veri776     # ResNet-101 -> ResNet-18, 256x256, memory 24000
     python benchmarks/gird_step_time.py --device cpu --threads 1   # steadier on a shared CPU
 
-Both steps are the trainer's own `Trainer.train_step` on one fixed P×K batch of random images: the
+Both steps are the trainer's own `Member.train_step` on one fixed P×K batch of random images: the
 baseline runs the frozen teacher's forward and the student's ID + triplet step with a distiller
 that adds nothing; the GIRD step adds GIRD's loss terms and memory update. GIRD's memory is
 filled to capacity first (random unit vectors), so every timed step relates the batch to the full
@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from reid_kd.distill.base import Distiller, build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.runtime import select_device
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.member import Member
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.models.reid_model import build_model
 
 PRESETS = {"synth": "configs/synth_gird.yaml", "veri776": "configs/veri_gird.yaml"}  # memory: the config's
@@ -57,23 +59,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(trainer: Trainer, images, targets, steps: int) -> list[tuple[float, float]]:
-    """(wall seconds, CPU seconds of this process) of each step."""
+def time_steps(trainer: Member, teacher_out, images, targets, steps: int) -> list[tuple[float, float]]:
+    """(wall seconds, CPU seconds of this process) of each step, on the teacher's output of the batch."""
     out = []
     indices = torch.arange(len(targets), device=targets.device)
     for _ in range(steps):
         sync(trainer.device)
         wall, cpu = time.perf_counter(), time.process_time()
-        trainer.train_step(images, targets, indices)
+        trainer.train_step(images, targets, indices, teacher_out)
         sync(trainer.device)
         out.append((time.perf_counter() - wall, time.process_time() - cpu))
     return out
 
 
-def time_gird_alone(trainer: Trainer, images, targets, steps: int) -> list[float]:
+def time_gird_alone(trainer: Member, teacher, images, targets, steps: int) -> list[float]:
     """GIRD's forward + backward on fixed network outputs (less noisy than the difference of two steps)."""
     with torch.no_grad(), torch.autocast(trainer.device.type, dtype=torch.float16, enabled=trainer.amp):
-        student, teacher = trainer.model(images), trainer.teacher(images)
+        student = trainer.model(images)
+    indices = torch.arange(len(targets), device=targets.device)
     for f in student.feats + [student.global_feat]:
         f.requires_grad_(True)
     out = []
@@ -81,7 +84,7 @@ def time_gird_alone(trainer: Trainer, images, targets, steps: int) -> list[float
         sync(trainer.device)
         start = time.perf_counter()
         with torch.autocast(trainer.device.type, dtype=torch.float16, enabled=trainer.amp):
-            total = sum(trainer.distiller(student, teacher, targets).values())
+            total = sum(trainer.distiller(student, teacher, targets, indices).values())
         total.backward()
         sync(trainer.device)
         out.append(time.perf_counter() - start)
@@ -109,29 +112,32 @@ def main() -> None:
     images = torch.randn(b, 3, data["height"], data["width"], device=device)
     targets = torch.arange(data["batch_p"], device=device).repeat_interleave(data["batch_k"])
     teacher = build_model(cfg["teacher"], args.num_classes)
+    cohort = Cohort([None], device, teacher=teacher, amp=args.amp)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+        teacher_out = cohort.teacher(images)
     trainers = {}
     for kind in ("baseline", "gird"):
         torch.manual_seed(0)
         student = build_model(cfg["model"], args.num_classes)
         distiller = NoDistillation(student, teacher, {}) if kind == "baseline" else \
-            build_distiller(cfg["distill"], student, teacher)
-        trainer = Trainer(student, [None], dict(cfg["train"], grad_clip=None), device, "/tmp/unused",
-                          teacher=teacher, distiller=distiller, amp=args.amp)
+            build_distiller(cfg["distill"], student, teacher, targets.cpu())  # the batch is the training set
+        trainer = cohort.add(student, dict(cfg["train"], grad_clip=None), RunFolder("/tmp/unused"),
+                             distiller=distiller, hooks=[])
         trainer.model.train()
         if kind == "gird":
-            time_steps(trainer, images, targets, 1)  # allocates the memory's vectors
+            time_steps(trainer, teacher_out, images, targets, 1)  # allocates the memory's vectors
             fill_memory(trainer.distiller)
-        time_steps(trainer, images, targets, 3)  # warm-up: allocator, cuDNN autotuning
+        time_steps(trainer, teacher_out, images, targets, 3)  # warm-up: allocator, cuDNN autotuning
         trainers[kind] = trainer
     times = {"baseline": [], "gird": []}
     for step in range(args.steps):
         order = ("baseline", "gird") if step % 2 == 0 else ("gird", "baseline")
         for kind in order:
-            times[kind] += time_steps(trainers[kind], images, targets, 1)
+            times[kind] += time_steps(trainers[kind], teacher_out, images, targets, 1)
     wall = {k: [w for w, _ in v] for k, v in times.items()}
     cpu = {k: [c for _, c in v] for k, v in times.items()}
     base, gird = statistics.median(wall["baseline"]), statistics.median(wall["gird"])
-    alone = statistics.median(time_gird_alone(trainers["gird"], images, targets, args.steps))
+    alone = statistics.median(time_gird_alone(trainers["gird"], teacher_out, images, targets, args.steps))
     paired = statistics.median(g / b for g, b in zip(wall["gird"], wall["baseline"]))
     paired_cpu = statistics.median(g / b for g, b in zip(cpu["gird"], cpu["baseline"]))
     where = f"{device.type} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type

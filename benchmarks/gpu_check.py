@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.runtime import autocast, select_device
-from reid_kd.engine.trainer import Trainer
+from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.evaluation.extract import extract_features
 from reid_kd.evaluation.metrics import evaluate
 from reid_kd.evaluation.search import knn
@@ -97,8 +98,8 @@ def measure(device: torch.device, args, steps: int, eval_images: int) -> dict[st
     distiller = build_distiller(cfg["distill"], student, teacher, torch.arange(len(train.dataset)) // args.batch_k
                                 % VERI_TRAIN_IDS)
     with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(student, train, cfg["train"], device, folder, teacher=teacher, distiller=distiller,
-                          amp=args.amp, hooks=[])
+        cohort = Cohort(train, device, teacher=teacher, amp=args.amp)
+        trainer = cohort.add(student, cfg["train"], RunFolder(folder), distiller=distiller, hooks=[])
         out["student step (with the teacher)"] = timed(
             train, lambda images, targets, indices: trainer.train_step(
                 images, targets, indices, teacher_forward(images, targets, indices)))
