@@ -17,7 +17,8 @@ from reid_kd.bench.claims import (
     read_claim,
     read_failure,
 )
-from reid_kd.bench.suite import Suite, run_state
+from reid_kd.bench.suite import run_state
+from reid_kd.bench.suite_file import Suite
 from reid_kd.engine.paths import run_dir, run_id
 
 
