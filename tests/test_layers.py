@@ -107,3 +107,15 @@ print(json.dumps({"heavy": sorted(m for m in ("torch", "cv2") if m in sys.module
     assert result["heavy"] == []
     assert "gird" in result["names"]["distillation method"] and "resnet18" in result["names"]["backbone"]
     assert "synth_veri" in result["names"]["dataset"] and result["names"]["pretraining source"] == ["imagenet", "synth"]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    known = modules()
+    private = []
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reid_kd":
+                private += [f"{name}:{node.lineno} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and node.module != name]
+    assert not private, "\n".join(private) + "\n(give the name a public one in its module)"
+
