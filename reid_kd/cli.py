@@ -40,7 +40,7 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 
 def queries_line(metrics: dict) -> str:
     """How many queries were scored, and how many were skipped for lack of a positive."""
-    from reid_kd.evaluation.extract import rerank_said
+    from reid_kd.bench.board_text import rerank_said
 
     total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
     rerank = rerank_said(metrics.get("rerank"))
