@@ -40,7 +40,7 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
 
 def queries_line(metrics: dict) -> str:
     """How many queries were scored, and how many were skipped for lack of a positive."""
-    from reid_kd.evaluation.extract import rerank_said
+    from reid_kd.bench.board_text import rerank_said
 
     total, valid = metrics.get("num_queries"), metrics["num_valid_queries"]
     rerank = rerank_said(metrics.get("rerank"))
@@ -210,7 +210,8 @@ def bench(suite_file, overrides, overwrite, workers, launcher, jobs, partition, 
     their last checkpoint, so the command can simply be run again. Any number of these commands on
     one suite (processes, hosts sharing the runs folder) split its runs through claim files.
     """
-    from reid_kd.bench.suite import load_suite, plan_suite, run_suite
+    from reid_kd.bench.suite import plan_suite, run_suite
+    from reid_kd.bench.suite_file import load_suite
 
     if workers and launcher:
         raise click.UsageError("give --workers N (processes here) or --launcher (jobs), not both")
@@ -264,7 +265,7 @@ def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides
 
     Resumable like bench: run it again to skip the grid points already done.
     """
-    from reid_kd.bench.suite import load_suite
+    from reid_kd.bench.suite_file import load_suite
     from reid_kd.bench.tune import run_tuning
 
     _writes_to(out=out_dir)

@@ -38,7 +38,8 @@ _StrictLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
-def _yaml(text: str, source: str = "config") -> Any:
+def parse_yaml(text: str, source: str = "config") -> Any:
+    """YAML text read strictly (YAML 1.2 booleans); a syntax error is one line naming `source` and where."""
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
@@ -91,7 +92,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config inheritance cycle through {path}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = _yaml(path.read_text(), str(path)) or {}
+    data = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     bases = data.pop("_base_", [])
@@ -106,7 +107,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.path=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), _yaml(raw, f"--set {item!r}") if raw.strip() else None
+    return key.strip().split("."), parse_yaml(raw, f"--set {item!r}") if raw.strip() else None
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

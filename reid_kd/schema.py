@@ -2,27 +2,36 @@
 
 Every key a config may hold is declared in `SCHEMA` with its default, so a typo such as `train.lrr`
 or a string where a number belongs stops the run before any work is done, with the key's dotted name
-in the message. Registry entries (distillation methods) declare their options with the same types.
+in the message. Registry entries (distillation methods) declare their options with the same types, and a
+suite file (bench/suite_file.py) its keys.
 Nothing here imports torch: a config mistake is told before any heavy import.
 """
 from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import Any, Iterable
 
 from reid_kd.errors import ConfigError, did_you_mean
 
 
 class Typed:
-    """A schema leaf whose default alone does not tell its type (None, or a list), or with bounds."""
+    """A schema leaf whose default alone does not tell its type (None, or a list), or with bounds.
+
+    `required`: the key must be given (a file's own keys, e.g. a suite's seeds); `item`: the type of a
+    list's items, or a schema each item (a mapping) is validated against; `pattern`: a regex every string
+    (or string item) matches whole, `form` saying it in words for the error.
+    """
 
     def __init__(self, kind: type | tuple[type, ...], default: Any = None, *, optional: bool = True,
-                 item: type | None = None, choices: Iterable[Any] | None = None,
-                 low: float | None = None, high: float | None = None, why: str = ""):
-        self.kind, self.default, self.optional, self.item = kind, default, optional, item
+                 required: bool = False, item: type | dict | None = None, choices: Iterable[Any] | None = None,
+                 low: float | None = None, high: float | None = None, pattern: str | None = None,
+                 form: str = "", why: str = ""):
+        self.kind, self.default, self.optional, self.required, self.item = kind, default, optional, required, item
         self.choices = tuple(choices) if choices is not None else None
         self.low, self.high, self.why = low, high, why  # inclusive bounds; `why` ends the error message
+        self.pattern, self.form = re.compile(pattern, re.S) if pattern else None, form
 
 
 def Num(default: int | float, low: float | None = None, high: float | None = None, why: str = "") -> Typed:
@@ -35,8 +44,19 @@ def Maybe(kind: type, low: float | None = None, why: str = "") -> Typed:
     return Typed(kind, None, low=low, why=why)
 
 
-def Choice(default: str, *choices: str) -> Typed:
-    return Typed(str, default, optional=False, choices=(default, *choices))
+def Choice(default: str, *choices: str, why: str = "") -> Typed:
+    return Typed(str, default, optional=False, choices=(default, *choices), why=why)
+
+
+def Folder() -> Typed:
+    """A required folder name: no separator or leading dot, so what it names stays inside its parent folder."""
+    return Typed(str, optional=False, required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+                 form="a folder name (letters, digits, _ . -)")
+
+
+def Overrides() -> Typed:
+    """A list of `key.path=value` strings, as `--set` takes them."""
+    return Typed(list, [], optional=False, item=str, pattern=r"[^=]*=.*", form="'key.path=value' strings")
 
 
 TRAIN_SCHEMA: dict[str, Any] = {
@@ -173,64 +193,88 @@ def _type_name(kind: Any) -> str:
     return kind.__name__
 
 
-def _check_leaf(key: str, spec: Any, value: Any) -> Any:
+def _check_leaf(key: str, spec: Any, value: Any, noun: str = "config") -> Any:
     if isinstance(spec, Typed):
-        if value is None:
-            if spec.optional:
-                return None
-            raise ConfigError(f"config key '{key}' must not be null")
-        if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
-            raise ConfigError(f"config key '{key}' expects {_type_name(spec.kind)}, "
-                              f"got {type(value).__name__} {value!r}")
-        if spec.item is not None:
-            for v in value:
-                if not isinstance(v, spec.item) or isinstance(v, bool):
-                    raise ConfigError(f"config key '{key}' expects a list of "
-                                      f"{_type_name(spec.item)}, got {v!r} in it")
-        if spec.choices is not None and value not in spec.choices:
-            raise ConfigError(f"config key '{key}' must be one of {list(spec.choices)}, got {value!r}")
-        _check_bounds(key, spec, value)
-        return value
+        return _check_typed(key, spec, value, noun)
     expected = type(spec)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
-        raise ConfigError(f"config key '{key}' expects {expected.__name__}, "
+        raise ConfigError(f"{noun} key '{key}' expects {expected.__name__}, "
                           f"got {type(value).__name__} {value!r}")
     return value
 
 
-def _check_bounds(key: str, spec: Typed, value: Any) -> None:
+def _check_typed(key: str, spec: Typed, value: Any, noun: str) -> Any:
+    if value is None:
+        if spec.optional:
+            return None
+        raise ConfigError(f"{noun} key '{key}' must not be null")
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
+        raise ConfigError(f"{noun} key '{key}' expects {_type_name(spec.kind)}, "
+                          f"got {type(value).__name__} {value!r}")
+    if isinstance(spec.item, dict):
+        return [validate(_mapping(f"{key}[{i}]", v, noun), spec.item, f"{key}[{i}].", noun)
+                for i, v in enumerate(value)]
+    if spec.item is not None:
+        for v in value:
+            if not isinstance(v, spec.item) or isinstance(v, bool):
+                raise ConfigError(f"{noun} key '{key}' expects a list of "
+                                  f"{_type_name(spec.item)}, got {v!r} in it")
+    if spec.pattern is not None:
+        for v in value if isinstance(value, list) else [value]:
+            if not spec.pattern.fullmatch(v):
+                form = f"a list of {spec.form}" if isinstance(value, list) else spec.form
+                raise ConfigError(f"{noun} key '{key}' expects {form}, got {v!r}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"{noun} key '{key}' must be one of {list(spec.choices)}, got {value!r}"
+                          + (f" ({spec.why})" if spec.why else ""))
+    _check_bounds(key, spec, value, noun)
+    return value
+
+
+def _mapping(key: str, value: Any, noun: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{noun} key '{key}' expects a mapping, got {value!r}")
+    return value
+
+
+def _check_bounds(key: str, spec: Typed, value: Any, noun: str) -> None:
     """Bounds hold for a number, and for every item of a list."""
     if spec.low is None and spec.high is None:
         return
     for v in value if isinstance(value, list) else [value]:
         if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"config key '{key}' must be a finite number, got {v!r}")
+            raise ConfigError(f"{noun} key '{key}' must be a finite number, got {v!r}")
         if (spec.low is not None and v < spec.low) or (spec.high is not None and v > spec.high):
             span = (f"at least {spec.low}" if spec.high is None else f"at most {spec.high}" if spec.low is None
                     else f"between {spec.low} and {spec.high}")
             got = f"got {v!r} in {value!r}" if isinstance(value, list) else f"got {v!r}"
-            raise ConfigError(f"config key '{key}' must {'hold numbers' if isinstance(value, list) else 'be'} "
+            raise ConfigError(f"{noun} key '{key}' must {'hold numbers' if isinstance(value, list) else 'be'} "
                               f"{span}, {got}" + (f" ({spec.why})" if spec.why else ""))
 
 
-def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, Any]:
-    """Fill defaults and check every key and type against the schema; returns a new dict."""
+def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: str = "",
+             noun: str = "config") -> dict[str, Any]:
+    """Fill defaults and check every key and type against the schema; returns a new dict.
+
+    `noun` names the file kind in messages ("unknown suite key 'x'"); every error is one line naming the key.
+    """
     schema = SCHEMA if schema is None else schema
     out = defaults(schema)
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
             hint = did_you_mean(key, schema) or f" (known: {', '.join(schema)})"
-            raise ConfigError(f"unknown config key '{dotted}'{hint}")
+            raise ConfigError(f"unknown {noun} key '{dotted}'{hint}")
         spec = schema[key]
         if isinstance(spec, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{dotted}' expects a mapping, got {value!r}")
-            out[key] = validate(value, spec, dotted + ".")
+            out[key] = validate(_mapping(dotted, value, noun), spec, dotted + ".", noun)
         else:
-            out[key] = _check_leaf(dotted, spec, value)
+            out[key] = _check_leaf(dotted, spec, value, noun)
+    missing = [key for key, spec in schema.items() if isinstance(spec, Typed) and spec.required and key not in cfg]
+    if missing:
+        raise ConfigError(f"missing {noun} key '{prefix}{missing[0]}'")
     return out

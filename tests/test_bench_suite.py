@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from reid_kd.bench.suite import load_suite, parse_suite
+from reid_kd.bench.suite_file import load_suite, parse_suite
 from reid_kd.config import config_hash, dump_config
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
@@ -44,8 +44,12 @@ def suite(**changes):
     ({"methods": [{"name": "kd", "method": "kd"}]}, ["baseline", "method: none"]),
     ({"methods": [{"name": "baseline", "method": "none"}, {"name": "baseline", "method": "none"}]},
      ["baseline", "more than once"]),
-    ({"methods": [{"name": "baseline", "method": "none", "sett": []}]}, ["methods[0]", "unknown key 'sett'"]),
-    ({"methods": [{"name": "baseline"}]}, ["methods[0]", "missing key 'method'"]),
+    ({"methods": [{"name": "baseline", "method": "none", "sett": []}]},
+     ["unknown suite key 'methods[0].sett'", "did you mean 'set'"]),
+    ({"methods": [{"name": "baseline"}]}, ["missing suite key 'methods[0].method'"]),
+    ({"methods": ["baseline"]}, ["'methods[0]'", "mapping"]),
+    ({"methods": [{"name": "baseline", "method": "none"}, {"name": "kd", "method": "kd", "set": "a=1"}]},
+     ["'methods[1].set'", "list"]),
     ({"methods": [{"name": "baseline", "method": "none"}, {"name": "x", "method": "kd", "ablation_of": "y"}]},
      ["'ablation_of'", "'y'"]),
     ({"methods": [{"name": "baseline", "method": "none"}, {"name": "x", "method": "none", "longer_of": "y"}]},

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from reid_kd.bench.claims import Claims, read_claim, read_failure
-from reid_kd.bench.suite import RunsFailedError, load_suite, run_suite
+from reid_kd.bench.suite import RunsFailedError, run_suite
+from reid_kd.bench.suite_file import load_suite
 from reid_kd.config import config_hash
 from reid_kd.engine.run_folder import CLAIM
 from reid_kd.utils.lock import HOST

@@ -119,7 +119,7 @@ def test_synthetic_persons_are_read_by_the_market_loader_and_are_deterministic(t
     for q in ds.query:
         assert any(g.pid == q.pid and g.camid != q.camid for g in ds.gallery)
     image = synth_person.render_person(synth_person.person_identity(0, 1), synth._camera(0, 0),
-                                       synth._rng(0), 64)
+                                       synth.seeded_rng(0), 64)
     assert image.shape == (64, 32, 3)  # Market's 2:1 aspect
     with pytest.raises(ValueError, match="at most 9"):
         synth_person.generate(tmp_path / "c", synth.SynthSpec(cameras=10))

@@ -107,3 +107,35 @@ print(json.dumps({"heavy": sorted(m for m in ("torch", "cv2") if m in sys.module
     assert result["heavy"] == []
     assert "gird" in result["names"]["distillation method"] and "resnet18" in result["names"]["backbone"]
     assert "synth_veri" in result["names"]["dataset"] and result["names"]["pretraining source"] == ["imagenet", "synth"]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    known = modules()
+    private = []
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reid_kd":
+                private += [f"{name}:{node.lineno} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and node.module != name]
+    assert not private, "\n".join(private) + "\n(give the name a public one in its module)"
+
+
+def test_the_leaderboard_command_runs_without_torch(tmp_path):
+    """`reidkd leaderboard` reads records only: the training stack never loads."""
+    code = f"""
+import json, sys
+from click.testing import CliRunner
+from reid_kd.cli import main
+result = CliRunner().invoke(main, ["leaderboard", "--runs", {str(tmp_path / "runs")!r}, "--out", {str(tmp_path)!r},
+                                  "--readme", {str(tmp_path / "README.md")!r}])
+print(json.dumps({{"exit": result.exit_code, "output": result.output,
+                   "heavy": sorted(m for m in ("torch", "torchvision", "cv2", "faiss") if m in sys.modules)}}))
+"""
+    (tmp_path / "runs" / "mini").mkdir(parents=True)
+    (tmp_path / "runs" / "mini" / "suite.yaml").write_text("name: mini\nseeds: [0]\nmethods: [{name: b, method: none}]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["exit"] == 0, result["output"]
+    assert "missing (0/1)" in (tmp_path / "mini.md").read_text() and (tmp_path / "mini_cmc.png").is_file()
+    assert result["heavy"] == []

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_kd.bench.leaderboard import _scoring
+from reid_kd.bench.board_text import scoring
 from reid_kd.cli import queries_line
 from reid_kd.evaluation import evaluate
 from reid_kd.evaluation.ranking import Workspace
@@ -85,5 +85,5 @@ def test_tables_say_when_reranking_was_on():
     assert "Re-ranked: k-reciprocal (k1 20, k2 6, λ 0.3)." in queries_line(
         {"num_valid_queries": 3, "num_queries": 4, "rerank": options})
     assert "Re-rank" not in queries_line({"num_valid_queries": 3, "num_queries": 4})
-    assert _scoring(pd.DataFrame({"rerank": [options, options]})) == "Re-ranking: k-reciprocal (k1 20, k2 6, λ 0.3)."
-    assert _scoring(pd.DataFrame({"mAP": [0.5]})) == ""
+    assert scoring(pd.DataFrame({"rerank": [options, options]})) == "Re-ranking: k-reciprocal (k1 20, k2 6, λ 0.3)."
+    assert scoring(pd.DataFrame({"mAP": [0.5]})) == ""

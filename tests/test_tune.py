@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reid_kd.bench.suite import parse_suite
+from reid_kd.bench.suite_file import parse_suite
 from reid_kd.bench.tune import parse_grid, tuning_suite
 from reid_kd.cli import main
 from reid_kd.data.image_dataset import load_dataset

@@ -17,8 +17,8 @@ import torch
 import yaml
 from helpers import assert_one_line, cli
 
+from reid_kd.bench.board_table import processes
 from reid_kd.bench.claims import Claims
-from reid_kd.bench.leaderboard import _processes
 from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import run_dir, teacher_key, teacher_spec
@@ -446,10 +446,10 @@ def test_leaderboard_rejects_a_metrics_file_that_is_a_list(tmp_path):
 
 
 def test_leaderboard_shows_runs_of_another_world_size():
-    assert _processes(pd.DataFrame({"mAP": [0.5]})) == ""  # records from before world size count as one process
-    assert _processes(pd.DataFrame({"world_size": [1, 1], "sync_bn": [False, False]})) == ""
-    assert _processes(pd.DataFrame({"world_size": [2, 2], "sync_bn": [True, True]})) == " (2 processes, synced BN)"
-    assert _processes(pd.DataFrame({"world_size": [1, 2], "sync_bn": [False, False]})) == \
+    assert processes(pd.DataFrame({"mAP": [0.5]})) == ""  # records from before world size count as one process
+    assert processes(pd.DataFrame({"world_size": [1, 1], "sync_bn": [False, False]})) == ""
+    assert processes(pd.DataFrame({"world_size": [2, 2], "sync_bn": [True, True]})) == " (2 processes, synced BN)"
+    assert processes(pd.DataFrame({"world_size": [1, 2], "sync_bn": [False, False]})) == \
         " (1/2 processes, per-process BN)"
 
 

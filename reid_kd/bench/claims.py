@@ -24,7 +24,7 @@ from pathlib import Path
 
 from reid_kd.engine.run_folder import CLAIM, FAILURE
 from reid_kd.utils.io import write_json
-from reid_kd.utils.lock import HOST, _alive
+from reid_kd.utils.lock import HOST, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def is_stale(record: dict, age: float, timeout: float) -> bool:
     if age > timeout or (record.get(UNREADABLE) and age > UNREADABLE_GRACE):
         return True
     pid = record.get("pid")
-    return record.get("host") == HOST and isinstance(pid, int) and not _alive(pid)
+    return record.get("host") == HOST and isinstance(pid, int) and not pid_alive(pid)
 
 
 def read_failure(folder: Path) -> dict | None:

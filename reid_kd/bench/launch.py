@@ -13,7 +13,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from reid_kd.bench.suite import load_suite, plan_suite, run_suite
+from reid_kd.bench.suite import plan_suite, run_suite
+from reid_kd.bench.suite_file import load_suite
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import UserError
 from reid_kd.utils.logs import setup_logging

@@ -14,7 +14,7 @@ from reid_kd.bench.claims import (
     read_claim,
     read_failure,
 )
-from reid_kd.bench.suite import Suite
+from reid_kd.bench.suite_file import Suite
 from reid_kd.engine.paths import run_folder, run_id, run_state
 from reid_kd.errors import UserError
 

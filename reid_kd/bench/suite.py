@@ -1,18 +1,6 @@
 """Benchmark suites: one dataset, one teacher, one student backbone, every method, several seeds.
 
-A suite file (see configs/suites/) holds:
-
-    name: synth_cpu                  # runs go to <output_dir>/<name>/<entry>/seed<k>/
-    base: ../quickstart.yaml         # the config every run starts from (relative to the suite file)
-    set: [train.epochs=10]           # overrides applied to every run
-    seeds: [0, 1, 2]                 # one student run per entry and seed
-    teacher_seed: 0                  # the one teacher shared by every run (default 0)
-    report: last                     # the epoch reported: the last one (no selection on the test set)
-    methods:
-      - {name: baseline, method: none}
-      - {name: gird, method: gird}
-      - {name: gird_no_memory, method: gird, set: [distill.gird.use_memory=false], ablation_of: gird}
-      - {name: baseline_2x, method: none, set: [train.epochs=20], longer_of: baseline}  # converged yet?
+A suite file (configs/suites/) is read and validated by bench/suite_file.py.
 
 A run's config is `load_config(base, suite set + entry set + experiment.name/run_name/seed +
 teacher.seed + distill.method)`. `run_suite` trains (or reuses) the teacher once, then the runs of
@@ -27,12 +15,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import time
 import traceback
 from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -43,10 +28,9 @@ from reid_kd.bench.claims import (
     read_claim,
     read_failure,
 )
-from reid_kd.config import _yaml, config_hash
+from reid_kd.bench.suite_file import EXPECTED_RUNS, Entry, Suite
+from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders, load_dataset
-from reid_kd.distill.catalog import DISTILLERS
-from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import (
     experiment_dir,
     method_name,
@@ -62,171 +46,12 @@ from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.engine.run import train_students
 from reid_kd.engine.runtime import setup_runtime
 from reid_kd.engine.teacher import get_teacher
-from reid_kd.errors import ConfigError, UserError
-from reid_kd.utils.io import read_json, write_json, write_text
+from reid_kd.errors import UserError
+from reid_kd.utils.io import write_json, write_text
 from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_lock
 from reid_kd.utils.logs import LastLine
 
 logger = logging.getLogger(__name__)
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SUITE_KEYS = {"name": str, "base": str, "set": list, "seeds": list, "teacher_seed": int, "report": str,
-              "methods": list, "description": str}
-REQUIRED = ("name", "base", "seeds", "methods")
-ENTRY_KEYS = {"name": str, "method": str, "set": list, "ablation_of": str, "longer_of": str}
-FOLDER_KEYS = ("experiment", "experiment.output_dir")  # an entry's `set` may not move its run folder
-RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
-EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    method: str
-    set: tuple[str, ...] = ()
-    ablation_of: str | None = None
-    longer_of: str | None = None  # the same run trained longer: shows how far the schedule is from converged
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    base: Path
-    set: tuple[str, ...]
-    seeds: tuple[int, ...]
-    teacher_seed: int
-    report: str
-    entries: tuple[Entry, ...]
-    description: str = ""
-    base_as_written: str = ""  # `base` as the suite file gives it (recorded, so records stay machine-neutral)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The resolved suite, as recorded in runs/<suite>/suite.yaml."""
-        out: dict[str, Any] = {"name": self.name}
-        if self.description:
-            out["description"] = self.description
-        out |= {"base": self.base_as_written or str(self.base), "set": list(self.set), "seeds": list(self.seeds),
-                "teacher_seed": self.teacher_seed, "report": self.report, "methods": []}
-        for e in self.entries:
-            item: dict[str, Any] = {"name": e.name, "method": e.method}
-            if e.set:
-                item["set"] = list(e.set)
-            if e.ablation_of:
-                item["ablation_of"] = e.ablation_of
-            if e.longer_of:
-                item["longer_of"] = e.longer_of
-            out["methods"].append(item)
-        return out
-
-    def run_config(self, entry: Entry, seed: int, extra: tuple[str, ...] = ()) -> dict:
-        """The resolved config of one run."""
-        overrides = [*self.set, *extra, *entry.set, f"experiment.name={self.name}",
-                     f"experiment.run_name={entry.name}", f"experiment.seed={seed}",
-                     f"teacher.seed={self.teacher_seed}", f"distill.method={entry.method}"]
-        try:
-            return load_config(self.base, overrides)
-        except ConfigError as e:
-            raise ConfigError(f"suite {self.name!r}, method {entry.name!r}: {e}") from None
-
-    def runs(self, extra: tuple[str, ...] = ()) -> list[tuple[Entry, int, dict]]:
-        """Every (entry, seed, config), seeds outermost, validated before any work starts."""
-        return [(e, s, self.run_config(e, s, extra)) for s in self.seeds for e in self.entries]
-
-
-def _check_type(where: str, key: str, value: Any, kind: type) -> None:
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{where}: key '{key}' expects {kind.__name__}, got {type(value).__name__} {value!r}")
-
-
-def _check_overrides(where: str, key: str, items: list) -> tuple[str, ...]:
-    for item in items:
-        if not isinstance(item, str) or "=" not in item:
-            raise ConfigError(f"{where}: key '{key}' expects a list of 'key.path=value' strings, got {item!r}")
-    return tuple(items)
-
-
-def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) -> Suite:
-    """Validate a suite mapping strictly; errors are one line naming the key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a suite file must hold a mapping at the top level")
-    for key in data:
-        if key not in SUITE_KEYS:
-            raise ConfigError(f"{source}: unknown suite key '{key}' (known: {', '.join(SUITE_KEYS)})")
-    for key in REQUIRED:
-        if key not in data:
-            raise ConfigError(f"{source}: missing suite key '{key}'")
-    for key, value in data.items():
-        _check_type(source, key, value, SUITE_KEYS[key])
-    name = data["name"]
-    if not NAME_RE.match(name) or name in RESERVED_NAMES:
-        raise ConfigError(f"{source}: key 'name' must be a folder name (letters, digits, _ . -) other than "
-                          f"{', '.join(RESERVED_NAMES)}, got {name!r}")
-    seeds = data["seeds"]
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ConfigError(f"{source}: key 'seeds' expects a non-empty list of non-negative integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{source}: key 'seeds' lists a seed twice: {seeds!r}")
-    report = data.get("report", "last")
-    if report != "last":
-        raise ConfigError(f"{source}: key 'report' must be 'last' (the model after the final epoch), got {report!r}")
-    entries = []
-    for i, item in enumerate(data["methods"]):
-        where = f"{source}: methods[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expects a mapping with 'name' and 'method', got {item!r}")
-        for key in item:
-            if key not in ENTRY_KEYS:
-                raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(ENTRY_KEYS)})")
-        for key in ("name", "method"):
-            if key not in item:
-                raise ConfigError(f"{where}: missing key '{key}'")
-        for key, value in item.items():
-            _check_type(where, key, value, ENTRY_KEYS[key])
-        if not NAME_RE.match(item["name"]):
-            raise ConfigError(f"{where}: key 'name' must be a folder name (letters, digits, _ . -), "
-                              f"got {item['name']!r}")
-        overrides = _check_overrides(where, "set", item.get("set", []))
-        moved = [o for o in overrides if o.split("=", 1)[0].strip() in FOLDER_KEYS]
-        if moved:  # its run would land outside the suite, where neither bench nor the leaderboard looks
-            raise ConfigError(f"{where}: key 'set' moves its run folder outside the suite ({moved[0]!r}); set "
-                              "experiment.output_dir in the suite's own 'set' or with --set, for every entry")
-        entries.append(Entry(item["name"], item["method"], overrides,
-                             item.get("ablation_of"), item.get("longer_of")))
-    if not entries:
-        raise ConfigError(f"{source}: key 'methods' is empty")
-    names = [e.name for e in entries]
-    doubled = sorted({n for n in names if names.count(n) > 1})
-    if doubled:
-        raise ConfigError(f"{source}: key 'methods' names {', '.join(doubled)} more than once")
-    if [e.method for e in entries if e.longer_of is None].count("none") != 1:
-        raise ConfigError(f"{source}: key 'methods' must list the baseline student (method: none) exactly once "
-                          "(besides entries marked longer_of)")
-    for e in entries:
-        for key, other in (("ablation_of", e.ablation_of), ("longer_of", e.longer_of)):
-            if other is not None and (other not in names or other == e.name):
-                raise ConfigError(f"{source}: methods entry {e.name!r}: key '{key}' names no other entry ({other!r})")
-        if e.longer_of is not None and entries[names.index(e.longer_of)].method != e.method:
-            raise ConfigError(f"{source}: methods entry {e.name!r}: key 'longer_of' names an entry of another "
-                              f"method; give it method {entries[names.index(e.longer_of)].method!r} and more epochs")
-    missing = sorted({e.method for e in entries if e.method != "none" and e.method not in DISTILLERS})
-    if missing:
-        raise ConfigError(f"{source}: methods not registered: {', '.join(missing)} "
-                          f"(registered: {', '.join(sorted(DISTILLERS)) or 'none'})")
-    base = Path(data["base"])
-    if not base.is_absolute() and base_dir is not None:
-        base = base_dir / base
-    if not base.is_file():
-        raise ConfigError(f"{source}: key 'base': config file not found: {base}")
-    return Suite(name, base.resolve(), _check_overrides(source, "set", data.get("set", [])), tuple(seeds),
-                 data.get("teacher_seed", 0), report, tuple(entries), data.get("description", ""), data["base"])
-
-
-def load_suite(path: str | Path) -> Suite:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file not found: {path}")
-    data = _yaml(path.read_text(), str(path))
-    return parse_suite(data, str(path), path.parent)
 
 
 def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:

@@ -21,7 +21,8 @@ import yaml
 
 from reid_kd.bench import VALIDATION_FRACTION
 from reid_kd.bench.leaderboard import build_leaderboard
-from reid_kd.bench.suite import Entry, Suite, run_suite
+from reid_kd.bench.suite import run_suite
+from reid_kd.bench.suite_file import Entry, Suite
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import ConfigError
 

@@ -63,12 +63,13 @@ class SynthSpec:
     seed: int = 0
 
 
-def _rng(*keys: int) -> np.random.Generator:
+def seeded_rng(*keys: int) -> np.random.Generator:
+    """A generator of its own for every key tuple, so one drawing never shifts another's stream."""
     return np.random.default_rng(np.random.SeedSequence(list(keys)))
 
 
 def _identity(seed: int, vid: int) -> dict:
-    r = _rng(seed, 1, vid)
+    r = seeded_rng(seed, 1, vid)
     body = BODY_TYPES[r.integers(len(BODY_TYPES))]
     base = {"sedan": (0.86, 0.26, 0.45), "suv": (0.80, 0.36, 0.55), "hatchback": (0.70, 0.30, 0.55),
             "van": (0.86, 0.44, 0.80), "truck": (0.90, 0.34, 0.35)}[body]
@@ -92,7 +93,7 @@ def _identity(seed: int, vid: int) -> dict:
 
 
 def _camera(seed: int, cam: int) -> dict:
-    r = _rng(seed, 2, cam)
+    r = seeded_rng(seed, 2, cam)
     return {
         "view": VIEWS[cam % len(VIEWS)] if cam < 2 * len(VIEWS) else VIEWS[r.integers(len(VIEWS))],
         "gain": r.uniform(0.65, 1.25), "tint": r.uniform(0.85, 1.15, 3), "gamma": r.uniform(0.8, 1.25),
@@ -231,7 +232,7 @@ def camera_effects(img: np.ndarray, cam: dict, rng: np.random.Generator) -> np.n
 
 def _plan(spec: SynthSpec, vid: int) -> list[int]:
     """Camera of each image of one identity: at least two cameras, so queries always have a match."""
-    r = _rng(spec.seed, 3, vid)
+    r = seeded_rng(spec.seed, 3, vid)
     n_cams = int(r.integers(2, max(3, min(spec.cameras, 6) + 1)))
     cams = sorted(r.choice(spec.cameras, size=min(n_cams, spec.cameras), replace=False).tolist())
     assert len(cams) >= 2, "the synthetic dataset needs at least two cameras"
@@ -348,20 +349,20 @@ def _render_all(tmp: Path, spec: SynthSpec, kind: Kind) -> dict[str, list[str]]:
         (tmp / sub).mkdir(parents=True)
     cams = [_camera(spec.seed, c) for c in range(spec.cameras)]
     names: dict[str, list[str]] = {"train": [], "query": [], "test": []}
-    all_ids = _rng(spec.seed, 4).permutation(np.arange(1, 10 * (spec.train_ids + spec.test_ids) + 1))
+    all_ids = seeded_rng(spec.seed, 4).permutation(np.arange(1, 10 * (spec.train_ids + spec.test_ids) + 1))
     vids = sorted(all_ids[: spec.train_ids + spec.test_ids].tolist())
-    order = _rng(spec.seed, 5).permutation(len(vids))
+    order = seeded_rng(spec.seed, 5).permutation(len(vids))
     train_vids = sorted(vids[i] for i in order[: spec.train_ids])
     test_vids = sorted(vids[i] for i in order[spec.train_ids:])
     for split, split_vids in (("train", train_vids), ("test", test_vids)):
         for vid in split_vids:
             ident = kind.identity(spec.seed, vid)
-            rng = _rng(spec.seed, 6, vid)
+            rng = seeded_rng(spec.seed, 6, vid)
             queried: set[int] = set()
             for i, cam in enumerate(_plan(spec, vid)):
                 frame = int(rng.integers(0, 10**8))
                 name = kind.file_name(vid, cam, frame, i)
-                img = kind.render(ident, cams[cam], _rng(spec.seed, 7, vid, i), spec.image_size)
+                img = kind.render(ident, cams[cam], seeded_rng(spec.seed, 7, vid, i), spec.image_size)
                 folder = train_dir if split == "train" else test_dir
                 cv2.imwrite(str(tmp / folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 names[split].append(name)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from reid_kd.data import synth
-from reid_kd.data.synth import PALETTE, SynthSpec, _rng
+from reid_kd.data.synth import PALETTE, SynthSpec, seeded_rng
 
 PATTERNS = ("plain", "stripes", "checks", "logo")
 BAGS = ("none", "backpack", "shoulder", "handbag")
@@ -32,7 +32,7 @@ HAIR = ((20, 20, 20), (30, 50, 80), (60, 90, 140), (150, 150, 150))
 
 
 def person_identity(seed: int, pid: int) -> dict:
-    r = _rng(seed, 11, pid)
+    r = seeded_rng(seed, 11, pid)
 
     def paint() -> tuple[float, ...]:
         base = np.array(PALETTE[list(PALETTE)[r.integers(len(PALETTE))]])

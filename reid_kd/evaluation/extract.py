@@ -70,13 +70,6 @@ def rerank_options(eval_cfg: dict) -> dict | None:
     return {"k1": eval_cfg["rerank_k1"], "k2": eval_cfg["rerank_k2"], "lam": eval_cfg["rerank_lambda"]}
 
 
-def rerank_said(rerank) -> str | None:
-    """How a result's `rerank` record reads in a table note (None when re-ranking was off)."""
-    if not isinstance(rerank, dict):
-        return None
-    return f"k-reciprocal (k1 {rerank['k1']}, k2 {rerank['k2']}, λ {rerank['lam']})"
-
-
 def _record(results: list[dict], rerank: dict | None) -> dict:
     """One result, or the mean over several draws (with `num_draws`).
 

@@ -5,6 +5,8 @@ network with a dummy input to learn them; `timm:<name>` (any timm model, the opt
 reads them from the built model's `feature_info`. An entry with a `url` takes its ImageNet weights
 from there; torchvision's from its weight enum; timm's from timm's default pretrained tag.
 """
+from pathlib import Path
+
 from reid_kd.registry import Registry
 
 STRIDES = (4, 8, 16, 32)  # every backbone here: four stages, each halving the resolution after the stem
@@ -56,3 +58,18 @@ PRETRAINED.add("imagenet", "reid_kd.models.weights:fetch_imagenet",
                "the backbone's published ImageNet weights (torchvision's, the IBN-Net release's, timm's default), "
                "through torch hub's cache (timm's: Hugging Face's)")
 PRETRAINED.add("synth", None, "a backbone pretrained on disjoint synthetic vehicles (engine/pretrain.py builds it)")
+
+
+def describe_start(record) -> str:
+    """A start record (`Start.record()` in models/weights.py) in words, for leaderboard headers; here, not
+    beside `Start`, so the leaderboard reads records without torch (runs before records: True or False)."""
+    if not isinstance(record, dict):
+        return "pretrained (weights not recorded)" if record else "from scratch"
+    kind = record.get("kind")
+    if kind == "imagenet":
+        return f"ImageNet ({record.get('name')})"
+    if kind == "synth":
+        return f"synth-pretrained ({record.get('name')})"
+    if kind == "file":
+        return f"file {Path(str(record.get('file'))).name} (SHA-256 {str(record.get('sha256'))[:12]})"
+    return "from scratch"

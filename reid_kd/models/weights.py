@@ -168,17 +168,3 @@ def load_into(net: nn.Module, start: Start) -> None:
     if missing:
         raise ConfigError(f"pretrained weights {file} lack {len(missing)} of this backbone's weights, e.g. "
                           f"{missing[:3]}; give a torchvision state dict of the same architecture")
-
-
-def describe(record) -> str:
-    """A start record in words, for leaderboard headers (runs before records: True or False)."""
-    if not isinstance(record, dict):
-        return "pretrained (weights not recorded)" if record else "from scratch"
-    kind = record.get("kind")
-    if kind == "imagenet":
-        return f"ImageNet ({record.get('name')})"
-    if kind == "synth":
-        return f"synth-pretrained ({record.get('name')})"
-    if kind == "file":
-        return f"file {Path(str(record.get('file'))).name} (SHA-256 {str(record.get('sha256'))[:12]})"
-    return "from scratch"

@@ -48,7 +48,8 @@ class FolderLockedError(UserError, RuntimeError):
         super().__init__(_locked_message(folder, lock_file, holder))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (one we may not signal runs too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def _locked_message(folder: Path, lock_file: Path, holder: dict) -> str:
     pid = holder.get("pid")
     if holder.get("host") not in (None, HOST):
         message += f"; if that process on {holder['host']} is gone, delete {lock_file}"
-    elif isinstance(pid, int) and not _alive(pid):  # a child it started (e.g. a data worker) kept the lock
+    elif isinstance(pid, int) and not pid_alive(pid):  # a child it started (e.g. a data worker) kept the lock
         message += f"; pid {pid} has exited but a process it started still holds the lock: end that process"
     return message
 
