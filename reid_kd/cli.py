@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from reid_kd.bench import LAUNCHERS, VALIDATION_FRACTION
-from reid_kd.data.catalog import DATASETS
+from reid_kd.data.catalog import DATASETS, config_options
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError, UserError
@@ -465,11 +465,10 @@ def synth(config, overrides, root, persons) -> None:
     """Generate the synthetic VeRi-layout dataset of a config (or the Market-layout persons)."""
     from reid_kd.data import synth as synth_mod
     from reid_kd.data import synth_person
-    from reid_kd.data.image_dataset import synth_spec
 
     cfg = load_config(config, overrides)
     target = Path(root) if root else Path(cfg["data"]["root"]) / ("synth_market" if persons else "synth_veri")
-    (synth_person if persons else synth_mod).generate(target, synth_spec(cfg["data"]))
+    (synth_person if persons else synth_mod).generate(target, synth_mod.SynthSpec(**cfg["data"]["synth"]))
 
 
 @data.command()
@@ -479,13 +478,14 @@ def synth(config, overrides, root, persons) -> None:
 @set_option
 @click.option("--skip-images", is_flag=True, help="Do not decode every image (faster on a full dataset).")
 def check(name, root, config, overrides, skip_images) -> None:
-    """Load dataset NAME, print its table beside the official counts and what is wrong (exit 1 if anything)."""
+    """Load dataset NAME, print its table beside the official counts and what is wrong (exit 1 if anything).
+
+    NAME's options come from its block of the config, e.g. --set data.vehicleid.test_size=1600."""
     DATASETS[name]  # an unknown name stops here, before the config is read
     from reid_kd.data.check import check_dataset
-    from reid_kd.data.image_dataset import dataset_options
 
-    cfg = load_config(config, overrides)
-    report = check_dataset(name, root, dataset_options(cfg["data"]), read_images=not skip_images)
+    cfg = load_config(config, [*overrides, f"data.dataset={name}"])  # NAME's options block, checked
+    report = check_dataset(name, root, config_options(cfg["data"], name), read_images=not skip_images)
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)
 

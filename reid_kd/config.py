@@ -1,8 +1,9 @@
 """Experiment configuration: YAML with `_base_` inheritance, dotted overrides, strict validation.
 
-What a config may hold is `reid_kd.schema`; distillation methods declare their own options in their
-registry (`reid_kd/distill/catalog.py`), validated the same way under `distill.<method>`. The caller
-passes the registries, so reading a config imports neither torch nor any layer above this one.
+What a config may hold is `reid_kd.schema`; distillation methods and datasets declare their own options
+in their registries (`reid_kd/distill/catalog.py`, `reid_kd/data/catalog.py`), validated the same way
+under `distill.<method>` and `data.<dataset>`. The caller passes the registries, so reading a config
+imports neither torch nor any layer above this one.
 """
 from __future__ import annotations
 
@@ -59,14 +60,50 @@ class Registries:
     distillers: Registry
 
 
+# data keys that became options in their dataset's block: the old key is refused naming the new one
+MOVED_DATA_KEYS = {
+    "vehicleid_test_size": "vehicleid.test_size", "vehicleid_draws": "vehicleid.draws",
+    "vehicleid_draw_seed": "vehicleid.draw_seed", "veriwild_test_size": "veriwild.test_size",
+    "msmt17_version": "msmt17.version", "cuhk03_variant": "cuhk03.variant",
+    "custom_csv": "custom_csv.path", "custom_dir": "custom_folder.path",
+}
+
+
 def validate_config(cfg: dict[str, Any], registries: Registries) -> dict[str, Any]:
-    """`schema.validate` with the `distill` block's schema: the method's name plus that method's options."""
-    distill = cfg.get("distill")
-    method = distill.get("method", "none") if isinstance(distill, dict) else "none"
+    """`schema.validate` with the schemas of what the config chooses: the `data` block gains the options
+    block of each dataset it uses, the `distill` block the method's options."""
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    distill = cfg.get("distill") if isinstance(cfg.get("distill"), dict) else {}
+    method = distill.get("method", "none")
     block: dict[str, Any] = {"method": "none"}
     if method != "none":
         block[method] = _entry(registries.distillers, "distill.method", method).options
-    return validate(cfg, {**SCHEMA, "distill": block})
+    return validate(cfg, {**SCHEMA, "data": data_schema(data, registries.datasets), "distill": block})
+
+
+def dataset_block(entry: Entry) -> str:
+    """The key of a dataset's options block under `data`: its name, or the block its entry names (`synth`)."""
+    return entry.info.get("block", entry.name)
+
+
+def data_schema(data: dict[str, Any], datasets: Registry) -> dict[str, Any]:
+    """The `data` schema of a config: the common keys plus the options block of each dataset it uses
+    (`data.dataset`, `data.train_datasets`). A block of a dataset it does not use and a key that moved
+    into a block are refused here, each with its fix."""
+    train = data.get("train_datasets", [])
+    names = [("data.dataset", data.get("dataset", SCHEMA["data"]["dataset"]))]
+    names += [("data.train_datasets", name) for name in (train if isinstance(train, list) else [])]
+    used = [_entry(datasets, key, name) for key, name in names if isinstance(name, str)]
+    schema = {**SCHEMA["data"], **{dataset_block(e): e.options for e in used if e.options}}
+    owners = {dataset_block(datasets[name]): name for name in datasets if datasets[name].options}
+    for key, value in data.items():
+        if key in MOVED_DATA_KEYS and not isinstance(value, dict):
+            raise ConfigError(f"config key 'data.{key}' is now 'data.{MOVED_DATA_KEYS[key]}'; rename it")
+        if key not in schema and key in owners:
+            option = f"data.{key}.{next(iter(value))}" if isinstance(value, dict) and value else f"data.{key}"
+            raise ConfigError(f"config key '{option}' is an option of dataset {owners[key]}, which this config "
+                              f"does not use; remove it, or set data.dataset={owners[key]}")
+    return schema
 
 
 def _entry(registry: Registry, key: str, name: str) -> Entry:
@@ -158,14 +195,9 @@ def check_batch_multiples(cfg: dict[str, Any], registries: Registries) -> None:
 
 
 def check_names(cfg: dict[str, Any], registries: Registries) -> None:
-    """Datasets and backbones must be registered ones (checked here, before any data is read)."""
-    for key, names, registry in (
-            ("data.dataset", [cfg["data"]["dataset"]], registries.datasets),
-            ("data.train_datasets", cfg["data"]["train_datasets"], registries.datasets),
-            ("model.backbone", [cfg["model"]["backbone"]], registries.backbones),
-            ("teacher.backbone", [cfg["teacher"]["backbone"]], registries.backbones)):
-        for name in names:
-            _entry(registry, key, name)
+    """Backbones must be registered ones (datasets were checked with their options, by `data_schema`)."""
+    for block in ("model", "teacher"):
+        _entry(registries.backbones, f"{block}.backbone", cfg[block]["backbone"])
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

@@ -59,6 +59,23 @@ def Overrides() -> Typed:
     return Typed(list, [], optional=False, item=str, pattern=r"[^=]*=.*", form="'key.path=value' strings")
 
 
+def synth_block(train_ids: int, test_ids: int, images_per_id: int, image_size: int, seed: int) -> dict[str, Any]:
+    """The schema of a synthetic dataset's generator spec (data/synth.py's SynthSpec) with these defaults."""
+    return {
+        "train_ids": Num(train_ids, 2),
+        "test_ids": Num(test_ids, 1),
+        "cameras": Num(8, 2, why="a query needs a positive under another camera"),
+        "images_per_id": Num(images_per_id, 2),
+        "image_size": Num(image_size, 16),
+        "seed": Num(seed, 0),
+    }
+
+
+# `data.synth`: the options of synth_veri and synth_market (their entries name this block), in every config
+# whatever its dataset: `reidkd data synth` generates from it, and configs built on configs/_base_/synth.yaml
+# are switched to other datasets with --set data.dataset=...
+SYNTH = synth_block(train_ids=200, test_ids=100, images_per_id=12, image_size=128, seed=0)
+
 TRAIN_SCHEMA: dict[str, Any] = {
     "epochs": Num(12, 1, why="an untrained model would be evaluated and cached"),
     "optimizer": Choice("adam", "sgd"),
@@ -104,23 +121,9 @@ SCHEMA: dict[str, Any] = {
         "flip_prob": Num(0.5, 0.0, 1.0),
         "pad": Num(10, 0),
         "random_erasing_prob": Num(0.5, 0.0, 1.0),
-        "synth": {
-            "train_ids": Num(200, 2),
-            "test_ids": Num(100, 1),
-            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
-            "images_per_id": Num(12, 2),
-            "image_size": Num(128, 16),
-            "seed": Num(0, 0),
-        },
-        # Options of particular loaders (see datasets/README.md); other loaders ignore them.
-        "vehicleid_test_size": Typed(int, 800, optional=False, choices=(800, 1600, 2400, 13164)),
-        "vehicleid_draws": Num(10, 1),  # gallery draws (one image per identity) averaged in evaluation
-        "vehicleid_draw_seed": Num(0, 0),  # draw i uses the seed (vehicleid_draw_seed, i)
-        "veriwild_test_size": Typed(int, 3000, optional=False, choices=(3000, 5000, 10000)),
-        "msmt17_version": Choice("auto", "v1", "v2"),
-        "cuhk03_variant": Choice("labeled", "detected"),
-        "custom_csv": Typed(str, None),  # `custom_csv`: the CSV file, relative paths from data.root
-        "custom_dir": Typed(str, None),  # `custom_folder`: the folder, relative paths from data.root
+        # A loader's own options sit in its dataset's block, `data.<dataset>.<option>`, declared by its entry
+        # in data/catalog.py and present when the config uses the dataset; `data.synth` is in every config
+        "synth": SYNTH,
         "train_datasets": Typed(list, [], optional=False, item=str),  # train on these too (ids prefixed)
         # > 0: hold out this fraction of the train identities as query and gallery, and drop the test
         # split (data/validation.py); what `reidkd tune` chooses options on
@@ -147,14 +150,8 @@ SCHEMA: dict[str, Any] = {
     # `pretrained: synth`: the backbone first trained on these synthetic vehicles (engine/pretrain.py);
     # their generator seed must differ from data.synth.seed, so no identity is the benchmark's
     "pretrain": {
-        "synth": {
-            "train_ids": Num(600, 2),
-            "test_ids": Num(50, 1),  # held out: the pretraining's own mAP, in its metrics.json
-            "cameras": Num(8, 2, why="a query needs a positive under another camera"),
-            "images_per_id": Num(10, 2),
-            "image_size": Num(64, 16),
-            "seed": Num(7, 0),
-        },
+        # its test identities are held out for the pretraining's own mAP, in its metrics.json
+        "synth": synth_block(train_ids=600, test_ids=50, images_per_id=10, image_size=64, seed=7),
         "seed": Num(0, 0),
         "student": TRAIN_SCHEMA,  # the recipe pretraining `model`'s backbone
         "teacher": TRAIN_SCHEMA,  # the recipe pretraining `teacher`'s backbone
@@ -267,7 +264,7 @@ def validate(cfg: dict[str, Any], schema: dict[str, Any] | None = None, prefix: 
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            hint = did_you_mean(key, schema) or f" (known: {', '.join(schema)})"
+            hint = did_you_mean(key, schema) or f" (known: {', '.join(schema) or 'none'})"
             raise ConfigError(f"unknown {noun} key '{dotted}'{hint}")
         spec = schema[key]
         if isinstance(spec, dict):

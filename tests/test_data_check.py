@@ -71,7 +71,7 @@ def test_check_passes_loader_options_and_reports_camera_less_data(tmp_path, jpeg
     for i, (name, _, _) in enumerate(rows):
         jpeg(tmp_path / name, i)
     (tmp_path / "list.csv").write_text("path,id,camera,split\n" + "".join(f"{n},{p},,{s}\n" for n, p, s in rows))
-    result = reidkd("data", "check", "custom_csv", "--root", str(tmp_path), "--set", "data.custom_csv=list.csv")
+    result = reidkd("data", "check", "custom_csv", "--root", str(tmp_path), "--set", "data.custom_csv.path=list.csv")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no camera ids" in result.stdout and "custom_csv: OK" in result.stdout
     unknown = reidkd("data", "check", "nosuchset", "--root", str(tmp_path))

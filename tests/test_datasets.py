@@ -1,10 +1,14 @@
 """Loaders on generated fixtures in the real VeRi-776 and Market-1501 layouts."""
+import inspect
+from dataclasses import asdict, fields
+
 import pytest
 
 from reid_kd.data import synth
 from reid_kd.data.catalog import DATASETS
 from reid_kd.data.datasets import build_dataset
 from reid_kd.data.datasets.base import DatasetLayoutError
+from reid_kd.errors import ConfigError
 
 
 def test_veri776_layout_relabels_and_parses_cameras(tmp_path, jpeg):
@@ -55,10 +59,29 @@ def test_synthetic_veri_is_read_by_the_veri_loader_and_is_deterministic(tmp_path
     b = synth.generate(tmp_path / "b", spec)
     for name in (a / "name_test.txt").read_text().split():
         assert (a / "image_test" / name).read_bytes() == (b / "image_test" / name).read_bytes()
-    ds = DATASETS["synth_veri"](tmp_path, synth_spec=spec)
+    ds = build_dataset("synth_veri", tmp_path, **asdict(spec))
     assert ds.num_train_pids == 5 and sorted({it.pid for it in ds.train}) == list(range(5))
     train_ids = {int(n[:4]) for n in (a / "name_train.txt").read_text().split()}
     assert train_ids.isdisjoint({it.pid for it in ds.gallery})
     for q in ds.query:  # every query has a match under another camera
         assert any(g.pid == q.pid and g.camid != q.camid for g in ds.gallery)
     assert {it.pid for it in ds.query} == {it.pid for it in ds.gallery}
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_each_loader_takes_exactly_the_options_its_entry_declares(name):
+    entry = DATASETS[name]
+    params = inspect.signature(entry.load()).parameters
+    generated = {"generate"} if entry.info.get("generated") else set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # a generator spec, as keywords: SynthSpec's fields
+        assert set(entry.options) == {f.name for f in fields(synth.SynthSpec)}
+        assert set(params) == {"root", "spec", *generated}
+    else:
+        assert set(params) == {"root", *entry.options, *generated}
+
+
+def test_loader_options_given_directly_are_checked_against_the_entry(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data\.veriwild\.test_size' must be one of \[3000, 5000, 10000\]"):
+        build_dataset("veriwild", tmp_path, test_size=4000)
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.veri776\.test_size'"):
+        build_dataset("veri776", tmp_path, test_size=3000)

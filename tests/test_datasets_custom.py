@@ -23,7 +23,7 @@ def test_custom_csv_with_string_ids_and_cameras(tmp_path, jpeg):
     for i, r in enumerate(rows):
         jpeg(tmp_path / "mine" / r[0], i)
     write_csv(tmp_path / "mine" / "list.csv", rows)
-    ds = build_dataset("custom_csv", tmp_path, custom_csv="mine/list.csv")  # relative to the data root
+    ds = build_dataset("custom_csv", tmp_path, path="mine/list.csv")  # relative to the data root
     # ids al, bob, cy, dee -> 0..3; cameras east, north, south -> 0..2; train relabelled
     assert [(it.pid, it.camid) for it in ds.train] == [(1, 1), (1, 2), (0, 1)]
     assert [(it.pid, it.camid) for it in ds.query] == [(2, 2)]
@@ -35,15 +35,15 @@ def test_custom_csv_with_string_ids_and_cameras(tmp_path, jpeg):
 def test_custom_csv_without_cameras_keeps_numeric_ids(tmp_path, jpeg):
     write_csv(tmp_path / "l.csv", [("a.jpg", 12, "", "train"), ("b.jpg", 40, "", "query"),
                                    ("c.jpg", 40, "", "gallery")])
-    ds = build_dataset("custom_csv", tmp_path, custom_csv=str(tmp_path / "l.csv"))
+    ds = build_dataset("custom_csv", tmp_path, path=str(tmp_path / "l.csv"))
     assert not ds.has_cameras and ds.query[0].pid == 40 and ds.train[0].pid == 0
     write_csv(tmp_path / "mixed.csv", [("a.jpg", 1, 2, "train"), ("b.jpg", 1, "", "query")])
     with pytest.raises(DatasetLayoutError, match="camera column"):
-        build_dataset("custom_csv", tmp_path, custom_csv="mixed.csv")
+        build_dataset("custom_csv", tmp_path, path="mixed.csv")
     (tmp_path / "bad.csv").write_text("file,label\na.jpg,1\n")
     with pytest.raises(DatasetLayoutError, match="lacks the column"):
-        build_dataset("custom_csv", tmp_path, custom_csv="bad.csv")
-    with pytest.raises(DatasetLayoutError, match="data.custom_csv"):
+        build_dataset("custom_csv", tmp_path, path="bad.csv")
+    with pytest.raises(DatasetLayoutError, match=r"data\.custom_csv\.path=PATH"):
         build_dataset("custom_csv", tmp_path)
 
 
@@ -53,7 +53,7 @@ def test_custom_folder_per_identity(tmp_path, jpeg):
                              "gallery/cat/2.jpg", "gallery/dan/1.jpeg"]):
         jpeg(root / rel, i)
     (root / "gallery" / "dan" / "notes.txt").write_text("not an image")
-    ds = build_dataset("custom_folder", tmp_path, custom_dir="shop")
+    ds = build_dataset("custom_folder", tmp_path, path="shop")
     assert [it.pid for it in ds.train] == [0, 0, 1] and not ds.has_cameras
     assert [it.pid for it in ds.query] == [2] and [it.pid for it in ds.gallery] == [2, 3]
     assert ds.bad_files == [str(root / "gallery" / "dan" / "notes.txt")]
@@ -125,7 +125,7 @@ def test_evaluate_model_averages_vehicleid_draws_and_ignores_cameras(tmp_path, j
     (split / "train_list.txt").write_text("".join(test))
     (split / "test_list_800.txt").write_text("".join(test))
     cfg = load_config(None, [f"data.root={tmp_path}", "data.dataset=vehicleid", "data.height=16", "data.width=16",
-                             "data.vehicleid_draws=4", "eval.faiss_gpu=never", "data.batch_p=2",
+                             "data.vehicleid.draws=4", "eval.faiss_gpu=never", "data.batch_p=2",
                              "data.batch_k=2"])
     loaders = build_loaders(cfg["data"], 0)
     assert len(loaders.query.dataset.items) + len(loaders.gallery.dataset.items) == 9

@@ -1,10 +1,11 @@
 """DukeMTMC-reID, MSMT17, CUHK03 and the synthetic persons on fixtures in their real layouts."""
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 from scipy.io import savemat
 
 from reid_kd.data import synth, synth_person
-from reid_kd.data.catalog import DATASETS
 from reid_kd.data.datasets import build_dataset
 from reid_kd.data.datasets.base import DatasetLayoutError
 
@@ -48,7 +49,7 @@ def msmt_fixture(tmp_path, jpeg, folder, train_dir, test_dir):
 def test_msmt17_reads_list_files_of_each_version(tmp_path, jpeg, version, folder, train_dir, test_dir):
     root = msmt_fixture(tmp_path, jpeg, folder, train_dir, test_dir)
     for asked in (version, "auto"):
-        ds = build_dataset("msmt17", tmp_path, msmt17_version=asked)
+        ds = build_dataset("msmt17", tmp_path, version=asked)
         assert ds.notes["version"] == version
         assert [(it.pid, it.camid) for it in ds.train] == [(0, 0), (0, 4), (1, 11)]  # train + val, 7 -> 1
         assert [(it.pid, it.camid) for it in ds.query] == [(2, 14)]
@@ -56,7 +57,7 @@ def test_msmt17_reads_list_files_of_each_version(tmp_path, jpeg, version, folder
         assert ds.train[2].path == str(root / train_dir / "0007" / "0007_010_12_0303afternoon_0100_0.jpg")
     other = "v2" if version == "v1" else "v1"
     with pytest.raises(DatasetLayoutError, match=VERSIONS_DIR[other]):
-        build_dataset("msmt17", tmp_path, msmt17_version=other)
+        build_dataset("msmt17", tmp_path, version=other)
 
 
 VERSIONS_DIR = {"v1": "train/", "v2": "mask_train_v2/"}
@@ -98,12 +99,12 @@ def test_cuhk03_new_protocol_labeled_and_detected_splits(tmp_path, jpeg):
     assert [(it.pid, it.camid) for it in ds.query] == [(20, 0), (30, 0)]
     assert [(it.pid, it.camid) for it in ds.gallery] == [(20, 1), (20, 1), (30, 1)]
     assert ds.query[0].path == str(root / "images_labeled" / "3_020_1_02.png")
-    det = build_dataset("cuhk03", tmp_path, cuhk03_variant="detected")
+    det = build_dataset("cuhk03", tmp_path, variant="detected")
     assert [it.pid for it in det.train] == [0, 1] and [(it.pid, it.camid) for it in det.query] == [(20, 1)]
     assert det.gallery[0].path == str(root / "images_detected" / "3_020_1_02.png")
     (root / "cuhk03_new_protocol_config_detected.mat").unlink()
     with pytest.raises(DatasetLayoutError, match="cuhk03_new_protocol_config_detected.mat"):
-        build_dataset("cuhk03", tmp_path, cuhk03_variant="detected")
+        build_dataset("cuhk03", tmp_path, variant="detected")
 
 
 def test_synthetic_persons_are_read_by_the_market_loader_and_are_deterministic(tmp_path):
@@ -113,7 +114,7 @@ def test_synthetic_persons_are_read_by_the_market_loader_and_are_deterministic(t
     names = sorted(p.name for p in (a / "bounding_box_test").iterdir())
     assert names and all((a / "bounding_box_test" / n).read_bytes() == (b / "bounding_box_test" / n).read_bytes()
                          for n in names)
-    ds = DATASETS["synth_market"](tmp_path, synth_spec=spec)
+    ds = build_dataset("synth_market", tmp_path, **asdict(spec))
     assert not ds.bad_files and ds.num_train_pids == 5
     assert len(ds.train) == 20 and len(ds.gallery) == 16
     for q in ds.query:

@@ -48,7 +48,7 @@ def test_run_on_a_custom_csv_without_cameras(tiny_overrides, tmp_path):
              if n not in queries.values()]
     (data / "mine.csv").write_text("path,id,camera,split\n" + "".join(rows))
     overrides = tiny_overrides + ["experiment.name=custom_e2e", "data.dataset=custom_csv",
-                                  f"data.custom_csv={data / 'mine.csv'}"]
+                                  f"data.custom_csv.path={data / 'mine.csv'}"]
     check = reidkd("data", "check", "custom_csv", "--root", str(tmp_path), *sets(overrides))
     assert check.returncode == 0, check.stdout + check.stderr
     result = reidkd("run", "--config", "configs/quickstart.yaml", *sets(overrides))

@@ -29,7 +29,7 @@ def test_vehicleid_relabels_train_and_has_no_cameras(tmp_path, jpeg):
 
 def test_vehicleid_gallery_is_one_seeded_random_image_per_identity(tmp_path, jpeg):
     vehicleid_fixture(tmp_path, jpeg)
-    ds = build_dataset("vehicleid", tmp_path, vehicleid_draws=10, vehicleid_draw_seed=3)
+    ds = build_dataset("vehicleid", tmp_path, draws=10, draw_seed=3)
     assert len(ds.draws) == 10 and (ds.query, ds.gallery) == ds.draws[0]
     test_paths = None
     for query, gallery in ds.draws:
@@ -40,18 +40,18 @@ def test_vehicleid_gallery_is_one_seeded_random_image_per_identity(tmp_path, jpe
         assert len(paths) == 10 and not {it.path for it in query} & {it.path for it in gallery}
         assert 504 not in {it.pid for it in query}  # a single-image identity is only in the gallery
     assert len({tuple(it.path for it in g) for _, g in ds.draws}) > 1  # draws differ
-    again = build_dataset("vehicleid", tmp_path, vehicleid_draws=10, vehicleid_draw_seed=3)
+    again = build_dataset("vehicleid", tmp_path, draws=10, draw_seed=3)
     assert again.draws == ds.draws  # and are reproducible from the seed
-    other = build_dataset("vehicleid", tmp_path, vehicleid_draws=10, vehicleid_draw_seed=4)
+    other = build_dataset("vehicleid", tmp_path, draws=10, draw_seed=4)
     assert other.draws != ds.draws
 
 
 def test_vehicleid_test_size_picks_the_list(tmp_path, jpeg):
     vehicleid_fixture(tmp_path, jpeg)
-    ds = build_dataset("vehicleid", tmp_path, vehicleid_test_size=1600, vehicleid_draws=1)
+    ds = build_dataset("vehicleid", tmp_path, test_size=1600, draws=1)
     assert {it.pid for it in ds.query + ds.gallery} == {501} and len(ds.draws) == 1
     with pytest.raises(DatasetLayoutError, match="test_list_2400.txt"):
-        build_dataset("vehicleid", tmp_path, vehicleid_test_size=2400)
+        build_dataset("vehicleid", tmp_path, test_size=2400)
 
 
 def veriwild_fixture(tmp_path, jpeg, with_info=True):
@@ -93,6 +93,6 @@ def test_veriwild_test_size_and_missing_info_file(tmp_path, jpeg):
         build_dataset("veriwild", tmp_path)
     (tmp_path / "VERI-Wild" / "train_test_split" / "vehicle_info.txt").write_text(
         "id/image;Camera ID;Time;Model;Type;Color\n03000/100001;7;t;m;t;c\n03000/100002;9;t;m;t;c\n")
-    ds = build_dataset("veriwild", tmp_path, veriwild_test_size=5000)
+    ds = build_dataset("veriwild", tmp_path, test_size=5000)
     assert [(it.pid, it.camid) for it in ds.query + ds.gallery] == [(3000, 0), (3000, 1)]
     assert len(ds.bad_files) == 3 and "not in vehicle_info.txt" in ds.bad_files[0]  # train images unknown

@@ -17,7 +17,7 @@ from reid_kd.cli import main
 from reid_kd.data import synth
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.member import Member
-from reid_kd.engine.paths import pretrain_dir
+from reid_kd.engine.paths import pretrain_dir, pretrain_key
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.errors import ConfigError
@@ -176,3 +176,10 @@ def test_the_pretraining_vehicles_are_not_the_benchmarks(tmp_path, tiny_override
     assert not images(bench) & images(pre)
     with pytest.raises(ConfigError, match="pretrain.synth.seed.*another seed"):
         load_config(QUICKSTART, ["model.pretrained=synth", "pretrain.synth.seed=0"])
+
+
+def test_the_pretraining_key_is_the_same_whatever_the_benchmark_datasets_options():
+    keys = {pretrain_key(load_config(None, ["model.pretrained=synth", *extra]), "model") for extra in (
+        [], ["data.dataset=veri776"], ["data.dataset=vehicleid", "data.vehicleid.test_size=1600"],
+        ["data.dataset=custom_csv", "data.custom_csv.path=mine.csv", "data.train_datasets=[msmt17]"])}
+    assert len(keys) == 1  # the pretraining reads pretrain.synth's vehicles, never the benchmark's datasets

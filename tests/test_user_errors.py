@@ -72,6 +72,8 @@ def evil_file(path: Path, sentinel: Path) -> Path:
 CASES = [  # (name, extra --set overrides or a callable giving CLI args, words the line must hold)
     ("yaml --set", ["train.lr=[1"], ["--set 'train.lr=[1'", "not valid YAML"]),
     ("unknown dataset", ["data.dataset=veri"], ["data.dataset", "veri776"]),
+    ("old flat dataset key", ["data.cuhk03_variant=detected"], ["data.cuhk03_variant", "data.cuhk03.variant"]),
+    ("option of an unused dataset", ["data.cuhk03.variant=detected"], ["data.cuhk03.variant", "data.dataset=cuhk03"]),
     ("unknown backbone", ["model.backbone=resnet19"], ["model.backbone", "resnet18"]),
     ("P > identities", ["data.batch_p=50"], ["data.batch_p", "at most 8"]),
     ("P of 0", ["data.batch_p=0"], ["data.batch_p", "at least 2"]),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 
+from reid_kd.data.catalog import dataset_options
 from reid_kd.data.datasets import build_dataset
 from reid_kd.data.datasets.base import DatasetLayoutError, ReIDDataset
 
@@ -37,12 +38,13 @@ OFFICIAL: dict[str, dict[str, tuple[int, int | None]]] = {
 }
 
 
+PICKS_THE_TABLE = {"cuhk03": "variant", "veriwild": "test_size", "vehicleid": "test_size"}  # dataset -> option
+
+
 def official_counts(name: str, options: dict) -> dict[str, tuple[int, int | None]] | None:
-    """The official table of a dataset under its options, or None (custom, synthetic, unknown)."""
-    key = {"cuhk03": f"cuhk03:{options.get('cuhk03_variant', 'labeled')}",
-           "veriwild": f"veriwild:{options.get('veriwild_test_size', 3000)}",
-           "vehicleid": f"vehicleid:{options.get('vehicleid_test_size', 800)}"}.get(name, name)
-    return OFFICIAL.get(key)
+    """The official table of a dataset under its options (all of them), or None (custom, synthetic)."""
+    option = PICKS_THE_TABLE.get(name)
+    return OFFICIAL.get(f"{name}:{options[option]}" if option else name)
 
 
 @dataclass
@@ -104,10 +106,11 @@ def jpeg_truncated(path: str) -> bool:
 
 
 def check_dataset(name: str, root: str | Path, options: dict | None = None, read_images: bool = True) -> Report:
-    """Load `name` from `root` with the loader `options` and list what is wrong with it."""
-    options = dict(options or {})
+    """Load `name` from `root` with its loader `options` (the others at their defaults) and list what is
+    wrong with it."""
+    options = dataset_options(name, options)
     try:
-        dataset = build_dataset(name, Path(root), **options, generate=False)  # a check never writes
+        dataset = build_dataset(name, Path(root), generate=False, **options)  # a check never writes
     except DatasetLayoutError as e:
         return Report(name, None, "", [f"missing: {e}"])
     report = Report(name, dataset, table(dataset, official_counts(name, options)))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from reid_kd.data import synth
+from reid_kd.data.catalog import config_options
 from reid_kd.data.datasets import build_dataset
 from reid_kd.data.datasets.base import Item, ReIDDataset, combine_train
 from reid_kd.data.sampler import PKBatchSampler
@@ -60,29 +60,18 @@ class ImageDataset(Dataset):
         return image, item.pid, item.camid, index
 
 
-def synth_spec(data_cfg: dict) -> synth.SynthSpec:
-    return synth.SynthSpec(**data_cfg["synth"])
-
-
-DATASET_OPTIONS = ("vehicleid_test_size", "vehicleid_draws", "vehicleid_draw_seed", "veriwild_test_size",
-                   "msmt17_version", "cuhk03_variant", "custom_csv", "custom_dir")
-
-
-def dataset_options(data_cfg: dict) -> dict:
-    """The keyword options every loader receives (each takes the ones it needs)."""
-    return {"synth_spec": synth_spec(data_cfg), **{k: data_cfg[k] for k in DATASET_OPTIONS}}
-
-
 def load_dataset(data_cfg: dict) -> ReIDDataset:
     """`data.dataset`, its train split joined by those of `data.train_datasets` when listed.
 
     Evaluation stays on `data.dataset`'s query and gallery, or, with `data.validation_fraction`,
     on identities held out of the train split (the test split is then dropped).
     """
-    root, options = Path(data_cfg["root"]), dataset_options(data_cfg)
-    dataset = build_dataset(data_cfg["dataset"], root, **options)
+    def read(name: str) -> ReIDDataset:
+        return build_dataset(name, Path(data_cfg["root"]), **config_options(data_cfg, name))
+
+    dataset = read(data_cfg["dataset"])
     if data_cfg["train_datasets"]:
-        extra = [build_dataset(name, root, **options) for name in data_cfg["train_datasets"]]
+        extra = [read(name) for name in data_cfg["train_datasets"]]
         dataset = replace(dataset, name="+".join(ds.name for ds in [dataset, *extra]),
                           train=combine_train([dataset, *extra]))
     if data_cfg["validation_fraction"] > 0:

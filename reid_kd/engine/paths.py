@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reid_kd.config import config_hash
 from reid_kd.engine.run_folder import RunFolder
+from reid_kd.schema import SCHEMA
 
 ROLES = {"model": "student", "teacher": "teacher"}  # config block -> the network it describes
 NOT_SHAPING = ("root", "workers", "cache_images", "test_batch_size")  # data keys that leave the weights alone
@@ -81,7 +82,8 @@ def teacher_folder(cfg: dict) -> RunFolder:
 def pretrain_data(cfg: dict) -> dict:
     """The pretraining set's `data` block: the benchmark's image recipe on `pretrain.synth`'s vehicles,
     generated under `<data.root>/pretrain/` (never the benchmark's own folder)."""
-    return {**cfg["data"], "dataset": "synth_veri", "root": str(Path(cfg["data"]["root"]) / "pretrain"),
+    common = {k: v for k, v in cfg["data"].items() if k in SCHEMA["data"]}  # no benchmark dataset's options block
+    return {**common, "dataset": "synth_veri", "root": str(Path(cfg["data"]["root"]) / "pretrain"),
             "synth": cfg["pretrain"]["synth"], "train_datasets": [], "validation_fraction": 0.0}
 
 

@@ -7,7 +7,7 @@ and the split files `cuhk03_new_protocol_config_labeled.mat` and
 (identities) and 1-based `train_idx`, `query_idx`, `gallery_idx` into them.
 
 Quirks: manually labelled and detector boxes are two variants of the same images with their own
-split file (`data.cuhk03_variant`); the split is defined by the .mat indices only (the old 20
+split file (`data.cuhk03.variant`); the split is defined by the .mat indices only (the old 20
 random splits of 1367/100 are not supported). The camera is the view in the file name (0 or 1 after
 making it 0-based); a person is seen by one camera pair only, so the view separates cameras.
 """
@@ -21,7 +21,6 @@ import numpy as np
 from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("cuhk03", "CUHK03", "cuhk03_release")
-VARIANTS = ("labeled", "detected")
 NAME = re.compile(r"^\d+_\d+_(\d)_\d+\.(png|jpg)$")
 
 
@@ -33,18 +32,16 @@ def _indices(split: dict, key: str) -> np.ndarray:
     return np.asarray(split[key]).astype(np.int64).ravel() - 1  # MATLAB indices are 1-based
 
 
-def cuhk03(root: Path, cuhk03_variant: str = "labeled", **_: object) -> ReIDDataset:
+def cuhk03(root: Path, variant: str) -> ReIDDataset:
     from scipy.io import loadmat
 
-    if cuhk03_variant not in VARIANTS:
-        raise ValueError(f"cuhk03: variant must be one of {VARIANTS}, got {cuhk03_variant!r}")
     root = Path(root)
     folder = next((root / n for n in FOLDER_NAMES if (root / n).is_dir()), root / FOLDER_NAMES[0])
-    image_dir = f"images_{cuhk03_variant}"
-    require_dirs(folder, "cuhk03", _layout(cuhk03_variant), image_dir)
-    mat = folder / f"cuhk03_new_protocol_config_{cuhk03_variant}.mat"
+    image_dir = f"images_{variant}"
+    require_dirs(folder, "cuhk03", _layout(variant), image_dir)
+    mat = folder / f"cuhk03_new_protocol_config_{variant}.mat"
     if not mat.is_file():
-        raise DatasetLayoutError(f"cuhk03: split file not found: {mat} (expected layout: {_layout(cuhk03_variant)})")
+        raise DatasetLayoutError(f"cuhk03: split file not found: {mat} (expected layout: {_layout(variant)})")
     split = loadmat(str(mat))
     names = [str(np.asarray(n).ravel()[0]) for n in np.asarray(split["filelist"]).ravel()]
     labels = np.asarray(split["labels"]).astype(np.int64).ravel()
@@ -66,6 +63,6 @@ def cuhk03(root: Path, cuhk03_variant: str = "labeled", **_: object) -> ReIDData
         query=take("query_idx"),
         gallery=take("gallery_idx"),
         root=folder,
-        notes={"variant": cuhk03_variant},
+        notes={"variant": variant},
         bad_files=bad,
     )

@@ -1,12 +1,12 @@
 """Bring-your-own data without code: a CSV file or a folder per identity.
 
-`custom_csv` reads the CSV named by `data.custom_csv` (relative paths from `data.root`), with a
+`custom_csv` reads the CSV named by `data.custom_csv.path` (relative paths from `data.root`), with a
 header line `path,id,camera,split`: `path` is the image, relative to the CSV's folder or absolute;
 `id` any identity label (numbers are kept, other labels numbered in sorted order); `camera` any
 camera label, or empty on every row when cameras are unknown; `split` one of train, query,
 gallery. Rows with another split are skipped and reported by `reidkd data check`.
 
-`custom_folder` reads the folder named by `data.custom_dir`, laid out as
+`custom_folder` reads the folder named by `data.custom_folder.path`, laid out as
 `train/<identity>/*.jpg`, `query/<identity>/*.jpg`, `gallery/<identity>/*.jpg` (also .jpeg and
 .png); it records no camera.
 
@@ -32,9 +32,10 @@ def _numbering(labels: set[str]) -> dict[str, int]:
     return {label: i for i, label in enumerate(sorted(labels))}
 
 
-def _resolve(root: Path, value: str | None, key: str, dataset: str) -> Path:
+def _resolve(root: Path, value: str | None, dataset: str) -> Path:
     if not value:
-        raise DatasetLayoutError(f"{dataset}: no path given: set data.{key}=PATH (relative to data.root {root})")
+        raise DatasetLayoutError(f"{dataset}: no path given: set data.{dataset}.path=PATH (relative to data.root "
+                                 f"{root}, or absolute)")
     path = Path(value)
     return path if path.is_absolute() else root / path
 
@@ -51,34 +52,34 @@ def _dataset(name: str, rows: list[tuple[str, str, str, str]], folder: Path, has
                        root=folder, has_cameras=has_cameras, bad_files=bad)
 
 
-def custom_csv(root: Path, custom_csv: str | None = None, **_: object) -> ReIDDataset:
-    path = _resolve(Path(root), custom_csv, "custom_csv", "custom_csv")
-    if not path.is_file():
-        raise DatasetLayoutError(f"custom_csv: CSV file not found: {path} (expected columns: {','.join(COLUMNS)})")
-    with path.open(newline="") as f:
+def custom_csv(root: Path, path: str | None) -> ReIDDataset:
+    listing = _resolve(Path(root), path, "custom_csv")
+    if not listing.is_file():
+        raise DatasetLayoutError(f"custom_csv: CSV file not found: {listing} (expected columns: {','.join(COLUMNS)})")
+    with listing.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DatasetLayoutError(f"custom_csv: {path} lacks the column(s) {', '.join(missing)} "
+            raise DatasetLayoutError(f"custom_csv: {listing} lacks the column(s) {', '.join(missing)} "
                                      f"(expected header: {','.join(COLUMNS)})")
         lines = [(n + 2, {k: (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader)]
     rows, bad = [], []
     for line, row in lines:
         if row["split"] not in SPLITS or not row["path"] or not row["id"]:
-            bad.append(f"{path.name} line {line}: {','.join(row[c] for c in COLUMNS)}")
+            bad.append(f"{listing.name} line {line}: {','.join(row[c] for c in COLUMNS)}")
             continue
         image = Path(row["path"])
-        image = image if image.is_absolute() else path.parent / image
+        image = image if image.is_absolute() else listing.parent / image
         rows.append((str(image), row["id"], row["camera"], row["split"]))
     with_camera = sum(1 for r in rows if r[2])
     if 0 < with_camera < len(rows):
-        raise DatasetLayoutError(f"custom_csv: {path}: the camera column is filled on {with_camera} of {len(rows)} "
+        raise DatasetLayoutError(f"custom_csv: {listing}: the camera column is filled on {with_camera} of {len(rows)} "
                                  f"rows; fill it on every row or leave it empty on every row")
-    return _dataset("custom_csv", rows, path.parent, with_camera > 0, bad)
+    return _dataset("custom_csv", rows, listing.parent, with_camera > 0, bad)
 
 
-def custom_folder(root: Path, custom_dir: str | None = None, **_: object) -> ReIDDataset:
-    folder = _resolve(Path(root), custom_dir, "custom_dir", "custom_folder")
+def custom_folder(root: Path, path: str | None) -> ReIDDataset:
+    folder = _resolve(Path(root), path, "custom_folder")
     require_dirs(folder, "custom_folder", "train/<identity>/*.jpg, query/<identity>/*.jpg, gallery/<identity>/*.jpg",
                  *SPLITS)
     rows, bad = [], []

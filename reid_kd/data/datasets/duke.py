@@ -17,5 +17,5 @@ PATTERN = re.compile(r"^(\d+)_c(\d+)_f\d+\.jpg$")
 FOLDER_NAMES = ("DukeMTMC-reID", "dukemtmc-reid", "dukemtmcreid")
 
 
-def dukemtmcreid(root: Path, **_: object) -> ReIDDataset:
+def dukemtmcreid(root: Path) -> ReIDDataset:
     return load_market_layout(find_folder(root, FOLDER_NAMES), "dukemtmcreid", PATTERN, LAYOUT)

@@ -51,13 +51,13 @@ def find_folder(root: Path, names: tuple[str, ...]) -> Path:
     return next((root / n for n in names if (root / n).is_dir()), root / names[0])
 
 
-def market1501(root: Path, **_: object) -> ReIDDataset:
+def market1501(root: Path) -> ReIDDataset:
     return load_market_layout(find_folder(root, FOLDER_NAMES), "market1501")
 
 
-def synth_market(root: Path, synth_spec: synth.SynthSpec | None = None, generate: bool = True,
-                 **_: object) -> ReIDDataset:
-    """The procedurally generated persons, written on first use (see reid_kd.data.synth_person)."""
+def synth_market(root: Path, generate: bool = True, **spec: int) -> ReIDDataset:
+    """The procedurally generated persons of `data.synth` (`spec`), written on first use (see
+    reid_kd.data.synth_person)."""
     folder = Path(root) / "synth_market"  # read as it is without `generate` (what `reidkd data check` asks)
-    folder = synth_person.ensure(folder, synth_spec or synth.SynthSpec()) if generate else folder
+    folder = synth_person.ensure(folder, synth.SynthSpec(**spec)) if generate else folder
     return load_market_layout(folder, "synth_market")

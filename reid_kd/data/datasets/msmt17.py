@@ -5,7 +5,7 @@ Layout: `<root>/MSMT17_V1/` holding `train/`, `test/` or `<root>/MSMT17_V2/` hol
 `list_gallery.txt`. A list line is `PPPP/PPPP_SSS_CC_DDDDtime_FFFF_N.jpg ID` (relative path and
 identity); the camera is the third field of the file name (1-based). The split is defined by the
 list files only: train is list_train + list_val (the usual 1041 identities), query and gallery
-come from the test folder. `data.msmt17_version` picks v1 or v2; `auto` takes V1 when present.
+come from the test folder. `data.msmt17.version` picks v1 or v2; `auto` takes V1 when present.
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def _read_list(folder: Path, listing: Path, bad: list[str]) -> list[Item]:
     return items
 
 
-def msmt17(root: Path, msmt17_version: str = "auto", **_: object) -> ReIDDataset:
-    folder, version = _find(Path(root), msmt17_version)
+def msmt17(root: Path, version: str) -> ReIDDataset:
+    folder, version = _find(Path(root), version)
     _, train_dir, test_dir = VERSIONS[version]
     require_dirs(folder, "msmt17", _layout(version), train_dir, test_dir)
     for listing in LISTS:

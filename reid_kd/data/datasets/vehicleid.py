@@ -6,7 +6,7 @@ Layout: `<root>/VehicleID_V1.0/` holding `image/NNNNNNN.jpg` and `train_test_spl
 
 Protocol quirk: there is no query/gallery split and no camera. For each test identity one image,
 drawn at random, is the gallery and the others are queries; the figure reported is the mean over
-10 such draws. Draw i uses the seed (`data.vehicleid_draw_seed`, i); all `data.vehicleid_draws`
+10 such draws. Draw i uses the seed (`data.vehicleid.draw_seed`, i); all `data.vehicleid.draws`
 draws are kept in `ReIDDataset.draws` (evaluation averages them) and `query` / `gallery` are draw
 0. Camera ids are all 0 and `has_cameras` is False, so evaluation keeps every gallery positive.
 """
@@ -20,7 +20,6 @@ import numpy as np
 from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("VehicleID_V1.0", "VehicleID")
-TEST_SIZES = (800, 1600, 2400, 13164)
 LAYOUT = "image/NNNNNNN.jpg and train_test_split/train_list.txt, test_list_{800,1600,2400,13164}.txt"
 
 
@@ -51,27 +50,22 @@ def draw_gallery(items: list[Item], seed: int, draw: int) -> tuple[list[Item], l
     return query, gallery
 
 
-def vehicleid(root: Path, vehicleid_test_size: int = 800, vehicleid_draws: int = 10, vehicleid_draw_seed: int = 0,
-              **_: object) -> ReIDDataset:
-    if vehicleid_test_size not in TEST_SIZES:
-        raise ValueError(f"vehicleid: test size must be one of {TEST_SIZES}, got {vehicleid_test_size}")
-    if vehicleid_draws < 1:
-        raise ValueError(f"vehicleid: vehicleid_draws must be at least 1, got {vehicleid_draws}")
+def vehicleid(root: Path, test_size: int, draws: int, draw_seed: int) -> ReIDDataset:
     root = Path(root)
     folder = next((root / n for n in FOLDER_NAMES if (root / n).is_dir()), root / FOLDER_NAMES[0])
     require_dirs(folder, "vehicleid", LAYOUT, "image", "train_test_split")
     bad: list[str] = []
     train = _read_list(folder, folder / "train_test_split" / "train_list.txt", bad)
-    test = _read_list(folder, folder / "train_test_split" / f"test_list_{vehicleid_test_size}.txt", bad)
-    draws = [draw_gallery(test, vehicleid_draw_seed, d) for d in range(vehicleid_draws)]
+    test = _read_list(folder, folder / "train_test_split" / f"test_list_{test_size}.txt", bad)
+    drawn = [draw_gallery(test, draw_seed, d) for d in range(draws)]
     return ReIDDataset(
         name="vehicleid",
         train=relabel(train),
-        query=draws[0][0],
-        gallery=draws[0][1],
+        query=drawn[0][0],
+        gallery=drawn[0][1],
         root=folder,
-        notes={"test_size": str(vehicleid_test_size), "draws": str(vehicleid_draws)},
+        notes={"test_size": str(test_size), "draws": str(draws)},
         has_cameras=False,
-        draws=draws,
+        draws=drawn,
         bad_files=bad,
     )

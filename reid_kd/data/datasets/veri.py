@@ -45,13 +45,12 @@ def load_veri_layout(root: Path, name: str) -> ReIDDataset:
     )
 
 
-def veri776(root: Path, **_: object) -> ReIDDataset:
+def veri776(root: Path) -> ReIDDataset:
     return load_veri_layout(Path(root) / "VeRi", "veri776")
 
 
-def synth_veri(root: Path, synth_spec: synth.SynthSpec | None = None, generate: bool = True,
-               **_: object) -> ReIDDataset:
-    """The procedurally generated VeRi, written on first use (see reid_kd.data.synth)."""
+def synth_veri(root: Path, generate: bool = True, **spec: int) -> ReIDDataset:
+    """The procedurally generated VeRi of `data.synth` (`spec`), written on first use (see reid_kd.data.synth)."""
     folder = Path(root) / "synth_veri"  # read as it is without `generate` (what `reidkd data check` asks)
-    folder = synth.ensure(folder, synth_spec or synth.SynthSpec()) if generate else folder
+    folder = synth.ensure(folder, synth.SynthSpec(**spec)) if generate else folder
     return load_veri_layout(folder, "synth_veri")

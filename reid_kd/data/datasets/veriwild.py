@@ -7,7 +7,7 @@ whose lines are `VVVVV/IIIIII` (vehicle id / image id), and `vehicle_info.txt`.
 Quirk: cameras are not in the file names but in `vehicle_info.txt`, whose lines are
 `VVVVV/IIIIII;camera;time;model;type;colour` after a header line. Camera numbers are mapped to
 0-based ids in sorted order. Images absent from the info file are skipped and counted as bad.
-`data.veriwild_test_size` picks the small (3000), medium (5000) or large (10000) test set.
+`data.veriwild.test_size` picks the small (3000), medium (5000) or large (10000) test set.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from reid_kd.data.datasets.base import DatasetLayoutError, Item, ReIDDataset, relabel, require_dirs
 
 FOLDER_NAMES = ("VERI-Wild", "VeRi-Wild", "veriwild")
-TEST_SIZES = (3000, 5000, 10000)
 LAYOUT = ("images/VVVVV/IIIIII.jpg and train_test_split/ with train_list.txt, test_N_query.txt, test_N.txt, "
           "vehicle_info.txt")
 
@@ -54,9 +53,7 @@ def _read_list(root: Path, listing: Path, cameras: dict[str, int], bad: list[str
     return items
 
 
-def veriwild(root: Path, veriwild_test_size: int = 3000, **_: object) -> ReIDDataset:
-    if veriwild_test_size not in TEST_SIZES:
-        raise ValueError(f"veriwild: test size must be one of {TEST_SIZES}, got {veriwild_test_size}")
+def veriwild(root: Path, test_size: int) -> ReIDDataset:
     root = Path(root)
     folder = next((root / n for n in FOLDER_NAMES if (root / n).is_dir()), root / FOLDER_NAMES[0])
     require_dirs(folder, "veriwild", LAYOUT, "images", "train_test_split")
@@ -66,9 +63,9 @@ def veriwild(root: Path, veriwild_test_size: int = 3000, **_: object) -> ReIDDat
     return ReIDDataset(
         name="veriwild",
         train=relabel(_read_list(folder, split / "train_list.txt", cameras, bad)),
-        query=_read_list(folder, split / f"test_{veriwild_test_size}_query.txt", cameras, bad),
-        gallery=_read_list(folder, split / f"test_{veriwild_test_size}.txt", cameras, bad),
+        query=_read_list(folder, split / f"test_{test_size}_query.txt", cameras, bad),
+        gallery=_read_list(folder, split / f"test_{test_size}.txt", cameras, bad),
         root=folder,
-        notes={"test_size": str(veriwild_test_size)},
+        notes={"test_size": str(test_size)},
         bad_files=bad,
     )
