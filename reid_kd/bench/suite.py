@@ -143,16 +143,21 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False
                     claims.release(run_dir(cfg))
     finally:
         claims.close()
-    for entry, seed, cfg in runs:
-        holder = read_claim(run_dir(cfg))
-        if run_state(cfg) != "done" and holder:
-            logger.info(f"{tags[entry.name, seed]}: left to worker {holder.get('worker', '?')} "
-                        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}), which holds it")
+    _say_left_to_others(runs, tags)
     if failed:
         raise RunsFailedError(f"{len(failed)} run(s) of suite {suite.name!r} failed: {', '.join(failed)}; the others "
                               f"were trained; `reidkd bench --suite FILE --status` shows each error, and running "
                               "`reidkd bench` again retries them")
     return [run_folder(cfg).read_metrics() for _, _, cfg in runs if run_state(cfg) == "done"]
+
+
+def _say_left_to_others(runs: list[tuple[Entry, int, dict]], tags: dict) -> None:
+    """One line per unfinished run another worker holds: who trains it."""
+    for entry, seed, cfg in runs:
+        holder = read_claim(run_dir(cfg))
+        if run_state(cfg) != "done" and holder:
+            logger.info(f"{tags[entry.name, seed]}: left to worker {holder.get('worker', '?')} "
+                        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}), which holds it")
 
 
 def _loaders_cache():
