@@ -72,6 +72,35 @@ def test_imports_go_down_only():
     assert not upward, "\n".join(upward)
 
 
+def test_no_import_circle():
+    """Within a layer too, the modules' imports (TYPE_CHECKING ones included) form no circle: each module can
+    be read knowing only what it imports."""
+    known = modules()
+    graph = {name: {t for _, t in project_imports(ast.parse(path.read_text()), known) if t in known and t != name}
+             for name, path in known.items()}
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            assert state.get(target) != "open", "import circle: " + " -> ".join(path + [name, target])
+            if target not in state:
+                visit(target, path + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_no_function_is_over_60_lines():
+    """A function a reader cannot take in at once is split into ones with a name each."""
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in modules().values() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, "\n".join(long)
+
+
 def test_no_function_local_project_imports():
     known = modules()
     local = []
