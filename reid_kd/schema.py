@@ -136,6 +136,9 @@ SCHEMA: dict[str, Any] = {
         "pretrained": Typed(str, None),
         "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
         "neck": Choice("bnneck", "none"),
+        # the layout of its activations in training and inference (channels_last is faster for some networks
+        # on some processors: benchmarks/step_times.py measures yours); part of its cache key
+        "memory_format": Choice("contiguous", "channels_last"),
     },
     "teacher": {
         "backbone": "resnet50",
@@ -144,6 +147,10 @@ SCHEMA: dict[str, Any] = {
         "neck": Choice("bnneck", "none"),
         "checkpoint": Typed(str, None),
         "seed": Maybe(int, 0),  # seed of the teacher's training; null: experiment.seed
+        "memory_format": Choice("contiguous", "channels_last"),
+        # the frozen teacher's forward while students distil: null as experiment.amp (float32, or mixed
+        # precision), else autocast to this type (bfloat16 on CPU, float16 on CUDA are the fast ones)
+        "forward_dtype": Typed(str, None, choices=("float32", "bfloat16", "float16")),
         "train": TRAIN_SCHEMA,
     },
     "train": TRAIN_SCHEMA,

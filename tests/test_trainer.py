@@ -42,3 +42,71 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_overrides):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
     with (tmp_path / "resumed" / "log.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_channels_last_members_and_a_bfloat16_teacher_forward(tmp_path, tiny_overrides):
+    """`model.memory_format`, `teacher.memory_format`, `teacher.forward_dtype`: each network in its layout,
+    the teacher's forward autocast to bfloat16 on CPU, the distiller still computing in float32."""
+    from reid_kd.distill.base import build_distiller
+    from reid_kd.data.image_dataset import train_targets
+
+    cfg = load_config("configs/quickstart.yaml", tiny_overrides + ["distill.method=kd"])
+    loaders = build_loaders(cfg["data"], seed=0)
+    n = loaders.dataset.num_train_pids
+    torch.manual_seed(0)
+    teacher, student = build_model(cfg["teacher"], n), build_model(cfg["model"], n)
+    cohort = Cohort(loaders.train, torch.device("cpu"), teacher=teacher, teacher_dtype="bfloat16",
+                    teacher_memory_format="channels_last")
+    member = cohort.add(student, cfg["train"], RunFolder(tmp_path), hooks=[], memory_format="channels_last",
+                        distiller=build_distiller(cfg["distill"], student, teacher, train_targets(loaders)))
+    seen = []
+    step = member.train_step
+
+    def recording_step(images, targets, indices, teacher_out=None):
+        seen.append(teacher_out.global_feat.dtype)
+        return step(images, targets, indices, teacher_out)
+
+    member.train_step = recording_step
+    cohort.fit()
+    conv = next(p for p in member.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert next(p for p in cohort.teacher.parameters() if p.dim() == 4).is_contiguous(
+        memory_format=torch.channels_last)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(torch.isfinite(p).all() for p in member.model.parameters())
+
+
+def test_the_default_settings_are_float32_and_contiguous(tiny_overrides):
+    from reid_kd.engine.results import settings
+
+    cpu = torch.device("cpu")
+    cfg = load_config("configs/quickstart.yaml", tiny_overrides)
+    assert settings(cfg, cpu) == {"precision": {"train": "float32", "teacher_forward": "float32"},
+                                  "memory_format": {"student": "contiguous", "teacher": "contiguous"}}
+    amp = load_config("configs/quickstart.yaml", tiny_overrides + ["experiment.amp=true"])
+    assert settings(amp, cpu)["precision"] == {"train": "mixed", "teacher_forward": "bfloat16"}  # as experiment.amp
+    fast = load_config("configs/quickstart.yaml", tiny_overrides + [
+        "teacher.forward_dtype=bfloat16", "model.memory_format=channels_last", "teacher.memory_format=channels_last"])
+    assert settings(fast, cpu) == {"precision": {"train": "float32", "teacher_forward": "bfloat16"},
+                                   "memory_format": {"student": "channels_last", "teacher": "channels_last"}}
+
+
+def test_cache_keys_hold_what_shapes_the_network(tiny_overrides):
+    """A teacher or a pretrained backbone trained under other settings is never reused as this one: its
+    memory format and training precision are in its key; the teacher's forward precision is not (it does
+    not shape the teacher)."""
+    from reid_kd.engine.paths import pretrain_key, teacher_key
+
+    base = tiny_overrides + ["model.pretrained=synth", "teacher.pretrained=synth"]
+
+    def keys(*sets):
+        cfg = load_config("configs/quickstart.yaml", base + list(sets))
+        return teacher_key(cfg), pretrain_key(cfg, "model"), pretrain_key(cfg, "teacher")
+
+    plain = keys()
+    assert keys("teacher.forward_dtype=bfloat16") == plain
+    assert keys("experiment.amp=true")[0] != plain[0] and keys("experiment.amp=true")[1] != plain[1]
+    teacher_cl = keys("teacher.memory_format=channels_last")
+    assert teacher_cl[0] != plain[0] and teacher_cl[2] != plain[2] and teacher_cl[1] == plain[1]
+    student_cl = keys("model.memory_format=channels_last")
+    assert student_cl[1] != plain[1] and student_cl[0] == plain[0]

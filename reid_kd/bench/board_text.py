@@ -47,6 +47,19 @@ def _initialisation(runs: pd.DataFrame) -> str:
     return f"Initialisation: {say('teacher')}, {say('student')}."
 
 
+def _computation(runs: pd.DataFrame) -> str:
+    """The precision and memory format the runs computed in (both move the numbers a little); runs recorded
+    before these were recorded say nothing."""
+    def said(key: str, part: str) -> str:
+        values = {r.get(part) for r in runs.get(key, pd.Series(dtype=object)) if isinstance(r, dict)}
+        return "/".join(sorted(v for v in values if v)) or DASH
+
+    if runs.empty or "precision" not in runs:
+        return ""
+    return (f"Computation: training {said('precision', 'train')}, teacher forward {said('precision', 'teacher_forward')}; "
+            f"memory format teacher {said('memory_format', 'teacher')}, student {said('memory_format', 'student')}.")
+
+
 def _software(runs: pd.DataFrame) -> str:
     """The software versions the runs recorded (numbers can differ across versions with the same seed)."""
     names = (("python", "Python"), ("torch", "PyTorch"), ("torchvision", "torchvision"), ("faiss", "FAISS"))
@@ -98,7 +111,8 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
         f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
-        f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(),
+        f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip()
+        + (f" {_computation(runs)}" if _computation(runs) else ""),
         _software(runs),
         "",
         table(main_rows(every, entries, len(suite["seeds"]))),

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from reid_kd.engine.hooks import Hook
 from reid_kd.engine.member import Member
 from reid_kd.engine.run_folder import RunFolder
-from reid_kd.engine.runtime import autocast
+from reid_kd.engine.runtime import MEMORY_FORMATS, forward_autocast, forward_precision, in_format
 from reid_kd.utils import distributed
 
 
@@ -51,22 +51,29 @@ def own_stream(streams: list[tuple], i: int, device: torch.device):
 
 
 class Cohort:
-    """Networks trained on one loader, seed, device and precision, behind at most one frozen teacher."""
+    """Networks trained on one loader, seed, device and precision, behind at most one frozen teacher, whose
+    forward runs in `teacher_dtype` (null: as `amp`) and `teacher_memory_format`."""
 
     def __init__(self, loader, device: torch.device, seed: int = 0, *, teacher: nn.Module | None = None,
-                 amp: bool = False):
+                 amp: bool = False, teacher_dtype: str | None = None, teacher_memory_format: str = "contiguous"):
         self.loader, self.device, self.seed, self.amp = loader, device, seed, amp
-        self.teacher = teacher.to(device).eval().requires_grad_(False) if teacher is not None else None
+        self.teacher_dtype = forward_precision(teacher_dtype, amp, device)
+        self.teacher_memory_format = teacher_memory_format
+        if teacher is not None:
+            teacher = teacher.to(device).eval().requires_grad_(False)
+            if teacher_memory_format != "contiguous":
+                teacher = teacher.to(memory_format=MEMORY_FORMATS[teacher_memory_format])
+        self.teacher = teacher
         self.members: list[Member] = []
 
     def add(self, model: nn.Module, train_cfg: dict, folder: RunFolder, *, distiller: nn.Module | None = None,
             desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None,
-            sync_bn: bool = False) -> Member:
+            sync_bn: bool = False, memory_format: str = "contiguous") -> Member:
         """A member training `model` into `folder`; a distiller needs the cohort's teacher."""
         if distiller is not None and self.teacher is None:
             raise ValueError(f"{desc}: a distiller needs the cohort's teacher")
         member = Member(model, train_cfg, folder, self.device, len(self.loader), distiller=distiller, amp=self.amp,
-                        desc=desc, tag=tag, hooks=hooks, sync_bn=sync_bn)
+                        desc=desc, tag=tag, hooks=hooks, sync_bn=sync_bn, memory_format=memory_format)
         self.members.append(member)
         return member
 
@@ -112,8 +119,8 @@ class Cohort:
             indices = indices.to(self.device)
             teacher_out = None
             if distilling:
-                with torch.no_grad(), autocast(self.device, self.amp):
-                    teacher_out = self.teacher(images)
+                with torch.no_grad(), forward_autocast(self.device, self.teacher_dtype):
+                    teacher_out = self.teacher(in_format(images, self.teacher_memory_format))
             terms = []
             for i, m in enumerate(active):
                 with own_stream(streams, i, self.device):

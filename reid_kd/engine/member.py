@@ -17,7 +17,7 @@ from torch import nn
 
 from reid_kd.engine.hooks import Hook, default_hooks
 from reid_kd.engine.run_folder import RunFolder
-from reid_kd.engine.runtime import autocast
+from reid_kd.engine.runtime import MEMORY_FORMATS, autocast, in_format
 from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
 from reid_kd.utils.io import load_torch, save_torch
@@ -51,11 +51,15 @@ class Member:
 
     def __init__(self, model: nn.Module, train_cfg: dict, folder: RunFolder, device: torch.device,
                  steps_per_epoch: int, *, distiller: nn.Module | None = None, amp: bool = False,
-                 desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None, sync_bn: bool = False):
+                 desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None, sync_bn: bool = False,
+                 memory_format: str = "contiguous"):
         self.main = distributed.is_main()
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         if sync_bn and distributed.active():
             model = distributed.sync_batch_norm(model, device)
+        if memory_format != "contiguous":  # its weights and activations in that layout (inputs: `in_format`)
+            model = model.to(memory_format=MEMORY_FORMATS[memory_format])
+        self.memory_format = memory_format
         self.model, self.cfg, self.device, self.folder, self.desc = model.to(device), train_cfg, device, folder, desc
         self.forward = self.model
         if distributed.active():  # gradients averaged over the ranks as the backward pass runs
@@ -135,7 +139,7 @@ class Member:
         """One optimisation step: the loss terms and total, and the batch accuracy.
         `teacher_out` is the teacher's output on `images` (the cohort's one forward)."""
         with autocast(self.device, self.amp):
-            out = self.forward(images)
+            out = self.forward(in_format(images, self.memory_format))
         # the losses in float32 (distances, relations, softmax at a temperature), the network in mixed precision
         losses = reid_losses(out.float(), targets, self.cfg)
         if self.distiller is not None:

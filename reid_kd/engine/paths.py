@@ -59,9 +59,10 @@ def teacher_seed(cfg: dict) -> int:
 
 
 def teacher_spec(cfg: dict) -> dict:
-    """Everything the cached teacher depends on (what its key hashes)."""
-    t = {k: v for k, v in cfg["teacher"].items() if k != "seed"}
-    spec = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg)}
+    """Everything the cached teacher's weights depend on (what its key hashes): its training precision too,
+    not the precision of its forward while students distil."""
+    t = {k: v for k, v in cfg["teacher"].items() if k not in ("seed", "forward_dtype")}
+    spec = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg), "amp": cfg["experiment"]["amp"]}
     if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
         spec["start"] = pretrain_key(cfg, "teacher")
     return spec
@@ -92,7 +93,8 @@ def shaping(cfg: dict, block: str) -> dict:
     net = cfg[block]
     data = {k: v for k, v in pretrain_data(cfg).items() if k not in NOT_SHAPING}
     return {"backbone": net["backbone"], "last_stride": net["last_stride"], "neck": net["neck"], "data": data,
-            "train": cfg["pretrain"][ROLES[block]], "seed": cfg["pretrain"]["seed"]}
+            "train": cfg["pretrain"][ROLES[block]], "seed": cfg["pretrain"]["seed"], "amp": cfg["experiment"]["amp"],
+            "memory_format": net["memory_format"]}
 
 
 def pretrain_key(cfg: dict, block: str) -> str:

@@ -9,6 +9,7 @@ import torch
 
 from reid_kd.config import config_hash
 from reid_kd.engine.paths import method_name, run_name, teacher_key
+from reid_kd.engine.runtime import forward_precision
 from reid_kd.evaluation.speed import inference_speed
 from reid_kd.models.reid_model import ReIDModel
 from reid_kd.utils import distributed
@@ -34,13 +35,24 @@ def trained_in(cfg: dict) -> dict:
     return {"world_size": n, "sync_bn": bool(cfg["experiment"]["sync_bn"]) and n > 1}
 
 
+def settings(cfg: dict, device: torch.device) -> dict:
+    """How the networks computed (both change the numbers a little): training precision, the teacher's forward
+    precision while students distil, and each network's memory format."""
+    t = cfg["teacher"]
+    return {"precision": {"train": "mixed" if cfg["experiment"]["amp"] else "float32",
+                          "teacher_forward": forward_precision(t["forward_dtype"], cfg["experiment"]["amp"], device)},
+            "memory_format": {"student": cfg["model"]["memory_format"], "teacher": t["memory_format"]}}
+
+
 def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int, gallery,
                    device: torch.device) -> dict:
     """A cached teacher's metrics.json: its scores and how it was trained."""
     return metrics | {"params": count_params(teacher), "train_seconds": seconds,
                       "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
                       "pretrained": teacher.start, "inference_images_per_sec": inference_speed(teacher, gallery, device),
-                      "environment": software_environment(device), **trained_in(cfg)}
+                      "environment": software_environment(device), **trained_in(cfg),
+                      "precision": {"train": "mixed" if cfg["experiment"]["amp"] else "float32"},
+                      "memory_format": cfg["teacher"]["memory_format"]}
 
 
 def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,
@@ -63,5 +75,5 @@ def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float,
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
         "inference_images_per_sec": inference_speed(student, gallery, device),
         **trained_in(cfg), "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
-        "environment": software_environment(device), "teacher": teacher_summary,
+        "environment": software_environment(device), "teacher": teacher_summary, **settings(cfg, device),
     }

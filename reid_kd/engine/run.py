@@ -68,8 +68,9 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
                    teacher_metrics: dict | None = None, stop_after: int | None = None) -> list[dict | None]:
     """`train_student` for several configs of one seed and data, trained side by side behind one teacher
     forward per batch (see `engine/cohort.py`); each gets the result it would get alone."""
-    exp = cfgs[0]["experiment"]
-    cohort = Cohort(loaders.train, device, exp["seed"], teacher=teacher, amp=exp["amp"])
+    exp, t_cfg = cfgs[0]["experiment"], cfgs[0]["teacher"]
+    cohort = Cohort(loaders.train, device, exp["seed"], teacher=teacher, amp=exp["amp"],
+                    teacher_dtype=t_cfg["forward_dtype"], teacher_memory_format=t_cfg["memory_format"])
     jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics) for cfg in cfgs]
     return train_jobs(cohort, jobs, stop_after)
 
@@ -83,7 +84,7 @@ def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.devi
     student = build_model(cfg["model"], loaders.dataset.num_train_pids, start)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     member = cohort.add(student, cfg["train"], folder, distiller=distiller, desc=run_name(cfg),
-                        tag=config_hash(cfg), sync_bn=exp["sync_bn"])
+                        tag=config_hash(cfg), sync_bn=exp["sync_bn"], memory_format=cfg["model"]["memory_format"])
     return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"]),
                evaluate=lambda: evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device),
                record=lambda metrics, seconds: student_record(cfg, metrics, student, seconds, teacher,

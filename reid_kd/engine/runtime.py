@@ -27,6 +27,27 @@ def autocast(device: torch.device, enabled: bool):
                           enabled=enabled)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def forward_precision(forward_dtype: str | None, amp: bool, device: torch.device) -> str:
+    """The type the teacher's forward computes in: `teacher.forward_dtype`, or as `experiment.amp` when null."""
+    if forward_dtype is not None:
+        return forward_dtype
+    return ("float16" if device.type == "cuda" else "bfloat16") if amp else "float32"
+
+
+def forward_autocast(device: torch.device, dtype: str):
+    """Autocast to `dtype` (a `forward_precision`), none for float32."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32")
+
+
+def in_format(x: torch.Tensor, memory_format: str) -> torch.Tensor:
+    """`x` laid out as a network of `memory_format` takes it (no copy for the default layout)."""
+    return x if memory_format == "contiguous" else x.contiguous(memory_format=MEMORY_FORMATS[memory_format])
+
+
 def setup_runtime(cfg: dict) -> torch.device:
     exp = cfg["experiment"]
     if exp["threads"]:

@@ -61,7 +61,7 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[R
     cohort = Cohort(train_loader, device, seed, amp=cfg["experiment"]["amp"])
     spec = teacher_spec(cfg)
     member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name,
-                        sync_bn=cfg["experiment"]["sync_bn"])
+                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=t_cfg["memory_format"])
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
               evaluate=lambda: evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device),
               record=lambda metrics, seconds: teacher_record(metrics, teacher, seconds, cfg, seed, loaders.gallery,
