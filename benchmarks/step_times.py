@@ -1,6 +1,6 @@
 """Training-step and forward times of any backbones on this machine, in every precision and memory format.
 
-    python benchmarks/step_times.py                                   # the CPU suite's networks, 1 thread
+    python benchmarks/step_times.py                                   # the CPU suite's networks, every core
     python benchmarks/step_times.py --backbones resnet18 resnet50_ibn_a --threads 2 --size 64 --batch 64
 
 Per backbone, two calls: a training step (forward, the re-ID losses, backward, Adam, on a P×K batch) and the
@@ -73,12 +73,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=8, help="timed calls per column")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the suites run 1 unless set)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: every core, as runs use unless experiment.threads is set)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = select_device(args.device, "--device", "--device cpu")
-    print(f"batch {args.batch} at {args.size}x{args.size}, {args.threads} thread(s), {device}, median of "
+    print(f"batch {args.batch} at {args.size}x{args.size}, {torch.get_num_threads()} thread(s), {device}, median of "
           f"{args.steps} calls; ms per call (speed-up over float32)")
     print("| network, call | " + " | ".join(name for name, _, _ in COLUMNS) + " |")
     print("| --- |" + " --- |" * len(COLUMNS))

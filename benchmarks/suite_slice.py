@@ -99,7 +99,8 @@ def main() -> None:
     settings = {"default": tuple(DEFAULT), "fast": tuple(args.fast or ())}
     cfgs = {name: [suite.run_config(e, seed, sets) for e in entries] for name, sets in settings.items()}
     first = cfgs["fast"][0]
-    torch.set_num_threads(args.threads or first["experiment"]["threads"] or torch.get_num_threads())
+    if args.threads or first["experiment"]["threads"]:  # else every core, as the suite's runs
+        torch.set_num_threads(args.threads or first["experiment"]["threads"])
     device = torch.device("cpu")
     loaders = build_loaders(first["data"], seed)
     clocks = {name: Clock() for name in settings}
