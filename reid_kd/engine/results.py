@@ -10,7 +10,6 @@ import torch
 from reid_kd.config import config_hash
 from reid_kd.engine.paths import method_name, run_name, teacher_key
 from reid_kd.engine.runtime import forward_precision
-from reid_kd.evaluation.speed import inference_speed
 from reid_kd.models.reid_model import ReIDModel
 from reid_kd.utils import distributed
 from reid_kd.utils.provenance import git_commit, software_environment
@@ -44,19 +43,19 @@ def settings(cfg: dict, device: torch.device) -> dict:
             "memory_format": {"student": cfg["model"]["memory_format"], "teacher": t["memory_format"]}}
 
 
-def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int, gallery,
+def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int,
                    device: torch.device) -> dict:
     """A cached teacher's metrics.json: its scores and how it was trained."""
     return metrics | {"params": count_params(teacher), "train_seconds": seconds,
                       "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
-                      "pretrained": teacher.start, "inference_images_per_sec": inference_speed(teacher, gallery, device),
+                      "pretrained": teacher.start, "inference_images_per_sec": metrics["inference_images_per_sec"],
                       "environment": software_environment(device), **trained_in(cfg),
                       "precision": {"train": "mixed" if cfg["experiment"]["amp"] else "float32"},
                       "memory_format": cfg["teacher"]["memory_format"]}
 
 
 def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,
-                   teacher_metrics: dict | None, gallery, device: torch.device) -> dict:
+                   teacher_metrics: dict | None, device: torch.device) -> dict:
     """A run's metrics.json: the student's scores, its teacher's, and the run's provenance."""
     teacher_summary = None
     if teacher_metrics is not None:
@@ -73,7 +72,7 @@ def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float,
         "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
         "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
-        "inference_images_per_sec": inference_speed(student, gallery, device),
+        "inference_images_per_sec": metrics["inference_images_per_sec"],
         **trained_in(cfg), "git_commit": git_commit(), "config_hash": config_hash(cfg), "device": device.type,
         "environment": software_environment(device), "teacher": teacher_summary, **settings(cfg, device),
     }

@@ -88,4 +88,4 @@ def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.devi
     return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"]),
                evaluate=lambda: evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], device),
                record=lambda metrics, seconds: student_record(cfg, metrics, student, seconds, teacher,
-                                                              teacher_metrics, loaders.gallery, device))
+                                                              teacher_metrics, device))

@@ -64,6 +64,5 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[R
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=t_cfg["memory_format"])
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
               evaluate=lambda: evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device),
-              record=lambda metrics, seconds: teacher_record(metrics, teacher, seconds, cfg, seed, loaders.gallery,
-                                                             device))
+              record=lambda metrics, seconds: teacher_record(metrics, teacher, seconds, cfg, seed, device))
     return teacher, train_jobs(cohort, [job])[0]

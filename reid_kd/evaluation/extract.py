@@ -1,6 +1,8 @@
 """Run a model over query and gallery, then score it."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,11 +14,13 @@ from reid_kd.utils import distributed
 
 
 @torch.no_grad()
-def extract_features(model, loader, device: torch.device, progress: str | None = None
+def extract_features(model, loader, device: torch.device, progress: str | None = None, timing: dict | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Retrieval features (`bn_feat`, L2-normalised), identities and cameras of a loader's images.
 
-    `progress` names a progress bar over the batches (shown on a terminal).
+    `progress` names a progress bar over the batches (shown on a terminal). `timing` (a dict) gets the
+    seconds the forward passes took and the images they embedded: the model's inference speed, measured
+    on the pass evaluation makes anyway (image decoding not counted).
     """
     was_training = model.training
     model.eval()
@@ -27,7 +31,12 @@ def extract_features(model, loader, device: torch.device, progress: str | None =
     feats, pids, camids = [], [], []
     batches = tqdm(loader, desc=progress, unit="batch", leave=False, disable=None) if progress else loader
     for images, pid, camid, _ in batches:
-        out = model(images.to(device, non_blocking=True))
+        images = images.to(device, non_blocking=True)
+        start = _synced_clock(device) if timing is not None else 0.0
+        out = model(images)
+        if timing is not None:
+            timing["seconds"] = timing.get("seconds", 0.0) + _synced_clock(device) - start
+            timing["images"] = timing.get("images", 0) + len(images)
         feats.append(F.normalize(out.bn_feat.float(), dim=1))
         pids.append(pid.to(device))
         camids.append(camid.to(device))
@@ -36,8 +45,15 @@ def extract_features(model, loader, device: torch.device, progress: str | None =
     return tuple(in_order)
 
 
+def _synced_clock(device: torch.device | str) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device) -> dict:
-    """Metrics of one model in the metrics.json vocabulary (mAP, mINP, rank1/5/10, cmc).
+    """Metrics of one model in the metrics.json vocabulary (mAP, mINP, rank1/5/10, cmc), and its inference
+    images/s over the gallery (timed as it is embedded, after the query pass has warmed the model up).
 
     The loaders' `source` (the ReIDDataset, set by `build_loaders`) says whether the dataset has
     cameras and whether it asks for the mean over several (query, gallery) draws; features are then
@@ -45,12 +61,14 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
     """
     source = getattr(query_loader.dataset, "source", None)
     qf, q_pids, q_camids = extract_features(model, query_loader, device)
-    gf, g_pids, g_camids = extract_features(model, gallery_loader, device)
+    timing: dict = {}
+    gf, g_pids, g_camids = extract_features(model, gallery_loader, device, timing=timing)
+    speed = {"inference_images_per_sec": timing.get("images", 0) / max(timing.get("seconds", 0.0), 1e-9)}
     options = dict(metric=eval_cfg["metric"], max_rank=eval_cfg["max_rank"], query_chunk=eval_cfg["query_chunk"],
                    use_gpu=eval_cfg["faiss_gpu"] == "auto", device=device, rerank=rerank_options(eval_cfg),
                    same_camera_is_junk=source.has_cameras if source is not None else True)
     if source is None or not source.draws:
-        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)], options["rerank"])
+        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)], options["rerank"]) | speed
     items = list(query_loader.dataset.items) + list(gallery_loader.dataset.items)
     row = {it.path: i for i, it in enumerate(items)}
     feats = np.concatenate([qf, gf])
@@ -60,7 +78,7 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
         gi = np.array([row[it.path] for it in gallery])
         results.append(evaluate(feats[qi], feats[gi], [it.pid for it in query], [it.pid for it in gallery],
                                 [it.camid for it in query], [it.camid for it in gallery], **options))
-    return _record(results, options["rerank"])
+    return _record(results, options["rerank"]) | speed
 
 
 def rerank_options(eval_cfg: dict) -> dict | None:
