@@ -111,8 +111,8 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
         f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
-        f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip()
-        + (f" {_computation(runs)}" if _computation(runs) else ""),
+        " ".join(part for part in (f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(),
+                                   _computation(runs)) if part),
         _software(runs),
         "",
         table(main_rows(every, entries, len(suite["seeds"]))),

@@ -19,7 +19,8 @@ import torch
 
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine.cohort import Cohort
-from reid_kd.engine.paths import ROLES, pretrain_data, pretrain_folder, pretrain_key, shaping
+from reid_kd.engine.paths import ROLES, pretrain_data, pretrain_folder, shaping
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.training import Job, train_cached, train_jobs
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.backbones import torchvision_state
@@ -35,16 +36,16 @@ def network_start(cfg: dict, block: str, device: torch.device) -> Start | None:
     (the model layer reads `imagenet`, a file or null itself)."""
     if cfg[block]["pretrained"] != "synth":
         return None
-    folder = pretrain_folder(cfg, block)
-    train_cached(folder, shaping(cfg, block), "backbone", lambda: _pretrain(cfg, block, device))
-    start = Start("synth", folder.weights, pretrain_key(cfg, block))
+    folder, spec = pretrain_folder(cfg, block), shaping(cfg, block)
+    train_cached(folder, spec, "backbone", lambda: _pretrain(cfg, block, device, folder, spec))
+    start = Start("synth", folder.weights, folder.path.name)  # the folder is named by its cache key
     logger.info(f"{ROLES[block]}: starting from {start.name} ({start.file})")
     return start
 
 
-def _pretrain(cfg: dict, block: str, device: torch.device) -> None:
+def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, spec: dict) -> None:
     """Train the backbone on the pretraining set, score it on that set's own held-out identities, cache it."""
-    net, pre, key, folder = cfg[block], cfg["pretrain"], pretrain_key(cfg, block), pretrain_folder(cfg, block)
+    net, pre, key = cfg[block], cfg["pretrain"], folder.path.name
     loaders = build_loaders(pretrain_data(cfg), pre["seed"])
     logger.info(f"pretraining {net['backbone']} into {folder}")
     logger.info(loaders.dataset.summary())
@@ -56,7 +57,7 @@ def _pretrain(cfg: dict, block: str, device: torch.device) -> None:
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=net["memory_format"])
     made = {"key": key, "backbone": net["backbone"], "epochs": recipe["epochs"], "amp": cfg["experiment"]["amp"],
             "memory_format": net["memory_format"]}
-    job = Job(member, shaping(cfg, block),
+    job = Job(member, spec,
               save=lambda: save_torch(torchvision_state(net["backbone"], model.stages), folder.weights),
               evaluate=lambda: evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device),
               record=lambda metrics, seconds: metrics | made | {"train_seconds": seconds,

@@ -34,11 +34,15 @@ def trained_in(cfg: dict) -> dict:
     return {"world_size": n, "sync_bn": bool(cfg["experiment"]["sync_bn"]) and n > 1}
 
 
+def train_precision(cfg: dict) -> str:
+    return "mixed" if cfg["experiment"]["amp"] else "float32"
+
+
 def settings(cfg: dict, device: torch.device) -> dict:
     """How the networks computed (both change the numbers a little): training precision, the teacher's forward
     precision while students distil, and each network's memory format."""
     t = cfg["teacher"]
-    return {"precision": {"train": "mixed" if cfg["experiment"]["amp"] else "float32",
+    return {"precision": {"train": train_precision(cfg),
                           "teacher_forward": forward_precision(t["forward_dtype"], cfg["experiment"]["amp"], device)},
             "memory_format": {"student": cfg["model"]["memory_format"], "teacher": t["memory_format"]}}
 
@@ -48,9 +52,8 @@ def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict,
     """A cached teacher's metrics.json: its scores and how it was trained."""
     return metrics | {"params": count_params(teacher), "train_seconds": seconds,
                       "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
-                      "pretrained": teacher.start, "inference_images_per_sec": metrics["inference_images_per_sec"],
-                      "environment": software_environment(device), **trained_in(cfg),
-                      "precision": {"train": "mixed" if cfg["experiment"]["amp"] else "float32"},
+                      "pretrained": teacher.start, "environment": software_environment(device), **trained_in(cfg),
+                      "precision": {"train": train_precision(cfg)},
                       "memory_format": cfg["teacher"]["memory_format"]}
 
 

@@ -20,22 +20,23 @@ def select_device(name: str, setting: str = "config key 'experiment.device'", fi
         raise ConfigError(f"{setting} is '{name}', not a device; use auto, cpu, cuda or cuda:N") from None
 
 
-def autocast(device: torch.device, enabled: bool):
-    """`experiment.amp`: float16 on CUDA (its trainer scales the loss), bfloat16 elsewhere (float32's range,
-    so no scaler), float32 when not `enabled`."""
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-                          enabled=enabled)
-
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def forward_precision(forward_dtype: str | None, amp: bool, device: torch.device) -> str:
-    """The type the teacher's forward computes in: `teacher.forward_dtype`, or as `experiment.amp` when null."""
+    """The type the teacher's forward computes in: `teacher.forward_dtype`, or as `experiment.amp` when null.
+
+    `experiment.amp` means float16 on CUDA (its trainer scales the loss), bfloat16 elsewhere (float32's
+    range, so no scaler)."""
     if forward_dtype is not None:
         return forward_dtype
     return ("float16" if device.type == "cuda" else "bfloat16") if amp else "float32"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """`experiment.amp`'s mixed precision (see `forward_precision`), float32 when not `enabled`."""
+    return forward_autocast(device, forward_precision(None, enabled, device))
 
 
 def forward_autocast(device: torch.device, dtype: str):

@@ -13,6 +13,7 @@ from reid_kd.engine.cohort import Cohort
 from reid_kd.engine.paths import teacher_folder, teacher_seed, teacher_spec
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.results import teacher_record
+from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.training import Job, train_cached, train_jobs
 from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
@@ -41,16 +42,17 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[ReID
     if cfg["teacher"]["checkpoint"]:
         teacher = load_teacher_checkpoint(cfg, device)
         return teacher, evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
-    folder = teacher_folder(cfg)
-    trained = train_cached(folder, teacher_spec(cfg), "teacher", lambda: _train_teacher(cfg, loaders, device))
+    folder, spec = teacher_folder(cfg), teacher_spec(cfg)
+    trained = train_cached(folder, spec, "teacher", lambda: _train_teacher(cfg, loaders, device, folder, spec))
     if trained is not None:
         return trained
     logger.info(f"teacher: reusing {folder.weights}")
     return load_model(folder.weights, device), folder.read_metrics()
 
 
-def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[ReIDModel, dict]:
-    t_cfg, folder, seed = cfg["teacher"], teacher_folder(cfg), teacher_seed(cfg)
+def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device, folder: RunFolder, spec: dict
+                   ) -> tuple[ReIDModel, dict]:
+    t_cfg, seed = cfg["teacher"], teacher_seed(cfg)
     logger.info(f"teacher: training {t_cfg['backbone']} into {folder}")
     train_loader = loaders.train
     if seed != cfg["experiment"]["seed"]:  # the teacher's own sampling and augmentation stream
@@ -59,7 +61,6 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[R
     torch.manual_seed(seed)
     teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
     cohort = Cohort(train_loader, device, seed, amp=cfg["experiment"]["amp"])
-    spec = teacher_spec(cfg)
     member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name,
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=t_cfg["memory_format"])
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
