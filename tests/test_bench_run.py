@@ -138,8 +138,10 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert "Initialisation: teacher from scratch, student from scratch." in md
     assert all(r["precision"] == {"train": "float32", "teacher_forward": "float32"} for r in records)
     assert all(r["memory_format"] == {"student": "contiguous", "teacher": "contiguous"} for r in records)
-    assert ("Computation: training float32, teacher forward float32; memory format teacher contiguous, student "
-            "contiguous.") in md
+    provenance = next(line for line in md.splitlines() if line.startswith("Commit: "))  # one line, in this order
+    assert "Initialisation: teacher from scratch" in provenance and provenance.endswith(
+        "Computation: training float32, teacher forward float32; memory format teacher contiguous, student "
+        "contiguous.")
     by_run = {(r["run_name"], r["seed"]): r["mAP"] for r in records}
     power = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
              for line in md.split("## Seeds needed")[1].split("\n## ")[0].splitlines() if line.startswith("| ")}

@@ -110,9 +110,9 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
         f"Seeds: {', '.join(map(str, suite['seeds']))}; metrics in % as mean ± sample std over the seeds run. "
         f"Reported epoch: **{suite.get('report', 'last')}** (the model after the final epoch; no epoch is "
         f"chosen on the test set).",
-        f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
-        " ".join(part for part in (f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(),
-                                   _computation(runs)) if part),
+        " ".join(part for part in (
+            f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
+            f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(), _computation(runs)) if part),
         _software(runs),
         "",
         table(main_rows(every, entries, len(suite["seeds"]))),
