@@ -26,11 +26,14 @@ from reid_kd.bench.suite_file import load_suite
 from reid_kd.data.image_dataset import build_loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.paths import training_layout
 from reid_kd.engine.run_folder import RunFolder
+from reid_kd.engine.runtime import as_layout
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.reid_model import build_model
 
-DEFAULT = ["model.memory_format=contiguous", "teacher.memory_format=contiguous", "teacher.forward_dtype=float32"]
+DEFAULT = ["model.memory_format=contiguous", "train.memory_format=null", "teacher.memory_format=contiguous",
+           "teacher.forward_dtype=float32"]
 
 
 class Clock:
@@ -67,16 +70,17 @@ def build_cohort(cfgs: list[dict], loaders, device, epochs: int, out: Path, cloc
         distiller = build_distiller(cfg["distill"], student, cohort.teacher, train_targets(loaders))
         member = cohort.add(student, dict(cfg["train"], epochs=epochs), RunFolder(out / cfg["experiment"]["run_name"]),
                             distiller=distiller, desc=cfg["experiment"]["run_name"],
-                            memory_format=cfg["model"]["memory_format"])
+                            memory_format=training_layout(cfg["model"], cfg["train"]))
         clock.wrap(member, "train_step", "student steps")
         clock.wrap(member, "save_checkpoint", "checkpoints")
     return cohort
 
 
-def evaluate(cohort: Cohort, loaders, cfg: dict, device, clock: Clock) -> None:
-    for member in cohort.members:
+def evaluate(cohort: Cohort, loaders, cfgs: list[dict], device, clock: Clock) -> None:
+    for member, cfg in zip(cohort.members, cfgs):
         start = time.perf_counter()
-        evaluate_model(member.model, loaders.query, loaders.gallery, cfg["eval"], device)
+        model = as_layout(member.model, cfg["model"]["memory_format"])
+        evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
         clock.spent["evaluation (and inference speed)"] += time.perf_counter() - start
 
 
@@ -109,7 +113,7 @@ def main() -> None:
         for name, cohort in cohorts.items():
             start = time.perf_counter()
             cohort.fit()
-            evaluate(cohort, loaders, first, device, clocks[name])
+            evaluate(cohort, loaders, cfgs[name], device, clocks[name])
             walls[name] = time.perf_counter() - start
     for name in settings:
         c = cfgs[name][0]

@@ -94,6 +94,9 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "triplet_soft_margin": False,
     "triplet_normalize": False,  # triplet on L2-normalised features (fast-reid's TripletLoss norm_feat)
     "grad_clip": Maybe(float, 1e-12),
+    # the layout the network trains in under this recipe; null: the network's own `memory_format`. A cached
+    # network (a teacher, a pretrained backbone) keeps its key when only the layout it runs in changes
+    "memory_format": Typed(str, None, choices=("contiguous", "channels_last")),
 }
 
 SCHEMA: dict[str, Any] = {
@@ -136,8 +139,9 @@ SCHEMA: dict[str, Any] = {
         "pretrained": Typed(str, None),
         "last_stride": Typed(int, 1, optional=False, choices=(1, 2)),
         "neck": Choice("bnneck", "none"),
-        # the layout of its activations in training and inference (channels_last is faster for some networks
-        # on some processors: benchmarks/step_times.py measures yours); part of its cache key
+        # the layout of its activations (channels_last is faster for some networks on some processors:
+        # benchmarks/step_times.py measures yours): in inference, and in training unless the recipe
+        # (`train`, `pretrain.student`) names its own; the layout a network trained in is part of its cache key
         "memory_format": Choice("contiguous", "channels_last"),
     },
     "teacher": {
@@ -147,6 +151,7 @@ SCHEMA: dict[str, Any] = {
         "neck": Choice("bnneck", "none"),
         "checkpoint": Typed(str, None),
         "seed": Maybe(int, 0),  # seed of the teacher's training; null: experiment.seed
+        # its frozen forward and evaluation, and its training unless `teacher.train.memory_format` is set
         "memory_format": Choice("contiguous", "channels_last"),
         # the frozen teacher's forward while students distil: null as experiment.amp (float32, or mixed
         # precision), else autocast to this type (bfloat16 on CPU, float16 on CUDA are the fast ones)

@@ -110,3 +110,39 @@ def test_cache_keys_hold_what_shapes_the_network(tiny_overrides):
     assert teacher_cl[0] != plain[0] and teacher_cl[2] != plain[2] and teacher_cl[1] == plain[1]
     student_cl = keys("model.memory_format=channels_last")
     assert student_cl[1] != plain[1] and student_cl[0] == plain[0]
+    # a recipe's own layout is the one its network trains in: a network that only runs channels_last, having
+    # trained (and pretrained) contiguous, keeps the caches made at the defaults
+    pinned = ["teacher.train.memory_format=contiguous", "pretrain.student.memory_format=contiguous",
+              "pretrain.teacher.memory_format=contiguous"]
+    assert keys("model.memory_format=channels_last", "teacher.memory_format=channels_last", *pinned) == plain
+    trained_cl = keys("teacher.train.memory_format=channels_last")  # from the contiguous-pretrained backbone
+    assert trained_cl[0] not in (plain[0], teacher_cl[0]) and trained_cl[1:] == plain[1:]
+    assert keys("pretrain.student.memory_format=channels_last")[1] == student_cl[1]
+
+
+def test_a_network_trains_in_its_recipes_layout_and_is_scored_in_its_own(tmp_path, tiny_overrides, monkeypatch):
+    """`train.memory_format` pins the layout the student fine-tunes in; `model.memory_format` is the one it
+    is evaluated (and timed) in."""
+    from reid_kd.engine import run as run_module
+
+    seen = {}
+    real_add, real_evaluate = run_module.Cohort.add, run_module.evaluate_model
+
+    def add(self, model, *args, memory_format="contiguous", **kwargs):
+        seen["trained"] = memory_format
+        return real_add(self, model, *args, memory_format=memory_format, **kwargs)
+
+    def evaluate(model, *args, **kwargs):
+        conv = next(p for p in model.parameters() if p.dim() == 4)
+        seen["scored"] = "channels_last" if not conv.is_contiguous() else "contiguous"
+        return real_evaluate(model, *args, **kwargs)
+
+    cfg = load_config("configs/quickstart.yaml", tiny_overrides + [
+        f"experiment.output_dir={tmp_path}", "model.memory_format=channels_last", "train.memory_format=contiguous",
+        "teacher.checkpoint=null", "distill.method=none"])
+    loaders = build_loaders(cfg["data"], seed=0)
+    monkeypatch.setattr(run_module.Cohort, "add", add)
+    monkeypatch.setattr(run_module, "evaluate_model", evaluate)
+    record = run_module.train_student(cfg, loaders, None, torch.device("cpu"))
+    assert seen == {"trained": "contiguous", "scored": "channels_last"}
+    assert record["memory_format"]["student"] == "channels_last"

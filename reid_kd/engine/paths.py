@@ -58,10 +58,22 @@ def teacher_seed(cfg: dict) -> int:
     return cfg["experiment"]["seed"] if seed is None else seed
 
 
+def training_layout(net: dict, recipe: dict) -> str:
+    """The memory format a network trains in under `recipe`: the recipe's own, else the network's."""
+    return recipe["memory_format"] or net["memory_format"]
+
+
+def trained_in_layout(net: dict, recipe: dict) -> tuple[dict, str]:
+    """`recipe` without its layout, and the layout it trains `net` in: how a cache key hashes them (the layout
+    a network only runs in is left out, and a key made before recipes had a layout stays the same)."""
+    return {k: v for k, v in recipe.items() if k != "memory_format"}, training_layout(net, recipe)
+
+
 def teacher_spec(cfg: dict) -> dict:
-    """Everything the cached teacher's weights depend on (what its key hashes): its training precision too,
-    not the precision of its forward while students distil."""
+    """Everything the cached teacher's weights depend on (what its key hashes): its training precision and
+    layout too, not the precision or layout of its forward while students distil."""
     t = {k: v for k, v in cfg["teacher"].items() if k not in ("seed", "forward_dtype")}
+    t["train"], t["memory_format"] = trained_in_layout(cfg["teacher"], cfg["teacher"]["train"])
     spec = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg), "amp": cfg["experiment"]["amp"]}
     if t["pretrained"] == "synth":  # the weights it starts from are part of what it is
         spec["start"] = pretrain_key(cfg, "teacher")
@@ -92,9 +104,10 @@ def shaping(cfg: dict, block: str) -> dict:
     """Everything the pretrained weights of `cfg[block]`'s backbone depend on (what their key hashes)."""
     net = cfg[block]
     data = {k: v for k, v in pretrain_data(cfg).items() if k not in NOT_SHAPING}
+    recipe, layout = trained_in_layout(net, cfg["pretrain"][ROLES[block]])
     return {"backbone": net["backbone"], "last_stride": net["last_stride"], "neck": net["neck"], "data": data,
-            "train": cfg["pretrain"][ROLES[block]], "seed": cfg["pretrain"]["seed"], "amp": cfg["experiment"]["amp"],
-            "memory_format": net["memory_format"]}
+            "train": recipe, "seed": cfg["pretrain"]["seed"], "amp": cfg["experiment"]["amp"],
+            "memory_format": layout}
 
 
 def pretrain_key(cfg: dict, block: str) -> str:

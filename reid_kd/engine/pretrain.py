@@ -54,9 +54,9 @@ def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, sp
     recipe = pre[ROLES[block]]
     cohort = Cohort(loaders.train, device, pre["seed"], amp=cfg["experiment"]["amp"])
     member = cohort.add(model, recipe, folder, desc=f"pretrain {net['backbone']}", tag=key,
-                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=net["memory_format"])
+                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=spec["memory_format"])
     made = {"key": key, "backbone": net["backbone"], "epochs": recipe["epochs"], "amp": cfg["experiment"]["amp"],
-            "memory_format": net["memory_format"]}
+            "memory_format": spec["memory_format"]}
     job = Job(member, spec,
               save=lambda: save_torch(torchvision_state(net["backbone"], model.stages), folder.weights),
               evaluate=lambda: evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from reid_kd.config import config_hash
-from reid_kd.engine.paths import method_name, run_name, teacher_key
+from reid_kd.engine.paths import method_name, run_name, teacher_key, training_layout
 from reid_kd.engine.runtime import forward_precision
 from reid_kd.models.reid_model import ReIDModel
 from reid_kd.utils import distributed
@@ -54,7 +54,7 @@ def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict,
                       "epochs": cfg["teacher"]["train"]["epochs"], "backbone": teacher.backbone_name, "seed": seed,
                       "pretrained": teacher.start, "environment": software_environment(device), **trained_in(cfg),
                       "precision": {"train": train_precision(cfg)},
-                      "memory_format": cfg["teacher"]["memory_format"]}
+                      "memory_format": training_layout(cfg["teacher"], cfg["teacher"]["train"])}
 
 
 def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,

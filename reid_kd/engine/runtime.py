@@ -49,6 +49,11 @@ def in_format(x: torch.Tensor, memory_format: str) -> torch.Tensor:
     return x if memory_format == "contiguous" else x.contiguous(memory_format=MEMORY_FORMATS[memory_format])
 
 
+def as_layout(model: torch.nn.Module, memory_format: str) -> torch.nn.Module:
+    """`model` with its weights (so its activations) in `memory_format`, converted in place."""
+    return model.to(memory_format=MEMORY_FORMATS[memory_format])
+
+
 def setup_runtime(cfg: dict) -> torch.device:
     exp = cfg["experiment"]
     if exp["threads"]:

@@ -10,10 +10,11 @@ import torch
 
 from reid_kd.data.image_dataset import Loaders, build_loaders
 from reid_kd.engine.cohort import Cohort
-from reid_kd.engine.paths import teacher_folder, teacher_seed, teacher_spec
+from reid_kd.engine.paths import teacher_folder, teacher_seed, teacher_spec, training_layout
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.results import teacher_record
 from reid_kd.engine.run_folder import RunFolder
+from reid_kd.engine.runtime import as_layout
 from reid_kd.engine.training import Job, train_cached, train_jobs
 from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
@@ -40,7 +41,7 @@ def get_teacher(cfg: dict, loaders: Loaders, device: torch.device) -> tuple[ReID
     """Load `teacher.checkpoint`, or reuse the cached teacher, or train and cache it first (its folder
     locked meanwhile, so two processes never train into it at once)."""
     if cfg["teacher"]["checkpoint"]:
-        teacher = load_teacher_checkpoint(cfg, device)
+        teacher = as_layout(load_teacher_checkpoint(cfg, device), cfg["teacher"]["memory_format"])
         return teacher, evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device)
     folder, spec = teacher_folder(cfg), teacher_spec(cfg)
     trained = train_cached(folder, spec, "teacher", lambda: _train_teacher(cfg, loaders, device, folder, spec))
@@ -62,8 +63,9 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device, folder: Ru
     teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
     cohort = Cohort(train_loader, device, seed, amp=cfg["experiment"]["amp"])
     member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name,
-                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=t_cfg["memory_format"])
+                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=training_layout(t_cfg, t_cfg["train"]))
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
-              evaluate=lambda: evaluate_model(teacher, loaders.query, loaders.gallery, cfg["eval"], device),
+              evaluate=lambda: evaluate_model(as_layout(teacher, t_cfg["memory_format"]), loaders.query,
+                                              loaders.gallery, cfg["eval"], device),
               record=lambda metrics, seconds: teacher_record(metrics, teacher, seconds, cfg, seed, device))
     return teacher, train_jobs(cohort, [job])[0]
