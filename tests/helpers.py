@@ -133,8 +133,11 @@ class FakeNet(nn.Module):
             x = stage(x)
             feats.append(x)
         g = x.mean(dim=(2, 3))
+        return ModelOutput(feats, g, *self.head(g))
+
+    def head(self, g):
         b = self.neck(g)
-        return ModelOutput(feats, g, b, self.classifier(b))
+        return b, self.classifier(b)
 
 
 def batch(n_ids=4, per_id=2, size=16, seed=1):
@@ -158,8 +161,10 @@ def make(method, student, teacher, **options):
     return build_distiller(cfg["distill"], student, teacher, TRAIN_TARGETS)
 
 
-def pair():
-    return FakeNet(seed=0, first_stride=2), FakeNet(widths=(5, 7, 9, 12), seed=1)
+def pair(same_width=False):
+    """(student, teacher): other stage resolutions and widths; with `same_width`, retrieval features of one width
+    (for the methods comparing the student's with the teacher's directly)."""
+    return FakeNet(seed=0, first_stride=2), FakeNet(widths=(5, 7, 9, 10 if same_width else 12), seed=1)
 
 
 # --------------------------------------------------------------------------- plain reference helpers

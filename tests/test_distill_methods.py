@@ -23,8 +23,18 @@ from reid_kd.registry import default_values
 from reid_kd.models.reid_model import ModelOutput
 
 ALL = sorted(DISTILLERS)
-EXPECTED = {"gird", "kd", "irg", "cskd", "fitnet", "at", "sp", "rkd", "pkt", "cc", "dkd", "crd"}
-LEARNED = {"fitnet", "crd", "cskd"}  # learned parts between the two networks: no zero at equal outputs
+EXPECTED = {"gird", "kd", "irg", "cskd", "fitnet", "at", "sp", "rkd", "pkt", "cc", "dkd", "crd",
+            "csd", "raml", "rop", "d3still", "ugd"}
+LEARNED = {"fitnet", "crd", "cskd", "ugd"}  # learned parts between the two networks: no zero at equal outputs
+# the student's temperature softer than the teacher's (csd) or its sigmoid against the teacher's step (rop): not 0
+# at the teacher's output (test_distill_retrieval checks their value there)
+NOT_ZERO_AT_TEACHER = LEARNED | {"csd", "rop"}
+SAME_WIDTH = {name for name in ALL if DISTILLERS.load(name).same_width}  # student vs teacher vectors
+
+
+def pair_for(method):
+    """The helpers' student and teacher, of one retrieval width where the method compares them directly."""
+    return pair(same_width=method in SAME_WIDTH)
 
 
 # ---------------------------------------------------------------------------------------------- wiring
@@ -34,7 +44,8 @@ def test_every_method_is_registered_with_a_description():
     rows = dict(describe_methods())
     for name, cls in DISTILLERS.items():
         assert rows[name] == cls.description and len(cls.description.splitlines()) == 1
-        built = make(name, *pair())  # `distill.method: <name>` builds this class from its `distill.<name>` options
+        # `distill.method: <name>` builds this class from its `distill.<name>` options
+        built = make(name, *pair_for(name))
         assert type(built) is cls.load() and built.cfg == default_values(cls)
 
 
@@ -47,7 +58,7 @@ def test_unknown_option_is_rejected_by_the_config():
 
 # ------------------------------------------------------------------------------ zero / positive / grads
 
-@pytest.mark.parametrize("method", sorted(EXPECTED - LEARNED))
+@pytest.mark.parametrize("method", sorted(EXPECTED - NOT_ZERO_AT_TEACHER))
 def test_zero_when_student_equals_teacher(method):
     net = FakeNet()
     d = make(method, net, net)
@@ -62,7 +73,7 @@ def test_zero_when_student_equals_teacher(method):
 
 @pytest.mark.parametrize("method", ALL)
 def test_positive_when_student_differs(method):
-    student, teacher = pair()
+    student, teacher = pair_for(method)
     d = make(method, student, teacher)
     images, targets = batch()
     for _ in range(2):
@@ -73,7 +84,7 @@ def test_positive_when_student_differs(method):
 
 @pytest.mark.parametrize("method", ALL)
 def test_gradients_reach_student_and_extra_parameters_never_teacher(method):
-    student, teacher = pair()
+    student, teacher = pair_for(method)
     d = make(method, student, teacher)
     images, targets = batch()
     d(student(images), teacher(images), targets, indices(targets))  # fills memories where there are any
@@ -93,6 +104,8 @@ def test_learned_parts_are_extra_parameters():
     assert len(make("crd", student, teacher).extra_parameters()) == 4  # two linear heads
     assert len(make("cskd", student, teacher).extra_parameters()) == 1  # the bias-free 1×1 adapter
     assert make("rkd", student, teacher).extra_parameters() == []
+    # two projectors (BN weight and bias, linear, BN weight and bias); the teacher whose head it runs is not one
+    assert len(make("ugd", *pair(same_width=True)).extra_parameters()) == 10
 
 
 @pytest.fixture
@@ -444,7 +457,9 @@ def test_every_method_trains_a_few_steps_without_nan(method, tiny_loaders, tiny_
     from reid_kd.engine.run_folder import RunFolder
     from reid_kd.models.reid_model import build_model
 
-    cfg = load_config("configs/quickstart.yaml", [*tiny_overrides, f"distill.method={method}"])
+    # a ResNet-18 student beside the ResNet-18 teacher where the method needs retrieval features of one width
+    same = ["model.backbone=resnet18"] if method in SAME_WIDTH else []
+    cfg = load_config("configs/quickstart.yaml", [*tiny_overrides, f"distill.method={method}", *same])
     assert cfg["distill"]["method"] == method
     torch.manual_seed(0)
     n = tiny_loaders.dataset.num_train_pids

@@ -8,7 +8,9 @@ in buffers, so it travels in the checkpoint with `state_dict()`.
 Every option's default names where it comes from in its entry's `sources` (the paper, the authors'
 code, a peer implementation, or ours and why); `reidkd methods` prints them. A method that needs to know
 which training image each sample is (`per_sample = True`: CRD's slot per image, GIRD's same-image mask)
-is built with the training set's labels and called with each batch's dataset indices.
+is built with the training set's labels and called with each batch's dataset indices. A method that
+compares the student's retrieval vectors with the teacher's (`same_width = True`: CSD, RAML, ROP, D3still,
+UGD) refuses networks whose `bn_feat` widths differ, when built and at every call, in one line naming the fix.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from reid_kd.distill.catalog import DISTILLERS
+from reid_kd.distill.common import check_same_width, retrieval_width
 from reid_kd.models.reid_model import ModelOutput
 
 
@@ -27,6 +30,7 @@ class Distiller(nn.Module):
     options: ClassVar[dict[str, Any]]  # config schema of `distill.<name>`: defaults, types, bounds
     sources: ClassVar[dict[str, str]]  # option -> where its default comes from
     per_sample: ClassVar[bool] = False  # built with the training labels, called with dataset indices
+    same_width: ClassVar[bool] = False  # compares student and teacher retrieval vectors directly: equal widths
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -37,6 +41,8 @@ class Distiller(nn.Module):
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: dict[str, Any]):
         super().__init__()
         self.cfg = cfg
+        if self.same_width:
+            check_same_width(self.name, retrieval_width(student), retrieval_width(teacher))
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -52,6 +58,8 @@ class Distiller(nn.Module):
         if self.per_sample and indices is None:
             raise ValueError(f"{self.name} needs each sample's training-set index: call it with the batch's "
                              "dataset indices")
+        if self.same_width:
+            check_same_width(self.name, student.bn_feat.shape[1], teacher.bn_feat.shape[1])
         student, teacher = student.float(), detach_output(teacher).float()
         with torch.autocast(student.bn_feat.device.type, enabled=False):
             if not self.per_sample:

@@ -18,6 +18,12 @@ def _stages(default: list[int]) -> Typed:
     return Typed(list, default, optional=False, item=int, low=0, high=3, why="stage indices")
 
 
+# The asymmetric-retrieval methods (csd, d3still, raml, rop, ugd) take their defaults from AIR-Distiller
+# (SCY-X/D3still): its MSMT17 ResNet-101 → ResNet-18 configs ("MSMT17 config": the files
+# Training_Configs/MSMT17/ResNet101_320x160_ResNet18_160x80/<method>.yaml), the re-ID setting closest to ours,
+# and its config/defaults.py where those differ.
+_TOP_K = "the number of the teacher's nearest batch samples distilled (the sample itself is the first)"
+
 DISTILLERS.add(
     "at", "reid_kd.distill.at:AT",
     "AT (Zagoruyko & Komodakis, ICLR 2017): spatial attention maps of each stage",
@@ -51,6 +57,31 @@ DISTILLERS.add(
              "weight_pull": "ours: the authors' 0.1 ×10",
              "weight_inter": "ours: the authors' 0.04 ×10",
              "correct_only": "authors' code (use_filter = True)"})
+
+DISTILLERS.add(
+    "csd", "reid_kd.distill.csd:CSD",
+    "CSD (Wu et al., CVPR 2022): KL over each sample's top-k teacher neighbours, student-to-teacher vs teacher "
+    "similarities",
+    options={"weight": 5.0, "top_k": Num(256, 2, why=_TOP_K),
+             "student_temperature": Num(1.0, 0.001, 10.0, why="a softmax temperature"),
+             "teacher_temperature": Num(0.01, 0.001, 10.0, why="a softmax temperature")},
+    sources={"weight": "AIR-Distiller MSMT17 config CSD.yaml (KD_WEIGHT 5; config/defaults.py: 1); to be tuned",
+             "top_k": "AIR-Distiller MSMT17 config CSD.yaml (256, its whole distillation batch; "
+                      "config/defaults.py: 96); ours: at most the batch",
+             "student_temperature": "AIR-Distiller config/defaults.py and CSD.yaml (TEMPERATURE_QUERY 1)",
+             "teacher_temperature": "AIR-Distiller config/defaults.py and CSD.yaml (TEMPERATURE_GALLERY 0.01)"})
+
+DISTILLERS.add(
+    "d3still", "reid_kd.distill.d3still:D3still",
+    "D3still (Xie et al., CVPR 2024): the teacher's top-1 similarity, hard and simple differential relations of "
+    "its top-k",
+    options={"weight_top1": 50.0, "weight_hard": 2.0, "weight_simple": 1.0,
+             "top_k": Num(10, 3, why=_TOP_K + "; the relations need two besides it")},
+    sources={"weight_top1": "AIR-Distiller MSMT17 config D3.yaml and config/defaults.py (ALPHA 50, KD_WEIGHT 1); "
+                            "to be tuned",
+             "weight_hard": "AIR-Distiller MSMT17 config D3.yaml and config/defaults.py (BETA 2); to be tuned",
+             "weight_simple": "AIR-Distiller MSMT17 config D3.yaml and config/defaults.py (GAMMA 1); to be tuned",
+             "top_k": "AIR-Distiller MSMT17 config D3.yaml and config/defaults.py (TOPK 10)"})
 
 DISTILLERS.add(
     "dkd", "reid_kd.distill.dkd:DKD",
@@ -145,6 +176,18 @@ DISTILLERS.add(
              "embedding": "ours: the retrieval feature, whose scale the BN neck holds (on global_feat PKT fades)"})
 
 DISTILLERS.add(
+    "raml", "reid_kd.distill.raml:RAML",
+    "RAML (Suma & Tolias, WACV 2023): student-teacher cosine regression, student-teacher and student-student "
+    "relations",
+    options={"weight": 5.0, "lambda_ts": Num(0.7482, 0.0), "lambda_ss": Num(0.6778, 0.0),
+             "eps": Num(1e-6, 0.0, 1e-3, why="a shift inside the square")},
+    sources={"weight": "AIR-Distiller MSMT17 config RAML.yaml (KD_WEIGHT 5; config/defaults.py: 1); to be tuned",
+             "lambda_ts": "AIR-Distiller config/defaults.py and RAML.py (LAMBDA1 0.7482)",
+             "lambda_ss": "AIR-Distiller config/defaults.py and RAML.py's SecondOrderLoss (LAMBDA2 0.6778; "
+                          "RAML.py's distiller passes LAMBDA1 for it)",
+             "eps": "AIR-Distiller RAML.py (1e-6, added to each difference before squaring)"})
+
+DISTILLERS.add(
     "rkd", "reid_kd.distill.rkd:RKD",
     "RKD (Park et al., CVPR 2019): distance- and angle-wise relations of the embeddings",
     options={"weight_distance": 25.0, "weight_angle": 50.0, "embedding": Choice("global_feat", "bn_feat")},
@@ -152,11 +195,33 @@ DISTILLERS.add(
              "embedding": "ours: the pooled pre-neck feature (the paper's final embedding)"})
 
 DISTILLERS.add(
+    "rop", "reid_kd.distill.rop:ROP",
+    "ROP (Wu et al., ICLR 2023): rank-order preservation over the teacher's top-k by sigmoid indicators",
+    options={"weight": 0.5, "top_k": Num(256, 2, why=_TOP_K),
+             "temperature": Num(0.1, 1e-6, 10.0, why="a sigmoid temperature"),
+             "rank_weight": Num(0.2, 0.0)},
+    sources={"weight": "AIR-Distiller MSMT17 config ROP.yaml (KD_WEIGHT 0.5; config/defaults.py: 1); to be tuned",
+             "top_k": "AIR-Distiller MSMT17 config ROP.yaml (256, its whole distillation batch; "
+                      "config/defaults.py: 96); ours: at most the batch",
+             "temperature": "AIR-Distiller config/defaults.py and ROP.yaml (TEMPERATURE 0.1)",
+             "rank_weight": "AIR-Distiller config/defaults.py and ROP.yaml (RANK_WEIGHT 0.2)"})
+
+DISTILLERS.add(
     "sp", "reid_kd.distill.sp:SP",
     "SP (Tung & Mori, ICCV 2019): row-normalised batch similarity of a stage map",
     options={"weight": 3000.0, "layer": _stage(3)},
     sources={"weight": "paper's γ for CIFAR, also RepDistiller's β (3000)",
              "layer": "RepDistiller (the last stage map, feat[-2])"})
+
+DISTILLERS.add(
+    "ugd", "reid_kd.distill.ugd:UGD",
+    "UGD (Zhang et al., Neural Networks 2025): retrieval features, and local features where the teacher's "
+    "classifier is right",
+    options={"weight_global": 1.0, "weight_local": 2.0, "student_layer": _stage(2)},
+    sources={"weight_global": "AIR-Distiller MSMT17 config UGD.yaml (ALPHA 1, KD_WEIGHT 1; config/defaults.py: 2); "
+                              "to be tuned",
+             "weight_local": "AIR-Distiller MSMT17 config UGD.yaml and config/defaults.py (BETA 2); to be tuned",
+             "student_layer": "AIR-Distiller UGD.py (DISTILLATION_LAYER 3, its 1-based layer3: our stage 2)"})
 
 
 def describe_methods() -> list[tuple[str, str]]:

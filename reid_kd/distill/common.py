@@ -20,6 +20,32 @@ def model_widths(model: nn.Module) -> tuple[list[int], int]:
     return [c[-1].out_channels for c in convs], model.feat_dim
 
 
+def retrieval_width(model: nn.Module) -> int | None:
+    """The width of a model's retrieval feature `bn_feat`: its embedding head's where it has one, else the
+    backbone's (`feat_dim`); None where the model does not say."""
+    return getattr(model, "embedding_dim", None) or getattr(model, "feat_dim", None)
+
+
+def check_same_width(method: str, student_width: int | None, teacher_width: int | None) -> None:
+    """Refuse, in one line naming the fix, retrieval features of different widths (either unknown: no check)."""
+    if student_width and teacher_width and student_width != teacher_width:
+        raise ConfigError(f"{method} compares the student's and teacher's retrieval features directly, but they are "
+                          f"{student_width}-d and {teacher_width}-d wide: set model.embedding_dim and "
+                          f"teacher.embedding_dim to the same width (e.g. 512)")
+
+
+def teacher_neighbours(student_emb: torch.Tensor, teacher_emb: torch.Tensor, k: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's k nearest batch samples by the teacher's cosine similarity (itself first), in the teacher's
+    order: (the student's cross similarities ŝ_i·t̂_j, the teacher's t̂_i·t̂_j), both B × min(k, B).
+
+    The gallery side is the teacher's: the student's query vector is compared with the teacher's vectors, as
+    in asymmetric retrieval (a student query against a gallery the teacher embedded)."""
+    s, t = F.normalize(student_emb.float(), dim=1), F.normalize(teacher_emb.float(), dim=1)
+    t_top, order = (t @ t.t()).topk(min(k, len(t)), dim=1)
+    return (s @ t.t()).gather(1, order), t_top
+
+
 def layer_feature(out: ModelOutput, index: int, embedding: str = "global_feat") -> torch.Tensor:
     """Layer `index` as an N×C vector: 0..3 are the stage maps (globally average pooled), 4 the embedding."""
     if index == len(out.feats):

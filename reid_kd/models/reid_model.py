@@ -60,10 +60,15 @@ class ReIDModel(nn.Module):
             x = stage(x)
             feats.append(x)
         global_feat = self.pool(x).flatten(1)
+        return ModelOutput(feats, global_feat, *self.head(global_feat))
+
+    def head(self, global_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(bn_feat, logits) of pooled N×C vectors, as `forward` computes them from `global_feat` (UGD runs the
+        teacher's head on pooled local features too)."""
         bn_feat = self.neck(global_feat)
         # logits in eval mode too: a frozen teacher runs in eval mode, and KD-style methods need them
         logits = self.classifier(bn_feat) if self.classifier is not None else None
-        return ModelOutput(feats, global_feat, bn_feat, logits)
+        return bn_feat, logits
 
 
 def build_model(model_cfg: dict, num_classes: int, start: Start | None = None) -> ReIDModel:
