@@ -135,9 +135,16 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
     if not distributed.is_main():
         return
     click.echo("")
-    click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics),
-                               (f"student ({record['method']})", record["student_backbone"], record)]))
+    click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics), *student_rows(record)]))
     click.echo(queries_line(record))
+
+
+def student_rows(record: dict) -> list[tuple[str, str, dict]]:
+    """The student's row, or one per protocol of `eval.protocols` when it is not symmetric alone."""
+    protocols = record["protocols"]
+    if list(protocols) == ["symmetric"]:
+        return [(f"student ({record['method']})", record["student_backbone"], record)]
+    return [(f"student ({record['method']}, {name})", record["student_backbone"], m) for name, m in protocols.items()]
 
 
 def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> int:

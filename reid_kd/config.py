@@ -167,6 +167,8 @@ def load_config(path: str | Path | None, overrides: Iterable[str], registries: R
     check_names(cfg, registries)
     check_pretraining_disjoint(cfg)
     check_batch_multiples(cfg, registries)
+    check_networks(cfg)
+    check_protocols(cfg)
     return cfg
 
 
@@ -178,6 +180,25 @@ def check_pretraining_disjoint(cfg: dict[str, Any]) -> None:
     if uses and "synth_veri" in datasets and seed == cfg["data"]["synth"]["seed"]:
         raise ConfigError(f"config key 'pretrain.synth.seed': {seed} is data.synth.seed too, so the pretraining "
                           "vehicles would be the benchmark's; give it another seed")
+
+
+def check_networks(cfg: dict[str, Any]) -> None:
+    """`model.input_size` is [height, width]; the retrieval head takes the BN neck's place, so it needs one."""
+    size = cfg["model"]["input_size"]
+    if size is not None and len(size) != 2:
+        raise ConfigError(f"config key 'model.input_size' expects [height, width], got {size!r}")
+    for block in ("model", "teacher"):
+        if cfg[block]["embedding_dim"] is not None and cfg[block]["neck"] != "bnneck":
+            raise ConfigError(f"config key '{block}.embedding_dim': the retrieval head replaces the BN neck, which "
+                              f"{block}.neck=none turns off; set {block}.neck=bnneck or {block}.embedding_dim=null")
+
+
+def check_protocols(cfg: dict[str, Any]) -> None:
+    """`eval.protocols` names at least one protocol, each once (the first is the run's headline)."""
+    protocols = cfg["eval"]["protocols"]
+    if not protocols or len(set(protocols)) != len(protocols):
+        raise ConfigError(f"config key 'eval.protocols' must list symmetric and/or asymmetric once each, "
+                          f"got {protocols!r}")
 
 
 def check_batch_multiples(cfg: dict[str, Any], registries: Registries) -> None:

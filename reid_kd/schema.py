@@ -76,6 +76,9 @@ def synth_block(train_ids: int, test_ids: int, images_per_id: int, image_size: i
 # are switched to other datasets with --set data.dataset=...
 SYNTH = synth_block(train_ids=200, test_ids=100, images_per_id=12, image_size=128, seed=0)
 
+# a network's retrieval width when it has the embedding head (null: its BN neck, the backbone's width)
+EMBEDDING_DIM = Typed(int, None, low=1)
+
 TRAIN_SCHEMA: dict[str, Any] = {
     "epochs": Num(12, 1, why="an untrained model would be evaluated and cached"),
     "optimizer": Choice("adam", "sgd"),
@@ -143,6 +146,11 @@ SCHEMA: dict[str, Any] = {
         # benchmarks/step_times.py measures yours): in inference, and in training unless the recipe
         # (`train`, `pretrain.student`) names its own; the layout a network trained in is part of its cache key
         "memory_format": Choice("contiguous", "channels_last"),
+        # null: the BN neck; d: the retrieval head BN, ReLU, Linear to d, BN in its place (models/reid_model.py)
+        "embedding_dim": EMBEDDING_DIM,
+        # [height, width] the student sees (its input resized in its forward, training and evaluation alike);
+        # null: the data's size (data.height, data.width), at which the teacher always sees the images
+        "input_size": Typed(list, None, item=int, low=16, why="the networks downsample by 16"),
     },
     "teacher": {
         "backbone": "resnet50",
@@ -156,6 +164,7 @@ SCHEMA: dict[str, Any] = {
         # the frozen teacher's forward while students distil: null as experiment.amp (float32, or mixed
         # precision), else autocast to this type (bfloat16 on CPU, float16 on CUDA are the fast ones)
         "forward_dtype": Typed(str, None, choices=("float32", "bfloat16", "float16")),
+        "embedding_dim": EMBEDDING_DIM,  # as model.embedding_dim; asymmetric retrieval needs the student's width
         "train": TRAIN_SCHEMA,
     },
     "train": TRAIN_SCHEMA,
@@ -179,6 +188,10 @@ SCHEMA: dict[str, Any] = {
         "rerank_k1": Num(20, 1),
         "rerank_k2": Num(6, 1),
         "rerank_lambda": Num(0.3, 0.0, 1.0),
+        # how a student is scored (the first is the run's headline; each is recorded under `protocols`):
+        # symmetric (student queries x student gallery) and asymmetric (student queries x teacher gallery)
+        "protocols": Typed(list, ["symmetric"], optional=False, item=str, pattern="symmetric|asymmetric",
+                           form="protocol names (symmetric, asymmetric)"),
     },
 }
 

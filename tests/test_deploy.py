@@ -2,6 +2,7 @@
 
 ONNX is an optional extra (`reid-kd[deploy]`): the tests that export to it or run it skip without it.
 """
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from reid_kd.deploy.index_eval import evaluate_index, ranked_list_metrics
 from reid_kd.deploy.model import RetrievalModel, load_checkpoint
 from reid_kd.errors import UserError
 from reid_kd.evaluation import evaluate, evaluate_model
+from reid_kd.models.checkpoint import save_model
+from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import load_torch, save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +84,34 @@ def test_export_parity_onnx_runtime(setup, features_to_match):
     assert meta["input"]["height"] == cfg["data"]["height"] and meta["input"]["width"] == cfg["data"]["width"]
     assert meta["input"]["mean"] == [0.485, 0.456, 0.406] and meta["input"]["std"] == [0.229, 0.224, 0.225]
     assert meta["output"]["dim"] == want.shape[1] and meta["input"]["batch"] == "dynamic"
+
+
+def test_a_student_with_a_retrieval_head_and_its_own_input_size_exports_and_indexes(setup, tmp_path):
+    """The head's width is the output's; the exported model takes the data's size and resizes as the student did
+    in training and evaluation, so its features are the ones scored."""
+    cfg, _, _ = setup
+    model_cfg = dict(cfg["model"], embedding_dim=16, input_size=[16, 24])
+    torch.manual_seed(0)
+    save_model(build_model(model_cfg, num_classes=8).eval(), model_cfg, tmp_path / "student.pt", cfg["data"])
+    model = load_checkpoint(tmp_path / "student.pt")
+    items, _ = items_from_config(cfg, "gallery")
+    want = extract(model, items[:5], torch.device("cpu"))
+    assert want.shape == (5, 16)
+    images = next(iter(build_loaders(cfg["data"], 0).gallery))[0][:5]
+    ts_file, meta_file = export_model(tmp_path / "student.pt", "torchscript")
+    with torch.no_grad():
+        assert np.abs(torch.jit.load(str(ts_file))(images).numpy() - want).max() < 1e-4
+    meta = yaml.safe_load(meta_file.read_text())
+    assert meta["output"]["dim"] == 16 and meta["input"]["height"] == cfg["data"]["height"]
+    assert (meta["network_input"]["height"], meta["network_input"]["width"]) == (16, 24)
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        import onnxruntime
+
+        onnx_file, _ = export_model(tmp_path / "student.pt", "onnx")
+        session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+        assert np.abs(session.run(["features"], {"images": images.numpy()})[0] - want).max() < 1e-4
+    build_index(tmp_path / "student.pt", items, tmp_path / "index")
+    assert GalleryIndex.load(tmp_path / "index").model().retrieval_dim == 16
 
 
 def test_checkpoint_without_input_takes_it_from_its_run_config(setup, tmp_path):

@@ -53,3 +53,64 @@ def test_mobilenet_last_stride_one_keeps_resolution():
     one = ReIDModel("mobilenet_v3_small", 3, last_stride=1)(torch.randn(2, 3, 64, 64))
     two = ReIDModel("mobilenet_v3_small", 3, last_stride=2)(torch.randn(2, 3, 64, 64))
     assert one.feats[3].shape[-1] == one.feats[2].shape[-1] == 4 and two.feats[3].shape[-1] == 2
+
+
+def test_a_retrieval_head_sets_the_retrieval_width_and_trains():
+    """`embedding_dim`: BN, ReLU, bias-free Linear, BN after pooling; `global_feat` (the triplet's) keeps the
+    backbone's width, `bn_feat` (retrieval, the classifier's input) is the head's; widths known without a forward."""
+    from reid_kd.losses import reid_losses
+    from reid_kd.schema import defaults
+
+    torch.manual_seed(0)
+    model = ReIDModel("resnet18", 4, embedding_dim=24)
+    assert (model.widths[-1], model.feat_dim, model.retrieval_dim, model.embedding_dim) == (512, 512, 24, 24)
+    assert [type(m).__name__ for m in model.neck] == ["BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert model.neck[2].bias is None and model.classifier.in_features == 24
+    out = model(torch.randn(8, 3, 32, 32))
+    assert out.global_feat.shape == (8, 512) and out.bn_feat.shape == (8, 24) and out.logits.shape == (8, 4)
+    before = model.neck[2].weight.detach().clone()
+    losses = reid_losses(out, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), defaults()["train"])
+    assert set(losses) == {"id", "triplet"}
+    sum(losses.values()).backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(model.neck[2].weight, before) and model.neck[3].bias.grad.abs().sum() > 0
+    plain = ReIDModel("resnet18", 4)
+    assert plain.retrieval_dim == plain.feat_dim == 512 and plain.embedding_dim is None
+    assert isinstance(plain.neck, torch.nn.BatchNorm1d)
+
+
+def test_input_size_resizes_inside_the_forward():
+    """`input_size`: the network sees its input resized (bilinear, antialiased); without it, as given."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    small = ReIDModel("mobilenet_v3_small", 3, input_size=[32, 16]).eval()
+    plain = ReIDModel("mobilenet_v3_small", 3).eval()
+    plain.load_state_dict(small.state_dict())
+    x = torch.randn(2, 3, 64, 48)
+    resized = F.interpolate(x, size=(32, 16), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        got, want = small(x), plain(resized)
+    assert got.feats[0].shape[-2:] == want.feats[0].shape[-2:] == (8, 4)  # stage 1: stride 4
+    assert torch.equal(got.bn_feat, want.bn_feat)
+    assert plain(x).feats[0].shape[-2:] == (16, 12)  # the default network takes the images as they come
+
+
+def test_head_and_input_size_travel_with_the_weights(tmp_path):
+    from reid_kd.models.checkpoint import load_model, save_model
+    from reid_kd.utils.io import UnsafeFileError, load_torch, save_torch
+
+    cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=16", "model.input_size=[32,32]"])
+    torch.manual_seed(0)
+    model = ReIDModel("resnet18", 5, embedding_dim=16, input_size=[32, 32]).eval()
+    save_model(model, cfg["model"], tmp_path / "student.pt", cfg["data"])
+    loaded = load_model(tmp_path / "student.pt").eval()
+    assert (loaded.retrieval_dim, loaded.input_size) == (16, (32, 32))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).bn_feat, model(x).bn_feat)
+    state = load_torch(tmp_path / "student.pt")
+    state["model_cfg"]["input_size"] = [32]
+    save_torch(state, tmp_path / "bad.pt")
+    with pytest.raises(UnsafeFileError, match="input_size"):
+        load_model(tmp_path / "bad.pt")

@@ -120,6 +120,25 @@ def test_cache_keys_hold_what_shapes_the_network(tiny_overrides):
     assert keys("pretrain.student.memory_format=channels_last")[1] == student_cl[1]
 
 
+def test_a_teacher_s_key_holds_its_retrieval_head_alone(tiny_overrides):
+    """`teacher.embedding_dim` shapes the teacher (null keeps the keys made before it existed); the student's
+    head, its input size and the evaluation protocols shape neither the teacher nor a pretrained backbone."""
+    from reid_kd.engine.paths import pretrain_key, teacher_key, teacher_spec
+
+    base = tiny_overrides + ["model.pretrained=synth", "teacher.pretrained=synth"]
+
+    def keys(*sets):
+        cfg = load_config("configs/quickstart.yaml", base + list(sets))
+        return teacher_key(cfg), pretrain_key(cfg, "model"), pretrain_key(cfg, "teacher")
+
+    cfg = load_config("configs/quickstart.yaml", base)
+    assert set(teacher_spec(cfg)["teacher"]) == set(cfg["teacher"]) - {"seed", "forward_dtype", "embedding_dim"}
+    plain = keys()
+    assert keys("model.embedding_dim=64", "model.input_size=[16,16]", "eval.protocols=[asymmetric]") == plain
+    head = keys("teacher.embedding_dim=64")
+    assert head[0] != plain[0] and head[1:] == plain[1:]
+
+
 def test_a_network_trains_in_its_recipes_layout_and_is_scored_in_its_own(tmp_path, tiny_overrides, monkeypatch):
     """`train.memory_format` pins the layout the student fine-tunes in; `model.memory_format` is the one it
     is evaluated (and timed) in."""

@@ -4,6 +4,8 @@ Both formats take a float32 NCHW batch of any size (RGB, resized and normalised 
 return the L2-normalised `bn_feat`, one row per image. ONNX goes through PyTorch's `torch.export`-based
 exporter (the supported one since PyTorch 2.9); TorchScript through `torch.jit.trace`, which PyTorch
 marks deprecated but which every TorchScript runtime (LibTorch, Triton's PyTorch backend) still loads.
+A student trained at its own `model.input_size` takes the same images and resizes them itself, as in
+training and evaluation, so a deployment's features are the ones that were scored.
 """
 from __future__ import annotations
 
@@ -45,10 +47,13 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     write_bytes(data, out)
     meta = {"format": fmt, "file": out.name, "input": {"name": "images", "layout": "NCHW", "dtype": "float32",
                                                        "batch": "dynamic", **model.input},
-            "output": {"name": "features", "dim": model.feat_dim, "normalised": "L2",
+            "output": {"name": "features", "dim": model.retrieval_dim, "normalised": "L2",
                        "compare": "inner product (cosine similarity); higher is more similar"},
             "backbone": model.backbone_name, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": file_digest(checkpoint), "torch": torch.__version__}
+    if model.input_size is not None:  # `model.input_size`: resized inside the network; feed it what `input` says
+        meta["network_input"] = {"height": model.input_size[0], "width": model.input_size[1],
+                                 "resize": "bilinear, antialiased, inside the model"}
     if fmt == "onnx":
         meta["opset"] = OPSET
     return out, write_json(meta, out.with_name(out.name + ".json"))

@@ -238,8 +238,8 @@ class GalleryIndex:
                             f"sha256 {digest[:12]} vs {self.meta['checkpoint_sha256'][:12]}); pass the "
                             "index's own checkpoint, or rebuild the index with this one (`reidkd index build`)")
         model = load_checkpoint(path, device)
-        if model.feat_dim != self.index.d:
-            _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.feat_dim}-d")
+        if model.retrieval_dim != self.index.d:
+            _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.retrieval_dim}-d")
         return model
 
     def search(self, queries: np.ndarray, k: int, chunk_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:

@@ -53,8 +53,8 @@ class CRD(Distiller):
         self.weight, self.t, self.m, self.k = cfg["weight"], cfg["nce_t"], cfg["nce_m"], cfg["nce_k"]
         self.embedding = cfg["embedding"]
         dim = cfg["feat_dim"]
-        self.embed_s = nn.Linear(model_widths(student)[1], dim)
-        self.embed_t = nn.Linear(model_widths(teacher)[1], dim)
+        self.embed_s = nn.Linear(model_widths(student, self.embedding)[1], dim)
+        self.embed_t = nn.Linear(model_widths(teacher, self.embedding)[1], dim)
         targets = torch.as_tensor(train_targets, dtype=torch.long)
         if len(torch.unique(targets)) < 2:
             raise ConfigError("CRD draws negatives from other classes: the training set needs at least two identities")

@@ -72,8 +72,8 @@ class GIRD(Distiller):
         self.kind, self.temperature, self.mask_self = cfg["loss"], cfg["temperature"], cfg["mask_self"]
         self.w_sim, self.w_evo = cfg["weight_sim"], cfg["weight_evo"]
         self.use_memory, self.use_evolution = cfg["use_memory"], cfg["use_evolution"]
-        s_stages, s_dim = model_widths(student)
-        t_stages, t_dim = model_widths(teacher)
+        s_stages, s_dim = model_widths(student, cfg["embedding"])
+        t_stages, t_dim = model_widths(teacher, cfg["embedding"])
         s_widths, t_widths = s_stages + [s_dim], t_stages + [t_dim]
         self.proj = nn.ModuleDict()  # cross relations on pooled vectors of different widths
         for i in self.layers:

@@ -73,6 +73,8 @@ def teacher_spec(cfg: dict) -> dict:
     """Everything the cached teacher's weights depend on (what its key hashes): its training precision and
     layout too, not the precision or layout of its forward while students distil."""
     t = {k: v for k, v in cfg["teacher"].items() if k not in ("seed", "forward_dtype")}
+    if t["embedding_dim"] is None:  # the BN neck: keys made before the retrieval head existed stay the same
+        del t["embedding_dim"]
     t["train"], t["memory_format"] = trained_in_layout(cfg["teacher"], cfg["teacher"]["train"])
     spec = {"data": cfg["data"], "teacher": t, "seed": teacher_seed(cfg), "amp": cfg["experiment"]["amp"]}
     if t["pretrained"] == "synth":  # the weights it starts from are part of what it is

@@ -2,7 +2,8 @@
 
 `preflight` runs after the data is loaded and before the teacher or the student trains: the P×K
 batch against the identities, a positive for some query, every listed image on disk, the method's
-options on untrained networks, and an output folder that is writable with room for checkpoints.
+options and the evaluation protocols on untrained networks, and an output folder that is writable
+with room for checkpoints.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.errors import ConfigError
-from reid_kd.models.reid_model import build_model
+from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.models.weights import Start
 
 BYTES_PER_PARAM = 4 * 5  # fp32 weights in a checkpoint with two Adam moments, plus the saved model
@@ -59,8 +60,25 @@ def check_images(loaders: Loaders) -> None:
                           f"`reidkd data check {ds.name} --root {Path(ds.root).parent}` lists them")
 
 
+def check_asymmetric(cfg: dict, teacher: ReIDModel | None, student: ReIDModel | None = None) -> None:
+    """`eval.protocols` with asymmetric compares the student's query features with the teacher's gallery
+    features: there must be a teacher, and both retrieval features must be one width (checked when the
+    student is given)."""
+    if "asymmetric" not in cfg["eval"]["protocols"]:
+        return
+    if teacher is None:
+        raise ConfigError("config key 'eval.protocols' lists asymmetric (the student's queries in the teacher's "
+                          "gallery) but this run has no teacher; give it one or set eval.protocols=[symmetric]")
+    if student is not None and student.retrieval_dim != teacher.retrieval_dim:
+        raise ConfigError(f"config keys 'model.embedding_dim' and 'teacher.embedding_dim': asymmetric retrieval "
+                          f"(eval.protocols) compares the student's {student.retrieval_dim}-d retrieval features with "
+                          f"the teacher's {teacher.retrieval_dim}-d; set model.embedding_dim={teacher.retrieval_dim} "
+                          "(the teacher's width), or one width in both model.embedding_dim and teacher.embedding_dim")
+
+
 def check_distiller(cfg: dict, loaders: Loaders) -> int:
-    """Build the method on untrained networks (its option errors stop the run); returns their parameters."""
+    """Build the method on untrained networks (its option errors stop the run), and check the evaluation
+    protocols against them; returns their parameters."""
     n = loaders.dataset.num_train_pids
     with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
         # shapes only: random weights (no download, no pretraining before the checks)
@@ -72,6 +90,7 @@ def check_distiller(cfg: dict, loaders: Loaders) -> int:
                 raise
             except ValueError as e:  # a method's own option check
                 raise ConfigError(f"distill.{cfg['distill']['method']}: {e}") from None
+    check_asymmetric(cfg, teacher, student)
     teacher_params = 0 if cfg["teacher"]["checkpoint"] else sum(p.numel() for p in teacher.parameters())
     return sum(p.numel() for p in student.parameters()) + teacher_params
 

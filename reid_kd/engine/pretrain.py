@@ -50,7 +50,10 @@ def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, sp
     logger.info(f"pretraining {net['backbone']} into {folder}")
     logger.info(loaders.dataset.summary())
     torch.manual_seed(pre["seed"])
-    model = build_model({**net, "pretrained": None}, loaders.dataset.num_train_pids)
+    # the backbone alone is kept: it trains in the plain BNNeck network at the pretraining data's size, whatever
+    # retrieval head or input size the benchmark network has (neither is in its key, `shaping`)
+    model = build_model({**net, "pretrained": None, "embedding_dim": None, "input_size": None},
+                        loaders.dataset.num_train_pids)
     recipe = pre[ROLES[block]]
     cohort = Cohort(loaders.train, device, pre["seed"], amp=cfg["experiment"]["amp"])
     member = cohort.add(model, recipe, folder, desc=f"pretrain {net['backbone']}", tag=key,

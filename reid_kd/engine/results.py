@@ -47,6 +47,15 @@ def settings(cfg: dict, device: torch.device) -> dict:
             "memory_format": {"student": cfg["model"]["memory_format"], "teacher": t["memory_format"]}}
 
 
+def shapes(cfg: dict, student: ReIDModel, teacher: ReIDModel | None) -> dict:
+    """What each network saw and gave: its input size ([height, width]; the teacher always the data's) and the
+    width of its retrieval feature (the asymmetric protocol compares the two)."""
+    data = [cfg["data"]["height"], cfg["data"]["width"]]
+    return {"input_size": {"student": list(student.input_size or data), "teacher": data},
+            "retrieval_dim": {"student": student.retrieval_dim,
+                              "teacher": teacher.retrieval_dim if teacher is not None else None}}
+
+
 def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict, seed: int,
                    device: torch.device) -> dict:
     """A cached teacher's metrics.json: its scores and how it was trained."""
@@ -59,7 +68,8 @@ def teacher_record(metrics: dict, teacher: ReIDModel, seconds: float, cfg: dict,
 
 def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float, teacher: ReIDModel | None,
                    teacher_metrics: dict | None, device: torch.device) -> dict:
-    """A run's metrics.json: the student's scores, its teacher's, and the run's provenance."""
+    """A run's metrics.json: the student's scores (the top-level ones are `eval.protocols`' first, each protocol's
+    under `protocols`), its teacher's (its own, symmetric), and the run's provenance."""
     teacher_summary = None
     if teacher_metrics is not None:
         teacher_summary = {k: teacher_metrics.get(k) for k in (*METRIC_KEYS, "cmc", "params",
@@ -73,6 +83,7 @@ def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float,
         "pretrained": {"teacher": teacher.start if teacher is not None else None, "student": student.start},
         "seed": cfg["experiment"]["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
         "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
+        "protocols": metrics["protocols"], **shapes(cfg, student, teacher),
         "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
         "inference_images_per_sec": metrics["inference_images_per_sec"],

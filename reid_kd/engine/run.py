@@ -16,13 +16,13 @@ from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.cohort import Cohort
 from reid_kd.engine.paths import run_folder, run_name, training_layout
-from reid_kd.engine.preflight import check_writable, preflight
+from reid_kd.engine.preflight import check_asymmetric, check_writable, preflight
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.results import student_record
 from reid_kd.engine.runtime import as_layout, setup_runtime
 from reid_kd.engine.teacher import get_teacher
 from reid_kd.engine.training import Job, train_jobs
-from reid_kd.evaluation import evaluate_model
+from reid_kd.evaluation import Features, evaluate_model
 from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils import distributed
@@ -71,23 +71,28 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
     exp, t_cfg = cfgs[0]["experiment"], cfgs[0]["teacher"]
     cohort = Cohort(loaders.train, device, exp["seed"], teacher=teacher, amp=exp["amp"],
                     teacher_dtype=t_cfg["forward_dtype"], teacher_memory_format=t_cfg["memory_format"])
-    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics) for cfg in cfgs]
+    # the frozen teacher's gallery, embedded once for all the students scored in it (eval.protocols: asymmetric)
+    gallery = Features(cohort.teacher, device) if cohort.teacher is not None else None
+    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics, gallery) for cfg in cfgs]
     return train_jobs(cohort, jobs, stop_after)
 
 
 def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.device,
-                 teacher_metrics: dict | None) -> Job:
+                 teacher_metrics: dict | None, teacher_features: Features | None) -> Job:
     """The student and its distiller, built from the seed alone (as every method of the seed), as a job."""
     exp, teacher, folder = cfg["experiment"], cohort.teacher, run_folder(cfg)
+    check_asymmetric(cfg, teacher)  # told before a synthetic pretraining
     start = network_start(cfg, "model", device)
     torch.manual_seed(exp["seed"])
     student = build_model(cfg["model"], loaders.dataset.num_train_pids, start)
+    check_asymmetric(cfg, teacher, student)  # the teacher it has (preflight checked the config's)
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     member = cohort.add(student, cfg["train"], folder, distiller=distiller, desc=run_name(cfg),
                         tag=config_hash(cfg), sync_bn=exp["sync_bn"],
                         memory_format=training_layout(cfg["model"], cfg["train"]))
     return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"]),
                evaluate=lambda: evaluate_model(as_layout(student, cfg["model"]["memory_format"]), loaders.query,
-                                               loaders.gallery, cfg["eval"], device),
+                                               loaders.gallery, cfg["eval"], device, cfg["eval"]["protocols"],
+                                               teacher_features),
                record=lambda metrics, seconds: student_record(cfg, metrics, student, seconds, teacher,
                                                               teacher_metrics, device))

@@ -34,6 +34,15 @@ def load_teacher_checkpoint(cfg: dict, device: torch.device) -> ReIDModel:
         raise ConfigError(f"config key 'teacher.checkpoint': {path} holds a {teacher.backbone_name} teacher but "
                           f"teacher.backbone is {cfg['teacher']['backbone']}; set teacher.backbone="
                           f"{teacher.backbone_name}")
+    held, said = teacher.embedding_dim, cfg["teacher"]["embedding_dim"]
+    if held != said:  # the width preflight checked the student's retrieval features against
+        raise ConfigError(f"config key 'teacher.checkpoint': {path} holds a teacher with "
+                          f"{f'a {held}-d retrieval head' if held else 'no retrieval head'} but teacher.embedding_dim "
+                          f"is {'null' if said is None else said}; set teacher.embedding_dim={held or 'null'}")
+    if teacher.input_size is not None:
+        raise ConfigError(f"config key 'teacher.checkpoint': {path} holds a network that resizes its input to "
+                          f"{teacher.input_size[0]}x{teacher.input_size[1]} (a student's model.input_size), but a "
+                          "teacher sees the data at its own size; give a teacher.pt or a student trained without it")
     return teacher
 
 

@@ -1,4 +1,5 @@
-"""Run a model over query and gallery, then score it."""
+"""Run a model over query and gallery, then score it: symmetric retrieval (its queries in its own gallery), or
+asymmetric (its queries in a frozen teacher's gallery, `Features` of the teacher)."""
 from __future__ import annotations
 
 import time
@@ -51,34 +52,72 @@ def _synced_clock(device: torch.device | str) -> float:
     return time.perf_counter()
 
 
-def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device) -> dict:
+PROTOCOLS = {"symmetric": "student", "asymmetric": "teacher"}  # protocol -> the network that embeds the gallery
+
+
+class Features:
+    """A network's features (`extract_features`) of each loader it is asked for, extracted on first use and
+    kept: the frozen teacher's gallery is embedded once for every student of a cohort that needs it."""
+
+    def __init__(self, model, device: torch.device):
+        self.model, self.device, self.done = model, device, {}
+
+    def __call__(self, loader, timing: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if loader not in self.done:
+            self.done[loader] = extract_features(self.model, loader, self.device, timing=timing)
+        return self.done[loader]
+
+
+def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: torch.device,
+                   protocols: list[str] | None = None, teacher: Features | None = None) -> dict:
     """Metrics of one model in the metrics.json vocabulary (mAP, mINP, rank1/5/10, cmc), and its inference
     images/s over the gallery (timed as it is embedded, after the query pass has warmed the model up).
 
+    `protocols` (`eval.protocols`): each is scored, the first one's metrics at the top level, every one's
+    under `protocols[name]` with the networks that embedded queries and gallery; `asymmetric` searches
+    the model's queries in `teacher`'s gallery. None: symmetric alone, with no `protocols` table (a
+    network's own ceiling: a teacher, a pretrained backbone).
     The loaders' `source` (the ReIDDataset, set by `build_loaders`) says whether the dataset has
     cameras and whether it asks for the mean over several (query, gallery) draws; features are then
     extracted once for all test images and each draw is scored from them.
     """
+    if teacher is None and "asymmetric" in (protocols or ()):
+        raise ValueError("the asymmetric protocol searches the teacher's gallery; pass the teacher's Features")
     source = getattr(query_loader.dataset, "source", None)
-    qf, q_pids, q_camids = extract_features(model, query_loader, device)
-    timing: dict = {}
-    gf, g_pids, g_camids = extract_features(model, gallery_loader, device, timing=timing)
+    student, timing = Features(model, device), {}
+    student(query_loader)
+    student(gallery_loader, timing)
     speed = {"inference_images_per_sec": timing.get("images", 0) / max(timing.get("seconds", 0.0), 1e-9)}
     options = dict(metric=eval_cfg["metric"], max_rank=eval_cfg["max_rank"], query_chunk=eval_cfg["query_chunk"],
                    use_gpu=eval_cfg["faiss_gpu"] == "auto", device=device, rerank=rerank_options(eval_cfg),
                    same_camera_is_junk=source.has_cameras if source is not None else True)
+    if protocols is None:
+        return _score(student, student, query_loader, gallery_loader, options) | speed
+    table = {name: _score(student, teacher if PROTOCOLS[name] == "teacher" else student, query_loader,
+                          gallery_loader, options) | {"query": "student", "gallery": PROTOCOLS[name]}
+             for name in protocols}
+    headline = {k: v for k, v in table[protocols[0]].items() if k not in ("query", "gallery")}
+    return headline | speed | {"protocols": table}
+
+
+def _score(queries: Features, gallery: Features, query_loader, gallery_loader, options: dict) -> dict:
+    """`queries`' features of the query images searched in `gallery`'s of the gallery images (of each draw,
+    averaged, where the dataset has several: a draw's query and gallery may take from both loaders)."""
+    source = getattr(query_loader.dataset, "source", None)
     if source is None or not source.draws:
-        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)], options["rerank"]) | speed
+        qf, q_pids, q_camids = queries(query_loader)
+        gf, g_pids, g_camids = gallery(gallery_loader)
+        return _record([evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, **options)], options["rerank"])
     items = list(query_loader.dataset.items) + list(gallery_loader.dataset.items)
     row = {it.path: i for i, it in enumerate(items)}
-    feats = np.concatenate([qf, gf])
+    q_feats, g_feats = (np.concatenate([f(query_loader)[0], f(gallery_loader)[0]]) for f in (queries, gallery))
     results = []
-    for query, gallery in source.draws:
+    for query, gallery_items in source.draws:
         qi = np.array([row[it.path] for it in query])
-        gi = np.array([row[it.path] for it in gallery])
-        results.append(evaluate(feats[qi], feats[gi], [it.pid for it in query], [it.pid for it in gallery],
-                                [it.camid for it in query], [it.camid for it in gallery], **options))
-    return _record(results, options["rerank"]) | speed
+        gi = np.array([row[it.path] for it in gallery_items])
+        results.append(evaluate(q_feats[qi], g_feats[gi], [it.pid for it in query], [it.pid for it in gallery_items],
+                                [it.camid for it in query], [it.camid for it in gallery_items], **options))
+    return _record(results, options["rerank"])
 
 
 def rerank_options(eval_cfg: dict) -> dict | None:

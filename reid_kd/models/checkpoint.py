@@ -57,10 +57,16 @@ def _record_fault(state: dict) -> str | None:
         return f"unknown backbone {cfg['backbone']!r}"
     if cfg["last_stride"] not in (1, 2) or cfg["neck"] not in ("bnneck", "none"):
         return f"last_stride {cfg['last_stride']!r} / neck {cfg['neck']!r}"
+    dim, size = cfg.get("embedding_dim"), cfg.get("input_size")
+    if dim is not None and not (_whole(dim) and dim >= 1 and cfg["neck"] == "bnneck"):
+        return f"embedding_dim {dim!r} is not a positive whole number with neck bnneck"
+    if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2
+                                 and all(_whole(v) and 16 <= v <= MAX_SIDE for v in size)):
+        return f"input_size {size!r} is not [height, width] in whole pixels from 16 to {MAX_SIDE}"
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         return "'model' is not a table of tensors"
     classifier = weights.get("classifier.weight")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0 \
+    if not _whole(n) or n < 0 \
             or (classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 0) != n:
         return f"num_classes {n!r} does not match its classifier's weights"
     spec = state.get("input")
@@ -68,3 +74,7 @@ def _record_fault(state: dict) -> str | None:
             isinstance(spec.get(k), int) and 16 <= spec[k] <= MAX_SIDE for k in ("height", "width"))):
         return f"input size {spec!r} is not whole numbers of pixels from 16 to {MAX_SIDE}"
     return None
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
