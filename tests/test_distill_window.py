@@ -21,8 +21,10 @@ LOW, HIGH = 0.05, 20.0
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(teacher, student, loaders, cfg): the quickstart's student and P×K batch at 64×64, its 150
-    identities with 4 images each, after 4 epochs (36 steps) behind a ResNet-18 teacher of 8 epochs."""
+    """(teacher, students, loaders, cfg): the quickstart's student and P×K batch at 64×64, its 150
+    identities with 4 images each, after 4 epochs (36 steps) behind a ResNet-18 teacher of 8 epochs.
+    `students`: the plain one, and one with a retrieval head of the teacher's width (512) for the methods
+    that compare the two networks' retrieval vectors directly."""
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.cohort import Cohort
     from reid_kd.engine.run_folder import RunFolder
@@ -36,20 +38,24 @@ def trained(tmp_path_factory):
     n = loaders.dataset.num_train_pids
     torch.manual_seed(0)
     teacher, student = build_model(cfg["teacher"], n), build_model(cfg["model"], n)
+    torch.manual_seed(0)
+    headed = build_model({**cfg["model"], "embedding_dim": teacher.retrieval_dim}, n)
     out = tmp_path_factory.mktemp("window_runs")
     cpu = torch.device("cpu")
-    for model, train_cfg, name in ((teacher, cfg["teacher"]["train"], "teacher"), (student, cfg["train"], "student")):
+    for model, train_cfg, name in ((teacher, cfg["teacher"]["train"], "teacher"), (student, cfg["train"], "student"),
+                                   (headed, cfg["train"], "headed")):
         cohort = Cohort(loaders.train, cpu)
         cohort.add(model, train_cfg, RunFolder(out / name))
         cohort.fit()
-    return teacher.eval(), student.train(), loaders, cfg
+    return teacher.eval(), {False: student.train(), True: headed.train()}, loaders, cfg
 
 
 def ratio(method: str, trained, **options) -> float:
     """The method's gradient ratio on the 4th batch, after 3 batches have filled any memory."""
     from reid_kd.data.image_dataset import train_targets
 
-    teacher, student, loaders, cfg = trained
+    teacher, students, loaders, cfg = trained
+    student = students[DISTILLERS.load(method).same_width]
     c = load_config(None, [f"distill.method={method}"] + [f"distill.{method}.{k}={v}" for k, v in options.items()])
     torch.manual_seed(1)
     distiller = build_distiller(c["distill"], student, teacher, train_targets(loaders))

@@ -25,7 +25,7 @@ def model_widths(model: nn.Module, embedding: str = "global_feat") -> tuple[list
 def retrieval_width(model: nn.Module) -> int | None:
     """The width of a model's retrieval feature `bn_feat`: its embedding head's where it has one, else the
     backbone's (`feat_dim`); None where the model does not say."""
-    return getattr(model, "embedding_dim", None) or getattr(model, "feat_dim", None)
+    return getattr(model, "retrieval_dim", None) or getattr(model, "feat_dim", None)
 
 
 def check_same_width(method: str, student_width: int | None, teacher_width: int | None) -> None:
