@@ -87,3 +87,28 @@ def test_a_tune_grid_over_the_data_is_refused(grid, key, tmp_path, tiny_override
     result = cli("tune", "--suite", path, "--grid", grid, "--out", tmp_path / "tables")
     assert_one_line(result, grid, key, "with --set, for every run")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "tables").exists()
+
+
+# --- ImageNet weights: a file at the cache path must be the published one ------------------------------------
+
+@pytest.mark.parametrize("kind", ["other weights", "empty"])
+def test_a_file_at_the_imagenet_cache_path_that_is_not_the_published_one_is_refused(kind, hub, tiny_overrides,
+                                                                                      tmp_path):
+    import torch
+    import torchvision
+
+    from reid_kd.models.weights import imagenet_file
+
+    file = imagenet_file("resnet18")
+    file.parent.mkdir(parents=True)
+    if kind == "empty":
+        file.write_bytes(b"")
+    else:  # loads, fits the architecture, and is not the published file
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), file)
+    before = file.read_bytes()
+    result = cli("run", "--config", QUICKSTART, *sets(moved(tiny_overrides, tmp_path / "runs",
+                                                             "teacher.pretrained=imagenet")))
+    line = assert_one_line(result, str(file), "not the published ImageNet weights of resnet18", "its name says f37072fd",
+                           "delete it", "https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    assert ("an empty file" in line) == (kind == "empty")
+    assert file.read_bytes() == before and not list((tmp_path / "runs").rglob("*.pt"))  # nothing trained
