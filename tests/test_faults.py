@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import assert_one_line, cli
 
+from reid_kd.config import dump_config
 from reid_kd.engine.configs import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +49,13 @@ def test_a_non_finite_loss_weight_is_refused_like_a_non_finite_learning_rate(val
 
 # --- suites and tune grids compare entries on one dataset ----------------------------------------------------
 
-def suite_file(tmp_path: Path, tiny_overrides, entry_set: list[str]) -> Path:
-    """A tiny suite (so a regression trains seconds, not hours) whose kd entry sets `entry_set`."""
+def suite_file(tmp_path: Path, tiny_overrides, entry_set: list[str] | None = None, *extra: str) -> Path:
+    """A tiny suite (so a regression trains seconds, not hours) of the baseline, and of a kd entry setting
+    `entry_set` unless it is None; `extra`: overrides of every run."""
     path = tmp_path / "suite.yaml"
+    kd = [] if entry_set is None else [{"name": "kd", "method": "kd", "set": entry_set}]
     path.write_text(yaml.safe_dump({"name": "mini", "base": QUICKSTART, "seeds": [0], "set": moved(
-        tiny_overrides, tmp_path / "runs"), "methods": [{"name": "baseline", "method": "none"},
-                                                         {"name": "kd", "method": "kd", "set": entry_set}]}))
+        tiny_overrides, tmp_path / "runs", *extra), "methods": [{"name": "baseline", "method": "none"}, *kd]}))
     return path
 
 
@@ -112,3 +115,139 @@ def test_a_file_at_the_imagenet_cache_path_that_is_not_the_published_one_is_refu
                            "delete it", "https://download.pytorch.org/models/resnet18-f37072fd.pth")
     assert ("an empty file" in line) == (kind == "empty")
     assert file.read_bytes() == before and not list((tmp_path / "runs").rglob("*.pt"))  # nothing trained
+
+
+# --- damaged files: a cache is rebuilt beside them, a run's is named with the one fix that works -------------
+
+TINY_PRETRAIN = ["model.pretrained=synth", "pretrain.synth.train_ids=6", "pretrain.synth.test_ids=3",
+                 "pretrain.synth.cameras=4", "pretrain.synth.images_per_id=4", "pretrain.synth.image_size=32",
+                 "pretrain.student.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory, tiny_overrides):
+    """(runs folder, overrides): a finished run whose student starts from a synth-pretrained backbone, so the
+    folder holds both caches (teachers/, pretrained/) and the run."""
+    out = tmp_path_factory.mktemp("cached")
+    overrides = moved(tiny_overrides, out, *TINY_PRETRAIN, "experiment.name=cached")
+    result = cli("run", "--config", QUICKSTART, *sets(overrides))
+    assert result.exit_code == 0, result.output
+    return out, overrides
+
+
+def damage(kind: str, folder: Path) -> Path:
+    """Damage a cache folder's file as a crash, a full disk or a hand would; returns the damaged file."""
+    weights = next(p for p in folder.iterdir() if p.name in ("teacher.pt", "backbone.pt"))
+    if kind == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+        return weights
+    if kind == "empty weights":
+        weights.write_bytes(b"")
+        return weights
+    if kind == "truncated record":
+        (folder / "metrics.json").write_text((folder / "metrics.json").read_text()[:40])
+        return folder / "metrics.json"
+    if kind == "no spec record":  # deleted after a damaged config.yaml was named
+        (folder / "config.yaml").unlink()
+        return folder / "metrics.json"
+    # a killed training's checkpoint, cut short: what remains of an unfinished cache
+    (folder / "metrics.json").unlink()
+    weights.rename(folder / "checkpoint.pt")
+    (folder / "checkpoint.pt").write_bytes((folder / "checkpoint.pt").read_bytes()[:3000])
+    return folder / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("cache", ["teachers", "pretrained"])
+@pytest.mark.parametrize("kind", ["truncated weights", "empty weights", "truncated record", "no spec record",
+                                  "truncated checkpoint"])
+def test_a_damaged_cache_is_moved_aside_and_rebuilt(cache, kind, cached, tmp_path):
+    import torch
+
+    out, overrides = cached
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    folder = next((copy / cache).iterdir())
+    damaged = damage(kind, folder)
+    kept = damaged.read_bytes() if damaged.exists() else None
+    result = cli("run", "--config", QUICKSTART, *sets(moved(overrides, copy, "experiment.name=again")))
+    assert result.exit_code == 0, result.output
+    what = "teacher" if cache == "teachers" else "backbone"
+    said = [line for line in result.stderr.splitlines() if line.startswith(f"{what} cache {folder}: ")]
+    assert len(said) == 1 and "Traceback" not in result.output, result.output
+    aside = next(folder.glob("damaged-*"))
+    assert f"moved its files to {aside} and training the {what} anew" in said[0]
+    assert (kind == "no spec record") == ("spec is not recorded" in said[0])
+    if kept is not None:
+        assert (aside / damaged.name).read_bytes() == kept  # kept as it was
+        assert kind == "no spec record" or damaged.name in said[0]
+    weights = folder / ("teacher.pt" if what == "teacher" else "backbone.pt")
+    assert torch.load(weights, weights_only=True) and json.loads((folder / "metrics.json").read_text())
+    assert json.loads((copy / "again" / "baseline" / "seed0" / "metrics.json").read_text())["mAP"] >= 0
+
+
+def test_a_cached_file_asking_to_run_code_is_refused_not_rebuilt(cached, tmp_path):
+    import os
+
+    import torch
+
+    out, overrides = cached
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    sentinel = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    backbone = next((copy / "pretrained").iterdir()) / "backbone.pt"
+    torch.save({"features.0.0.weight": Payload()}, backbone)
+    before = snapshot(copy)
+    line = assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved(overrides, copy, "experiment.name=again"))),
+                           str(backbone), "not a plain checkpoint", "delete it: the backbone is then trained anew")
+    assert "use a student.pt" not in line and not sentinel.exists() and snapshot(copy) == before
+
+
+def test_a_killed_runs_damaged_checkpoint_names_the_fix_that_works(cached, tmp_path):
+    out, overrides = cached
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    again = moved(overrides, copy)
+    run = copy / "cached" / "baseline" / "seed0"
+    (run / "config.yaml").write_text(dump_config(load_config(QUICKSTART, again)))  # the copy's own output_dir
+    (run / "metrics.json").unlink()  # killed before the end: its checkpoint, cut short
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:3000])
+    before = snapshot(copy)
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(again)), str(run / "checkpoint.pt"),
+                    "truncated", "delete it to train baseline from its first epoch")
+    assert snapshot(copy) == before
+    (run / "checkpoint.pt").unlink()  # the fix it names
+    result = cli("run", "--config", QUICKSTART, *sets(again))
+    assert result.exit_code == 0 and "baseline epoch 1/1" in result.output, result.output
+
+
+def test_a_runs_truncated_metrics_is_named_as_damaged_not_as_another_config(tiny_overrides, tmp_path):
+    """`reidkd run` and `reidkd bench` say the record is damaged and the fix; the fix re-evaluates, no retraining."""
+    suite = suite_file(tmp_path, tiny_overrides)
+    first = cli("bench", "--suite", suite)
+    assert first.exit_code == 0, first.output
+    run = tmp_path / "runs" / "mini" / "baseline" / "seed0"
+    again = moved(tiny_overrides, tmp_path / "runs", "experiment.name=alone")
+    assert cli("run", "--config", QUICKSTART, *sets(again)).exit_code == 0
+    alone = tmp_path / "runs" / "alone" / "baseline" / "seed0"
+    for folder in (run, alone):
+        (folder / "metrics.json").write_text((folder / "metrics.json").read_text()[:200])
+    before = snapshot(tmp_path / "runs")
+    for args, folder in ((["bench", "--suite", suite], run), (["run", "--config", QUICKSTART, *sets(again)], alone)):
+        line = assert_one_line(cli(*args), str(folder / "metrics.json"), "not readable JSON", "it is damaged",
+                               "delete it and run again", "evaluated anew from its checkpoint.pt")
+        assert "another config" not in line
+    status = cli("bench", "--suite", suite, "--status")
+    assert "baseline/seed0" in status.stdout and "is damaged" in status.stdout, status.output
+    board = cli("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "boards", "--readme", tmp_path / "no.md")
+    assert board.exit_code == 0 and "metrics.json: not readable JSON, damaged (delete it" in board.output, board.output
+    assert snapshot(tmp_path / "runs") == before
+    for args, folder in ((["bench", "--suite", suite], run), (["run", "--config", QUICKSTART, *sets(again)], alone)):
+        (folder / "metrics.json").unlink()  # the fix the line names
+        result = cli(*args)
+        assert result.exit_code == 0 and "resuming from checkpoint.pt after epoch 1/1" in result.output, result.output
+        assert "baseline epoch" not in result.output and json.loads((folder / "metrics.json").read_text())["mAP"] >= 0

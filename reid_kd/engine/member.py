@@ -103,7 +103,7 @@ class Member:
         path = self.folder.checkpoint
         if not path.is_file():
             return 0.0
-        state = load_torch(path, self.device)
+        state = load_torch(path, self.device, fix=f"delete it to train {self.desc} from its first epoch")
         if state.get("tag") != self.tag:  # left by a run of another config: start afresh
             path.unlink()
             self.say(f"{self.desc}: discarding {path.name} of another config in {self.folder}; starting afresh")
