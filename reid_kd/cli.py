@@ -164,13 +164,17 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
-    from reid_kd.models.checkpoint import load_model
+    from reid_kd.models.checkpoint import input_config, load_model
 
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     device = setup_runtime(cfg)
-    loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
     model = load_model(checkpoint, device)
+    data = input_config(model, cfg["data"])  # the size it was trained on, as `reidkd index` scores it
+    if (data["height"], data["width"]) != (cfg["data"]["height"], cfg["data"]["width"]):
+        click.echo(f"{Path(checkpoint).name} was trained on {data['height']}x{data['width']} images: scored at that "
+                   f"size, not the config's {cfg['data']['height']}x{cfg['data']['width']}")
+    loaders = build_loaders(data, cfg["experiment"]["seed"])
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
     click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
     click.echo(queries_line(metrics))

@@ -251,3 +251,28 @@ def test_a_runs_truncated_metrics_is_named_as_damaged_not_as_another_config(tiny
         result = cli(*args)
         assert result.exit_code == 0 and "resuming from checkpoint.pt after epoch 1/1" in result.output, result.output
         assert "baseline epoch" not in result.output and json.loads((folder / "metrics.json").read_text())["mAP"] >= 0
+
+
+# --- eval and index score a checkpoint at one size: the one it was trained on --------------------------------
+
+def scores(output: str) -> list[str]:
+    """mAP, Rank-1, Rank-5, Rank-10 and mINP of the one model row of a command's markdown table."""
+    rows = [line for line in output.splitlines() if line.startswith("|") and "---" not in line]
+    return [cell.strip() for cell in rows[1].strip("|").split("|")][2:]
+
+
+def test_eval_and_index_score_a_checkpoint_at_the_size_it_was_trained_on(deploy_setup, tmp_path):
+    cfg, folder, overrides = deploy_setup
+    assert (cfg["data"]["height"], cfg["data"]["width"]) == (32, 32)  # the size student.pt records
+    other = [*overrides, "data.height=64", "data.width=48"]
+    checkpoint = folder / "student.pt"
+    at_its_size = cli("eval", "--checkpoint", checkpoint, "--config", QUICKSTART, *sets(overrides))
+    at_other = cli("eval", "--checkpoint", checkpoint, "--config", QUICKSTART, *sets(other))
+    assert at_its_size.exit_code == 0 and at_other.exit_code == 0, at_other.output
+    assert "student.pt was trained on 32x32 images: scored at that size, not the config's 64x48" in at_other.output
+    built = cli("index", "build", "--checkpoint", checkpoint, "--config", QUICKSTART, *sets(other),
+                "--out", tmp_path / "index")
+    assert built.exit_code == 0, built.output
+    indexed = cli("index", "eval", "--index", tmp_path / "index", "--config", QUICKSTART, *sets(other))
+    assert indexed.exit_code == 0, indexed.output
+    assert scores(at_other.output) == scores(at_its_size.output) == scores(indexed.output)
