@@ -276,3 +276,50 @@ def test_eval_and_index_score_a_checkpoint_at_the_size_it_was_trained_on(deploy_
     indexed = cli("index", "eval", "--index", tmp_path / "index", "--config", QUICKSTART, *sets(other))
     assert indexed.exit_code == 0, indexed.output
     assert scores(at_other.output) == scores(at_its_size.output) == scores(indexed.output)
+
+
+# --- bench workers wait for a backbone another process pretrains, as they wait for the teacher --------------
+
+@pytest.mark.slow
+def test_bench_workers_wait_for_a_backbone_another_process_pretrains(tiny_overrides, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import within
+
+    from reid_kd.bench.suite_file import load_suite
+    from reid_kd.engine.paths import pretrain_dir
+
+    suite = suite_file(tmp_path, tiny_overrides, None, *TINY_PRETRAIN, "experiment.threads=1")
+    text = yaml.safe_load(suite.read_text())
+    suite.write_text(yaml.safe_dump(text | {"seeds": [0, 1]}))  # a seed for each worker: both need the backbone
+    folder = pretrain_dir(load_suite(suite).runs()[0][2], "model")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    holder = subprocess.Popen(  # another process pretraining it, as far as the lock tells
+        [sys.executable, "-c", "import sys\nfrom reid_kd.utils.lock import folder_lock\n"
+         f"with folder_lock({str(folder)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
+        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        bench = subprocess.Popen([sys.executable, "-m", "reid_kd.cli", "bench", "--suite", str(suite), "--workers", "2"],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with within(600):
+            for line in bench.stdout:
+                lines.append(line)
+                if "waiting for" in line and str(folder) in line and holder.poll() is None:
+                    holder.stdin.close()  # the other process is done with it: the workers go on
+                    holder.wait()
+            code = bench.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    output = "".join(lines)
+    assert any("waiting for" in line and f"pid {holder.pid}" in line and str(folder) in line for line in lines), output
+    assert code == 0 and "FolderLockedError" not in output and "FAILED" not in output, output
+    assert output.count(f"pretraining mobilenet_v3_small into {folder}") == 1  # trained once, by one worker
+    assert [row.split(",")[0] for row in (folder / "log.csv").read_text().splitlines()[1:]] == ["1"]
+    for seed in (0, 1):
+        record = json.loads((tmp_path / "runs" / "mini" / "baseline" / f"seed{seed}" / "metrics.json").read_text())
+        assert record["pretrained"]["student"]["name"] == folder.name

@@ -36,11 +36,18 @@ def network_start(cfg: dict, block: str, device: torch.device) -> Start | None:
     (the model layer reads `imagenet`, a file or null itself)."""
     if cfg[block]["pretrained"] != "synth":
         return None
-    folder, spec = pretrain_folder(cfg, block), shaping(cfg, block)
-    train_cached(folder, spec, "backbone", lambda: _pretrain(cfg, block, device, folder, spec))
+    folder = pretrained_folder(cfg, block, device)
     start = Start("synth", folder.weights, folder.path.name)  # the folder is named by its cache key
     logger.info(f"{ROLES[block]}: starting from {start.name} ({start.file})")
     return start
+
+
+def pretrained_folder(cfg: dict, block: str, device: torch.device) -> RunFolder:
+    """The cache folder of `cfg[block]`'s synth-pretrained backbone, pretrained into it first if not cached (its
+    lock held meanwhile: another process that needs it gets FolderLockedError, which bench workers wait out)."""
+    folder, spec = pretrain_folder(cfg, block), shaping(cfg, block)
+    train_cached(folder, spec, "backbone", lambda: _pretrain(cfg, block, device, folder, spec))
+    return folder
 
 
 def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, spec: dict) -> None:
