@@ -323,3 +323,98 @@ def test_bench_workers_wait_for_a_backbone_another_process_pretrains(tiny_overri
     for seed in (0, 1):
         record = json.loads((tmp_path / "runs" / "mini" / "baseline" / f"seed{seed}" / "metrics.json").read_text())
         assert record["pretrained"]["student"]["name"] == folder.name
+
+
+# --- tracebacks that are one line now -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["teachers", "teachers/{key}", "pretrained"])
+def test_a_file_where_a_cache_folder_goes_is_one_line(where, tiny_overrides, tmp_path):
+    from reid_kd.engine.paths import teacher_key
+
+    overrides = moved(tiny_overrides, tmp_path / "runs", *TINY_PRETRAIN[1:], "teacher.pretrained=synth")
+    blocker = tmp_path / "runs" / where.format(key=teacher_key(load_config(QUICKSTART, overrides)))
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file, not a folder")
+    assert_one_line(cli("run", "--config", QUICKSTART, *sets(overrides)), "cannot make the folder", str(blocker),
+                    "is a file, not a folder", "move that file away", "experiment.output_dir")
+    assert blocker.read_text() == "a file, not a folder" and not list((tmp_path / "runs").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("kind", ["another network's", "empty"])
+def test_timm_imagenet_weights_that_cannot_be_loaded_are_one_line(kind, hub, tiny_overrides, tmp_path):
+    timm = pytest.importorskip("timm")
+    from helpers import into_hub_cache
+
+    from reid_kd.models.weights import imagenet_file
+
+    into_hub_cache("timm:resnet18d", timm.create_model("resnet34").state_dict())  # passes the name's hash check
+    file = imagenet_file("timm:resnet18d")
+    if kind == "empty":
+        file.write_bytes(b"")  # timm's load of it ended in click's bare `Aborted!`
+    before = file.read_bytes()
+    result = cli("run", "--config", QUICKSTART, *sets(moved(tiny_overrides, tmp_path / "runs", "teacher.pretrained=imagenet",
+                                                             "teacher.backbone=timm:resnet18d")))
+    assert_one_line(result, str(file), "cannot be loaded as timm's resnet18d weights", "delete it")
+    assert "Aborted" not in result.output and file.read_bytes() == before
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("backbone, words", [
+    ("timm:maxvit_nano_rw_256", ["model.backbone", "takes 256x256 images only", "the data gives 32x32",
+                                 "data.height=256 data.width=256"]),
+    ("timm:swin_tiny_patch4_window7_224", ["swin_tiny_patch4_window7_224", "N×H×W×C", "convolutional timm model"]),
+])
+def test_a_timm_model_that_cannot_take_the_data_is_refused_before_training(backbone, words, tiny_overrides, tmp_path):
+    pytest.importorskip("timm")
+    result = cli("run", "--config", QUICKSTART, *sets(moved(tiny_overrides, tmp_path / "runs",
+                                                             f"model.backbone={backbone}")))
+    assert_one_line(result, *words)
+    assert not list((tmp_path / "runs").rglob("*.pt")) and not (tmp_path / "runs" / "teachers").exists()
+
+
+def test_a_loss_that_becomes_infinite_names_the_run_the_epoch_and_what_to_try(cached, tmp_path):
+    out, overrides = cached
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)  # its teacher and backbone are reused
+    line = assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved(
+        overrides, copy, "experiment.name=diverged", "distill.method=kd", "distill.kd.weight=1e300"))),
+        f"kd ({copy / 'diverged' / 'kd' / 'seed0'})", "the loss became inf in epoch 1/1, step 1", "kd inf",
+        "try a lower train.lr or loss weight, or set train.grad_clip")
+    assert "FloatingPointError" not in line and not (copy / "diverged" / "kd" / "seed0" / "metrics.json").exists()
+
+
+def test_launcher_slurm_without_slurm_is_one_line_before_anything_is_written(tiny_overrides, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")  # without it, the line names the extra that installs it
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    path = suite_file(tmp_path, tiny_overrides)
+    assert_one_line(cli("bench", "--suite", path, "--launcher", "slurm"), "--launcher slurm needs Slurm",
+                    "sbatch and srun are not on PATH", "--workers N")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("console", ["| head -2", "> /dev/full"])
+def test_a_lost_console_neither_fails_a_run_nor_prints_logging_errors(console, tiny_overrides, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if console == "> /dev/full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    args = [sys.executable, "-m", "reid_kd.cli", "run", "--config", QUICKSTART,
+            *sets(moved(tiny_overrides, tmp_path / "runs", "experiment.threads=1"))]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if console == "| head -2":
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        shown = [proc.stdout.readline(), proc.stdout.readline()]
+        proc.stdout.close()  # what `head -2` does: the run goes on writing into a pipe nobody reads
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=600)
+        assert all(shown)
+    else:
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(args, cwd=ROOT, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=600)
+        code, stderr = done.returncode, done.stderr
+    assert code == 0 and "Logging error" not in stderr and "Traceback" not in stderr, stderr
+    record = json.loads((tmp_path / "runs" / "quickstart" / "baseline" / "seed0" / "metrics.json").read_text())
+    assert record["mAP"] >= 0

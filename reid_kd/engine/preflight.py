@@ -18,6 +18,7 @@ from reid_kd.distill.base import build_distiller
 from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import build_model
+from reid_kd.models.timm_backbone import fixed_input_size
 from reid_kd.models.weights import Start
 
 BYTES_PER_PARAM = 4 * 5  # fp32 weights in a checkpoint with two Adam moments, plus the saved model
@@ -57,6 +58,18 @@ def check_images(loaders: Loaders) -> None:
     if missing:
         raise ConfigError(f"{len(missing)} image(s) of dataset '{ds.name}' are missing, e.g. {missing[0]}; "
                           f"`reidkd data check {ds.name} --root {Path(ds.root).parent}` lists them")
+
+
+def check_input_size(cfg: dict) -> None:
+    """A network that takes one image size only (a timm transformer's patch grid) must be given the data's: it
+    would otherwise fail at its first step, the student's after the teacher is trained."""
+    size = (cfg["data"]["height"], cfg["data"]["width"])
+    for block in ("teacher", "model"):
+        fixed = fixed_input_size(cfg[block]["backbone"])
+        if fixed is not None and fixed != size:
+            raise ConfigError(f"config key '{block}.backbone': {cfg[block]['backbone']} takes {fixed[0]}x{fixed[1]} "
+                              f"images only, the data gives {size[0]}x{size[1]}; set data.height={fixed[0]} "
+                              f"data.width={fixed[1]}, or use a backbone that takes any size")
 
 
 def check_distiller(cfg: dict, loaders: Loaders) -> int:
@@ -101,4 +114,6 @@ def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     check_positives(loaders)
     check_images(loaders)
     check_writable(folder)
-    check_space(folder, check_distiller(cfg, loaders))
+    params = check_distiller(cfg, loaders)  # builds the networks: one that cannot be built is refused there
+    check_input_size(cfg)
+    check_space(folder, params)

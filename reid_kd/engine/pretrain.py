@@ -61,6 +61,7 @@ def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, sp
     recipe = pre[ROLES[block]]
     cohort = Cohort(loaders.train, device, pre["seed"], amp=cfg["experiment"]["amp"])
     member = cohort.add(model, recipe, folder, desc=f"pretrain {net['backbone']}", tag=key,
+                        recipe=f"pretrain.{ROLES[block]}",
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=spec["memory_format"])
     made = {"key": key, "backbone": net["backbone"], "epochs": recipe["epochs"], "amp": cfg["experiment"]["amp"],
             "memory_format": spec["memory_format"]}

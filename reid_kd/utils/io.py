@@ -114,6 +114,17 @@ def read_json(path: str | Path) -> Any:
                                "run again") from None
 
 
+def file_in_the_way(path: str | Path | None) -> Path | None:
+    """The file standing where `path` or a folder above it must be a folder (mkdir's NotADirectoryError or
+    FileExistsError), None if there is none."""
+    if not path:
+        return None
+    for part in reversed([Path(path), *Path(path).parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files of atomic writes a killed process left behind (never a complete file)."""
     folder = Path(folder)
