@@ -418,3 +418,25 @@ def test_a_lost_console_neither_fails_a_run_nor_prints_logging_errors(console, t
     assert code == 0 and "Logging error" not in stderr and "Traceback" not in stderr, stderr
     record = json.loads((tmp_path / "runs" / "quickstart" / "baseline" / "seed0" / "metrics.json").read_text())
     assert record["mAP"] >= 0
+
+
+# --- the teacher cache is keyed by the precision it trained in, and each run names the teacher it used ------
+
+def test_a_teacher_trained_in_mixed_precision_is_not_reused_in_float32(tiny_overrides, tmp_path):
+    from reid_kd.engine.paths import teacher_key
+
+    keys = []
+    for name, amp, trains in (("mixed", "true", True), ("plain", "false", True), ("mixed_again", "true", False)):
+        overrides = moved(tiny_overrides, tmp_path / "runs", f"experiment.amp={amp}", f"experiment.name={name}")
+        result = cli("run", "--config", QUICKSTART, *sets(overrides))
+        assert result.exit_code == 0, result.output
+        assert ("teacher: training" in result.output) == trains and ("teacher: reusing" in result.output) != trains
+        key = teacher_key(load_config(QUICKSTART, overrides))
+        precision = "mixed" if amp == "true" else "float32"
+        record = json.loads((tmp_path / "runs" / name / "baseline" / "seed0" / "metrics.json").read_text())
+        assert record["teacher"]["source"] == f"teachers/{key}" and record["precision"]["train"] == precision
+        cached = json.loads((tmp_path / "runs" / "teachers" / key / "metrics.json").read_text())
+        assert cached["precision"] == {"train": precision}
+        keys.append(key)
+    assert keys[0] != keys[1] and keys[2] == keys[0]
+    assert sorted(p.name for p in (tmp_path / "runs" / "teachers").iterdir()) == sorted(keys[:2])
