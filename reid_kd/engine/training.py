@@ -4,7 +4,8 @@ pretrained backbone, and the one cache check in front of the last two.
 Each network is a `Job`: its cohort member, its folder and spec, and the three things that differ by kind
 (the weights file it saves, how it is scored, what its metrics.json holds). A cache folder is reused only
 when it holds a finished network of the very same spec; one of another spec is refused in one line,
-never silently reused.
+never silently reused; one whose files cannot be read (a crash, a full disk, a hand) has them moved into
+`damaged-<time>/` beside the network trained anew, said in a line, since a cache can always be rebuilt.
 """
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ def train_cached(folder: RunFolder, spec: dict, what: str, train: Callable[[], T
     if _reusable(folder, spec_hash, what):
         return None
     with folder.lock():
-        trained = None if _reusable(folder, spec_hash, what, repair=True) else train()
+        reusable = _reusable(folder, spec_hash, what, repair=True)
+        distributed.barrier()  # no rank reads the folder before rank 0 has moved damaged files aside
+        trained = None if reusable else train()
     distributed.barrier()  # every rank leaves with the network cached
     return trained
 
