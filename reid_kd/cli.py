@@ -21,7 +21,8 @@ from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError, UserError
 from reid_kd.models.catalog import describe_backbones
 from reid_kd.registry import default_values
-from reid_kd.utils.logs import setup_logging
+from reid_kd.utils.io import file_in_the_way
+from reid_kd.utils.logs import quiet_console, setup_logging
 
 OUTPUTS = "reid_kd.outputs"  # click context meta: the options that set where a command writes
 DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EROFS: "use a writable disk",
@@ -69,6 +70,11 @@ def user_message(e: BaseException, outputs: dict | None = None) -> str | None:
         given = [opt for opt, value in (outputs or {}).items() if value and str(where).startswith(str(value))]
         option = (given or list(outputs or {}) or ["experiment.output_dir"])[0]
         return f"cannot write {where}: {e.strerror}; {DISK_ERRORS[e.errno]} or set {option} elsewhere"
+    blocker = file_in_the_way(e.filename) if isinstance(e, (NotADirectoryError, FileExistsError)) else None
+    if blocker is not None:  # a folder to make where a file stands (run and cache folders: FolderBlockedError)
+        given = [opt for opt, value in (outputs or {}).items() if value and str(e.filename).startswith(str(value))]
+        return (f"cannot make the folder {e.filename}: {blocker} is a file, not a folder; move that file away"
+                + (f" or set {given[0]} elsewhere" if given else ""))
     if isinstance(e, FileNotFoundError):
         return f"file not found: {e.filename or e}"
     return None
@@ -100,6 +106,7 @@ class UserErrors(click.Group):
               help="Show the full traceback of an error instead of one line, and debug lines.")
 def main(debug) -> None:
     """reid-kd: knowledge distillation benchmark for re-identification."""
+    quiet_console()  # `reidkd run | head` and `> /dev/full` neither fail a run nor print logging errors
     setup_logging(logging.DEBUG if debug else logging.INFO)  # the library's lines, on this console
 
 
@@ -171,13 +178,17 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
-    from reid_kd.models.checkpoint import load_model
+    from reid_kd.models.checkpoint import input_config, load_model
 
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     device = setup_runtime(cfg)
-    loaders = build_loaders(cfg["data"], cfg["experiment"]["seed"])
     model = load_model(checkpoint, device)
+    data = input_config(model, cfg["data"])  # the size it was trained on, as `reidkd index` scores it
+    if (data["height"], data["width"]) != (cfg["data"]["height"], cfg["data"]["width"]):
+        click.echo(f"{Path(checkpoint).name} was trained on {data['height']}x{data['width']} images: scored at that "
+                   f"size, not the config's {cfg['data']['height']}x{cfg['data']['width']}")
+    loaders = build_loaders(data, cfg["experiment"]["seed"])
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
     click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
     click.echo(queries_line(metrics))

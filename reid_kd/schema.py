@@ -217,13 +217,21 @@ def _type_name(kind: Any) -> str:
 
 def _check_leaf(key: str, spec: Any, value: Any, noun: str = "config") -> Any:
     if isinstance(spec, Typed):
-        return _check_typed(key, spec, value, noun)
+        return _check_finite(key, _check_typed(key, spec, value, noun), noun)
     expected = type(spec)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(f"{noun} key '{key}' expects {expected.__name__}, "
                           f"got {type(value).__name__} {value!r}")
+    return _check_finite(key, value, noun)
+
+
+def _check_finite(key: str, value: Any, noun: str) -> Any:
+    """No number a config holds may be NaN or infinite, bounded or not (a loss weight of .nan would train NaNs)."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{noun} key '{key}' must be a finite number, got {v!r}")
     return value
 
 
@@ -267,9 +275,8 @@ def _check_bounds(key: str, spec: Typed, value: Any, noun: str) -> None:
     """Bounds hold for a number, and for every item of a list."""
     if spec.low is None and spec.high is None:
         return
+    _check_finite(key, value, noun)
     for v in value if isinstance(value, list) else [value]:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{noun} key '{key}' must be a finite number, got {v!r}")
         if (spec.low is not None and v < spec.low) or (spec.high is not None and v > spec.high):
             span = (f"at least {spec.low}" if spec.high is None else f"at most {spec.high}" if spec.low is None
                     else f"between {spec.low} and {spec.high}")

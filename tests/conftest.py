@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import STAND_INS
+
 from reid_kd.engine.configs import load_config
+from reid_kd.models import weights
 from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.logs import ROOT, setup_logging
@@ -84,11 +87,15 @@ def deploy_setup(tiny_overrides, tmp_path_factory):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    """An empty torch hub cache of this test's own, and no network: a download attempt fails."""
+    """An empty torch hub cache of this test's own, and no network: a download attempt fails. The stand-ins
+    `helpers.into_hub_cache` writes pass for the published files; any other file there is checked as in a run."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
     def offline(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
+    published = weights.published_prefix
+    monkeypatch.setattr(weights, "published_prefix", lambda file: None if file in STAND_INS else published(file))
+    yield tmp_path / "torch_home" / "hub" / "checkpoints"
+    STAND_INS.clear()

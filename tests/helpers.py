@@ -222,9 +222,15 @@ def lists(t):
 
 # ---------------------------------------------------------------------------------------- weights
 
+STAND_INS: set = set()  # files into_hub_cache wrote: the `hub` fixture lets them pass the published-hash check
+
+
 def into_hub_cache(backbone: str, state: dict) -> dict:
-    """`state` saved where `pretrained: imagenet` looks for `backbone`'s weights in torch hub's cache."""
+    """`state` saved where `pretrained: imagenet` looks for `backbone`'s weights in torch hub's cache, as a
+    stand-in for the published file (its SHA-256 cannot match the prefix the name carries: under the `hub`
+    fixture, files written here alone are let through that check)."""
     file = imagenet_file(backbone)
     file.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, file)
+    STAND_INS.add(file)
     return state

@@ -273,7 +273,7 @@ def test_read_only_output_is_refused(finished, tmp_path):
         locked.chmod(0o755)
 
 
-def test_unreadable_cached_teacher_metrics_is_named(finished, tmp_path):
+def test_unreadable_cached_teacher_metrics_is_named_and_the_teacher_trained_anew_beside_it(finished, tmp_path):
     out, overrides = finished
     copy = tmp_path / "runs"
     shutil.copytree(out, copy)
@@ -281,7 +281,12 @@ def test_unreadable_cached_teacher_metrics_is_named(finished, tmp_path):
     metrics.write_text('{"mAP": 0.5, ')
     moved = [o for o in overrides if not o.startswith("experiment.output_dir=")] + [
         f"experiment.output_dir={copy}", "experiment.name=other"]
-    assert_one_line(cli("run", "--config", QUICKSTART, *sets(moved)), str(metrics), "not readable JSON", "delete")
+    result = cli("run", "--config", QUICKSTART, *sets(moved))
+    assert result.exit_code == 0, result.output
+    assert f"teacher cache {metrics.parent}: metrics.json is not readable JSON" in result.stderr
+    aside = next(metrics.parent.glob("damaged-*"))  # the damaged files are kept, the teacher trained anew
+    assert (aside / "metrics.json").read_text() == '{"mAP": 0.5, ' and f"moved its files to {aside}" in result.stderr
+    assert json.loads(metrics.read_text())["epochs"] == 1 and "teacher: training" in result.output
 
 
 def test_eval_of_a_bad_checkpoint_is_one_line(finished, tmp_path):

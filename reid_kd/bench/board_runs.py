@@ -73,7 +73,8 @@ def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
             try:
                 record = read_json(path)
             except UnsafeFileError:
-                rejected.append(f"{shown}: not readable JSON")
+                rejected.append(f"{shown}: not readable JSON, damaged (delete it and run `reidkd bench` again: the "
+                                "run is evaluated anew from its checkpoint)")
                 continue
             why = _mismatch(record, expected.get(key)) if isinstance(record, dict) else "not a run record (a JSON object)"
             if why:

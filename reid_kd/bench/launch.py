@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -99,6 +100,11 @@ def submit_jobs(suite_file: str, overrides: tuple[str, ...], jobs: int, kind: st
         import submitit
     except ImportError:
         raise UserError("--launcher needs submitit: pip install -e '.[slurm]'") from None
+    missing = [c for c in ("sbatch", "srun") if kind == "slurm" and shutil.which(c) is None]
+    if missing:  # told before anything is planned or written
+        raise UserError(f"--launcher slurm needs Slurm, and {' and '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not on PATH here; run it on a Slurm login node, or use "
+                        "--workers N on this machine (--launcher local tries a launch here)")
     suite = load_suite(suite_file)
     runs = plan_suite(suite, overrides, overwrite)  # a config mistake is told here, not in every job
     launch = uuid.uuid4().hex[:8]

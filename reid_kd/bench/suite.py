@@ -18,7 +18,8 @@ import os
 import time
 import traceback
 from contextlib import ExitStack
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -34,6 +35,7 @@ from reid_kd.data.image_dataset import build_loaders, load_dataset
 from reid_kd.engine.paths import (
     experiment_dir,
     method_name,
+    pretrain_dir,
     run_dir,
     run_folder,
     run_id,
@@ -42,6 +44,7 @@ from reid_kd.engine.paths import (
     teacher_key,
 )
 from reid_kd.engine.preflight import preflight
+from reid_kd.engine.pretrain import pretrained_folder
 from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.engine.run import train_students
 from reid_kd.engine.runtime import setup_runtime
@@ -52,6 +55,7 @@ from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_
 from reid_kd.utils.logs import LastLine
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def expected_runs(runs: list[tuple[Entry, int, dict]]) -> dict[str, dict]:
@@ -210,8 +214,11 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
     t_key = cohort_key(seed, cfgs[0])[2]
     if t_key not in teachers:
         logger.info(loaders.dataset.summary())
-        teachers[t_key] = _wait_for_teacher(cfgs[0], loaders, device)
+        teachers[t_key] = wait_for_caches(cfgs[0], lambda: get_teacher(cfgs[0], loaders, device))
     teacher, teacher_metrics = teachers[t_key]
+    for cfg in cfgs:  # the students' synth-pretrained backbones, before their run folders are locked
+        if cfg["model"]["pretrained"] == "synth":
+            wait_for_caches(cfg, lambda cfg=cfg: pretrained_folder(cfg, "model", device))
     with ExitStack() as locks:
         for (entry, _, cfg) in cohort:
             locks.enter_context(folder_lock(run_dir(cfg)))
@@ -226,16 +233,18 @@ def _train_cohort(cohort: list[tuple[Entry, int, dict]], loaders_for, teachers: 
                     f"({run_dir(cfg)})")
 
 
-def _wait_for_teacher(cfg: dict, loaders, device, poll: float = 2.0) -> tuple:
-    """`get_teacher`, waiting while another process trains this teacher (its cache folder is locked)."""
-    told = False
+def wait_for_caches(cfg: dict, make: Callable[[], T], poll: float = 2.0) -> T:
+    """`make()`, waiting while another process trains a cache it needs: the teacher, or a synth-pretrained
+    backbone of the teacher or the student (the cache folder is locked). Another folder's lock is an error."""
+    caches = {teacher_dir(cfg), pretrain_dir(cfg, "teacher"), pretrain_dir(cfg, "model")}
+    told: set[Path] = set()
     while True:
         try:
-            return get_teacher(cfg, loaders, device)
+            return make()
         except FolderLockedError as e:
-            if e.folder != teacher_dir(cfg):
+            if e.folder not in caches:
                 raise
-            if not told:
-                logger.info(f"teacher: waiting for {describe_holder(e.holder)}, which trains it into {e.folder}")
-                told = True
+            if e.folder not in told:
+                logger.info(f"waiting for {describe_holder(e.holder)}, which trains into {e.folder}")
+                told.add(e.folder)
             time.sleep(poll)

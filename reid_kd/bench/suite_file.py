@@ -27,6 +27,7 @@ from typing import Any
 from reid_kd.config import parse_yaml
 from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.configs import load_config
+from reid_kd.engine.paths import NOT_SHAPING
 from reid_kd.errors import ConfigError
 from reid_kd.schema import Choice, Folder, Num, Overrides, Typed, validate
 
@@ -130,10 +131,26 @@ def _check_values(suite: dict) -> None:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"key 'seeds' lists a seed twice: {seeds!r}")
     for i, entry in enumerate(suite["methods"]):
-        moved = [o for o in entry["set"] if o.split("=", 1)[0].strip() in FOLDER_KEYS]
-        if moved:  # its run would land outside the suite, where neither bench nor the leaderboard looks
-            raise ConfigError(f"methods[{i}]: key 'set' moves its run folder outside the suite ({moved[0]!r}); set "
-                              "experiment.output_dir in the suite's own 'set' or with --set, for every entry")
+        fault = entry_key_fault([o.split("=", 1)[0] for o in entry["set"]])
+        if fault:
+            raise ConfigError(f"methods[{i}]: key 'set' {fault[0]}; set {fault[1]} in the suite's own 'set' or with "
+                              "--set, for every entry")
+
+
+def entry_key_fault(keys: list[str]) -> tuple[str, str] | None:
+    """(what it does, the key to set for every run instead) when an entry or a tune grid point may not set one of
+    `keys`, else None. An entry may not move its run folder (it would land outside the suite, where neither bench
+    nor the leaderboard looks), nor change the data: its Δ is paired with the baseline's run of the same seed,
+    which would then be trained and scored on other images. Data keys that leave the images and identities
+    alone (`NOT_SHAPING`: root, workers, cache_images, test_batch_size) stay allowed."""
+    for key in (k.strip() for k in keys):
+        if key in FOLDER_KEYS:
+            return f"moves its run folder outside the suite ({key})", "experiment.output_dir"
+        parts = key.split(".")
+        if parts[0] == "data" and (len(parts) == 1 or parts[1] not in NOT_SHAPING):
+            return (f"changes the data ({key}), so its paired Δ against the baseline would compare two datasets",
+                    "data keys")
+    return None
 
 
 def _check_entries(entries: tuple[Entry, ...]) -> None:

@@ -22,7 +22,7 @@ import yaml
 from reid_kd.bench import VALIDATION_FRACTION
 from reid_kd.bench.leaderboard import build_leaderboard
 from reid_kd.bench.suite import run_suite
-from reid_kd.bench.suite_file import Entry, Suite
+from reid_kd.bench.suite_file import Entry, Suite, entry_key_fault
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import ConfigError
 
@@ -70,6 +70,10 @@ def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None =
         repeated = sorted({":".join(v) for i, v in enumerate(values) if parsed[i] in parsed[:i]})
         if repeated:  # the same point twice would be scored as two seeds of one
             raise ConfigError(f"--grid {item!r} gives {', '.join(repeated)} more than once; list each value once")
+        fault = entry_key_fault(list(keys))
+        if fault:  # each grid point is an entry of the tuning suite, paired with its baseline
+            raise ConfigError(f"--grid {item!r} {fault[0]}; grid options that leave it alone, and set {fault[1]} "
+                              "with --set, for every run")
         entry = _entry_for(suite, keys[0], match["entry"], default_entry)
         grids.setdefault(entry.name, []).append((keys, values))
     if not grids:

@@ -33,6 +33,7 @@ from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
+from reid_kd.models.checkpoint import input_config
 from reid_kd.utils.io import read_json, write_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -78,7 +79,7 @@ def items_from_config(cfg: dict, split: str) -> tuple[list[Item], bool]:
 def extract(model, items: list[Item], device: torch.device, batch_size: int = 256, workers: int = 0,
             progress: str | None = None) -> np.ndarray:
     """L2-normalised features of `items` by a model on `device`, preprocessed as it records (its test transform)."""
-    transform = build_transform({"height": model.input["height"], "width": model.input["width"]}, train=False)
+    transform = build_transform(input_config(model), train=False)
     loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
     return extract_features(model, loader, device, progress)[0]
 

@@ -68,12 +68,13 @@ class Cohort:
 
     def add(self, model: nn.Module, train_cfg: dict, folder: RunFolder, *, distiller: nn.Module | None = None,
             desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None,
-            sync_bn: bool = False, memory_format: str = "contiguous") -> Member:
-        """A member training `model` into `folder`; a distiller needs the cohort's teacher."""
+            sync_bn: bool = False, memory_format: str = "contiguous", recipe: str = "train") -> Member:
+        """A member training `model` into `folder` under `train_cfg` (the config block `recipe`); a distiller needs
+        the cohort's teacher."""
         if distiller is not None and self.teacher is None:
             raise ValueError(f"{desc}: a distiller needs the cohort's teacher")
         member = Member(model, train_cfg, folder, self.device, len(self.loader), distiller=distiller, amp=self.amp,
-                        desc=desc, tag=tag, hooks=hooks, sync_bn=sync_bn, memory_format=memory_format)
+                        desc=desc, tag=tag, hooks=hooks, sync_bn=sync_bn, memory_format=memory_format, recipe=recipe)
         self.members.append(member)
         return member
 

@@ -18,6 +18,7 @@ from torch import nn
 from reid_kd.engine.hooks import Hook, default_hooks
 from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.runtime import MEMORY_FORMATS, autocast, in_format
+from reid_kd.errors import UserError
 from reid_kd.losses import reid_losses
 from reid_kd.utils import distributed
 from reid_kd.utils.io import load_torch, save_torch
@@ -44,6 +45,10 @@ def lr_factor(cfg: dict, iteration: int, iters_per_epoch: int) -> float:
     return cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
 
 
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A training loss that became NaN or infinite; the message names the run, the epoch and what to try."""
+
+
 class Member:
     """One network of a cohort (made by `Cohort.add`, which passes the cohort's device, batches per epoch
     and precision). Under torch.distributed the model trains as DistributedDataParallel, its BatchNorms
@@ -52,8 +57,9 @@ class Member:
     def __init__(self, model: nn.Module, train_cfg: dict, folder: RunFolder, device: torch.device,
                  steps_per_epoch: int, *, distiller: nn.Module | None = None, amp: bool = False,
                  desc: str = "train", tag: str | None = None, hooks: list[Hook] | None = None, sync_bn: bool = False,
-                 memory_format: str = "contiguous"):
+                 memory_format: str = "contiguous", recipe: str = "train"):
         self.main = distributed.is_main()
+        self.recipe = recipe  # the config block of its training recipe (train, teacher.train, pretrain.student)
         self.tag = tag  # e.g. the config hash: a checkpoint saved under another tag is not resumed
         if sync_bn and distributed.active():
             model = distributed.sync_batch_norm(model, device)
@@ -103,7 +109,7 @@ class Member:
         path = self.folder.checkpoint
         if not path.is_file():
             return 0.0
-        state = load_torch(path, self.device)
+        state = load_torch(path, self.device, fix=f"delete it to train {self.desc} from its first epoch")
         if state.get("tag") != self.tag:  # left by a run of another config: start afresh
             path.unlink()
             self.say(f"{self.desc}: discarding {path.name} of another config in {self.folder}; starting afresh")
@@ -146,7 +152,7 @@ class Member:
             losses.update(self.distiller(out, teacher_out, targets, indices))
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(f"{self.desc}: loss is {total.item()} ({ {k: v.item() for k, v in losses.items()} })")
+            self._non_finite(total, losses)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.distiller is not None:  # its regressors and projectors sit outside DDP: average them here
@@ -162,6 +168,15 @@ class Member:
         values = distributed.mean_over_ranks(torch.stack([*(v.detach().float() for v in losses.values()),
                                                           total.detach().float(), acc.float()])).tolist()
         return dict(zip([*losses, "loss"], values[:-1])), values[-1]
+
+    def _non_finite(self, total: torch.Tensor, losses: dict) -> None:
+        """Stop the run in one line: which run, where, the terms, and what to try (no step of it is saved)."""
+        terms = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
+        amp = ", or experiment.amp=false" if self.amp else ""
+        raise NonFiniteLossError(
+            f"{self.desc} ({self.folder}): the loss became {total.item()} in epoch {self.epoch + 1}/{self.epochs}, "
+            f"step {self.n_batches + 1} ({terms}); try a lower {self.recipe}.lr or loss weight, or set "
+            f"{self.recipe}.grad_clip{amp}")
 
     def step(self, images, targets, indices, teacher_out=None) -> dict[str, float]:
         """`train_step` and the `after_step` hooks (e.g. weight averaging), counted into the open epoch."""

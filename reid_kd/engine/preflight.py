@@ -19,6 +19,7 @@ from reid_kd.distill.base import build_distiller
 from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ReIDModel, build_model
+from reid_kd.models.timm_backbone import fixed_input_size
 from reid_kd.models.weights import Start
 
 BYTES_PER_PARAM = 4 * 5  # fp32 weights in a checkpoint with two Adam moments, plus the saved model
@@ -76,6 +77,22 @@ def check_asymmetric(cfg: dict, teacher: ReIDModel | None, student: ReIDModel | 
                           "(the teacher's width), or one width in both model.embedding_dim and teacher.embedding_dim")
 
 
+def check_input_size(cfg: dict) -> None:
+    """A network that takes one image size only (a timm transformer's patch grid) must be given the data's: it
+    would otherwise fail at its first step, the student's after the teacher is trained."""
+    data = (cfg["data"]["height"], cfg["data"]["width"])
+    for block in ("teacher", "model"):
+        own = cfg[block].get("input_size")  # a student may see its own size (model.input_size)
+        size = tuple(own) if own else data
+        fixed = fixed_input_size(cfg[block]["backbone"])
+        if fixed is not None and fixed != size:
+            given, fix = ((f"model.input_size gives {size[0]}x{size[1]}", f"model.input_size=[{fixed[0]}, {fixed[1]}]")
+                          if own else (f"the data gives {size[0]}x{size[1]}",
+                                       f"data.height={fixed[0]} data.width={fixed[1]}"))
+            raise ConfigError(f"config key '{block}.backbone': {cfg[block]['backbone']} takes {fixed[0]}x{fixed[1]} "
+                              f"images only, {given}; set {fix}, or use a backbone that takes any size")
+
+
 def check_distiller(cfg: dict, loaders: Loaders) -> int:
     """Build the method on untrained networks (its option errors stop the run), and check the evaluation
     protocols against them; returns their parameters."""
@@ -120,4 +137,6 @@ def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     check_positives(loaders)
     check_images(loaders)
     check_writable(folder)
-    check_space(folder, check_distiller(cfg, loaders))
+    params = check_distiller(cfg, loaders)  # builds the networks: one that cannot be built is refused there
+    check_input_size(cfg)
+    check_space(folder, params)

@@ -36,11 +36,18 @@ def network_start(cfg: dict, block: str, device: torch.device) -> Start | None:
     (the model layer reads `imagenet`, a file or null itself)."""
     if cfg[block]["pretrained"] != "synth":
         return None
-    folder, spec = pretrain_folder(cfg, block), shaping(cfg, block)
-    train_cached(folder, spec, "backbone", lambda: _pretrain(cfg, block, device, folder, spec))
+    folder = pretrained_folder(cfg, block, device)
     start = Start("synth", folder.weights, folder.path.name)  # the folder is named by its cache key
     logger.info(f"{ROLES[block]}: starting from {start.name} ({start.file})")
     return start
+
+
+def pretrained_folder(cfg: dict, block: str, device: torch.device) -> RunFolder:
+    """The cache folder of `cfg[block]`'s synth-pretrained backbone, pretrained into it first if not cached (its
+    lock held meanwhile: another process that needs it gets FolderLockedError, which bench workers wait out)."""
+    folder, spec = pretrain_folder(cfg, block), shaping(cfg, block)
+    train_cached(folder, spec, "backbone", lambda: _pretrain(cfg, block, device, folder, spec))
+    return folder
 
 
 def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, spec: dict) -> None:
@@ -57,6 +64,7 @@ def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, sp
     recipe = pre[ROLES[block]]
     cohort = Cohort(loaders.train, device, pre["seed"], amp=cfg["experiment"]["amp"])
     member = cohort.add(model, recipe, folder, desc=f"pretrain {net['backbone']}", tag=key,
+                        recipe=f"pretrain.{ROLES[block]}",
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=spec["memory_format"])
     made = {"key": key, "backbone": net["backbone"], "epochs": recipe["epochs"], "amp": cfg["experiment"]["amp"],
             "memory_format": spec["memory_format"]}

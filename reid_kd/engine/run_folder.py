@@ -8,7 +8,10 @@ leaderboard and `--status` read run folders without loading the training stack.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import yaml
 from reid_kd.config import config_hash, dump_config
 from reid_kd.errors import UserError
 from reid_kd.utils import ranks
-from reid_kd.utils.io import UnsafeFileError, read_json, write_json, write_text
+from reid_kd.utils.io import DamagedFileError, read_json, write_json, write_text
 from reid_kd.utils.lock import main_lock
 
 SPEC = "config.yaml"
@@ -80,10 +83,16 @@ class RunFolder:
 
     def recorded_hash(self) -> str | None:
         """The spec hash of what the folder holds (metrics.json's `config_hash`, else config.yaml's), None if
-        empty, "unknown" for files that record none. A damaged record is named with the fix (UnsafeFileError),
-        never taken for another spec's."""
+        empty, "unknown" for files that record none. A damaged record is named with the one fix that works
+        (DamagedFileError), never taken for another spec's."""
         if self.metrics.is_file():
-            record = read_json(self.metrics)
+            try:
+                record = read_json(self.metrics)
+            except DamagedFileError as e:
+                again = ("is evaluated anew from its checkpoint.pt" if self.checkpoint.is_file() else
+                         "is trained anew")
+                raise DamagedFileError(self.metrics, f"{e.problem}: it is damaged",
+                                       f"delete it and run again: the network {again}") from None
             return (record.get("config_hash") if isinstance(record, dict) else None) or self._spec_hash() or "unknown"
         if self.spec_file.is_file():
             return self._spec_hash()
@@ -95,8 +104,34 @@ class RunFolder:
         try:
             return config_hash(yaml.safe_load(self.spec_file.read_text()))
         except (yaml.YAMLError, UnicodeDecodeError):
-            raise UnsafeFileError(f"{self.spec_file} is not readable YAML; delete it to let the run that writes it "
-                                  "run again") from None
+            also = f" and {CHECKPOINT} (whose spec it recorded)" if self.checkpoint.is_file() else ""
+            raise DamagedFileError(self.spec_file, "is not readable YAML", f"delete it{also} and run again: the "
+                                   "network is trained anew") from None
+
+    def damage(self) -> str | None:
+        """Why the folder's records cannot say what it holds (a metrics.json or config.yaml that cannot be read,
+        or a network with no spec recorded: a missing config.yaml), None when they can or there are none."""
+        try:
+            held = self.recorded_hash()
+        except DamagedFileError as e:
+            return f"{e.path.name} {e.problem}"
+        return f"its network's spec is not recorded (no {SPEC})" if held == "unknown" else None
+
+    def move_aside(self) -> Path:
+        """Move the network's files (records, weights, checkpoint, log) into a new `damaged-<time>/` inside the
+        folder, so that it trains anew while the damaged files stay there to look at; returns that folder."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i in itertools.count():
+            aside = self.path / (f"damaged-{stamp}" + (f"-{i}" if i else ""))
+            try:
+                aside.mkdir()
+                break
+            except FileExistsError:
+                continue
+        for name in (METRICS, self.weights_name, CHECKPOINT, LOG, SPEC, *FOLDERS):
+            if (self.path / name).exists():
+                os.replace(self.path / name, aside / name)
+        return aside
 
     def state(self, spec_hash: str) -> str:
         """'done' (metrics.json of this very spec), 'resume' (a checkpoint to continue), 'new' (nothing of
@@ -117,7 +152,13 @@ class RunFolder:
         Without `overwrite` such a folder stops the run, so a finished result is never replaced silently
         and a folder never mixes one spec's config.yaml with another's metrics.
         """
-        if self.state(spec_hash) != "other":
+        try:
+            state = self.state(spec_hash)
+        except DamagedFileError:  # its records cannot be read: --overwrite replaces it like another spec's
+            if not overwrite:
+                raise
+            state = "other"
+        if state != "other":
             return False
         if not overwrite:
             what = "a finished run" if self.metrics.is_file() else "an unfinished run"

@@ -71,7 +71,7 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device, folder: Ru
     torch.manual_seed(seed)
     teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
     cohort = Cohort(train_loader, device, seed, amp=cfg["experiment"]["amp"])
-    member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name,
+    member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name, recipe="teacher.train",
                         sync_bn=cfg["experiment"]["sync_bn"], memory_format=training_layout(t_cfg, t_cfg["train"]))
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
               evaluate=lambda: evaluate_model(as_layout(teacher, t_cfg["memory_format"]), loaders.query,

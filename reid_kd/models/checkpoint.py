@@ -45,6 +45,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     return model.to(device)
 
 
+def input_config(model: ReIDModel, data_cfg: dict | None = None) -> dict:
+    """The images a saved model is given: `data_cfg` (what it says beyond the images: loaders, batch size) at
+    the size its checkpoint records (`model.input`). That is the size the model was trained on, and the one its
+    export and its gallery index are made at, so `reidkd eval` and `reidkd index` score it as it was trained and
+    as it is deployed, whatever size the config at hand gives; files from before sizes were recorded keep the
+    config's. Normalisation needs nothing: every model here takes ImageNet's mean and std."""
+    data = dict(data_cfg or {})
+    if model.input is not None:
+        data |= {"height": model.input["height"], "width": model.input["width"]}
+    return data
+
+
 MAX_SIDE = 4096  # pixels: an input size recorded beyond it is not one a re-ID model was trained at
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from reid_kd.errors import ConfigError, did_you_mean
-from reid_kd.models.weights import require_timm
+from reid_kd.models.weights import WeightsUnavailableError, require_timm
 
 
 class FeatureStages(nn.ModuleList):
@@ -34,22 +34,19 @@ def timm_features(name: str, last_stride: int = 1, weights: Path | None = None) 
     kwargs = {"features_only": True, "out_indices": (-4, -3, -2, -1)}
     if weights is not None:
         kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
-    net, error = None, None
-    # output stride 16 where the model takes it; the wrapper that runs top-level modules in order, flattening
-    # nested Sequentials where the model's stages are one (EfficientNet's blocks)
-    for stride in ([{"output_stride": 16}] if last_stride == 1 else []) + [{}]:
-        for layout in ({"feature_cls": "list"}, {"feature_cfg": {"feature_cls": "list", "flatten_sequential": True}}):
-            try:
-                net = timm.create_model(model, **kwargs, **stride, **layout)
-                break
-            except (TypeError, AssertionError, ValueError) as e:
-                error = e
-        if net is not None:
-            break
-    if net is None or not isinstance(net, timm.models.FeatureDictNet):
-        raise ConfigError(f"timm model {model!r} gives no four N×C×H×W feature maps in order "
-                          f"({str(error).splitlines()[0][:100]}); use a convolutional timm model "
-                          "(resnet*, efficientnet*, mobilenetv3*, convnext*, regnet*)")
+    try:
+        net, error = _feature_net(timm, model, kwargs, last_stride)
+    except Exception as e:  # timm's load of a weights file that is truncated, empty or another network's
+        if weights is None:
+            raise
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise WeightsUnavailableError(f"{weights} cannot be loaded as timm's {model} weights ({reason}); delete it "
+                                      "to have the published ones downloaded again") from None
+    if net is None or not isinstance(net, timm.models.FeatureDictNet) or _channels_last(net):
+        why = ("its feature maps are N×H×W×C" if net is not None and _channels_last(net) else
+               str(error).splitlines()[0][:100] if error is not None else f"timm gives a {type(net).__name__}")
+        raise ConfigError(f"timm model {model!r} gives no four N×C×H×W feature maps in order ({why}); use a "
+                          "convolutional timm model (resnet*, efficientnet*, mobilenetv3*, convnext*, regnet*)")
     stages, current = [], []
     for key, module in net.items():
         current.append(module)
@@ -58,4 +55,32 @@ def timm_features(name: str, last_stride: int = 1, weights: Path | None = None) 
             current = []
     info = net.feature_info
     return FeatureStages(stages, tuple(info.channels()), tuple(info.reduction())), net
+
+
+def _feature_net(timm, model: str, kwargs: dict, last_stride: int) -> tuple:
+    """(timm's feature network of `model`, or None; the error of the last layout tried). Output stride 16 where
+    the model takes it; the wrapper that runs top-level modules in order, flattening nested Sequentials where
+    the model's stages are one (EfficientNet's blocks)."""
+    error = None
+    for stride in ([{"output_stride": 16}] if last_stride == 1 else []) + [{}]:
+        for layout in ({"feature_cls": "list"}, {"feature_cfg": {"feature_cls": "list", "flatten_sequential": True}}):
+            try:
+                return timm.create_model(model, **kwargs, **stride, **layout), None
+            except (TypeError, AssertionError, ValueError) as e:
+                error = e
+    return None, error
+
+
+def _channels_last(net) -> bool:
+    """Feature maps laid out N×H×W×C (timm's transformers, e.g. Swin), which the stages here cannot pool."""
+    return str(getattr(net, "output_fmt", "NCHW")).rsplit(".", 1)[-1] != "NCHW"
+
+
+def fixed_input_size(backbone: str) -> tuple[int, int] | None:
+    """(height, width) of the only images a timm model takes (a transformer's patch grid, e.g. Swin's 224×224),
+    None for a backbone that takes any size."""
+    if not backbone.startswith("timm:"):
+        return None
+    cfg = require_timm().models.get_pretrained_cfg(backbone.partition(":")[2])
+    return tuple(cfg.input_size[1:]) if cfg is not None and cfg.fixed_input_size else None
 

@@ -104,15 +104,39 @@ def fetch_imagenet(backbone: str) -> Start:
     if url is None:
         return Start("imagenet", _fetch_from_hugging_face(timm_weights(backbone).hf_hub_id), name)
     file = hub_checkpoints() / Path(url).name
-    if not file.is_file():
-        try:
-            torch.hub.load_state_dict_from_url(url, model_dir=str(file.parent), progress=True,
-                                               check_hash=True, weights_only=True)
-        except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash is a RuntimeError
-            raise WeightsUnavailableError(
-                f"ImageNet weights of {backbone} are not cached and could not be downloaded ({_reason(e)}): put "
-                f"{file.name} (from {url}) into {file.parent}/") from None
+    if file.is_file():
+        check_published(file, url, backbone)
+        return Start("imagenet", file, name)
+    try:
+        torch.hub.load_state_dict_from_url(url, model_dir=str(file.parent), progress=True,
+                                           check_hash=True, weights_only=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash is a RuntimeError
+        raise WeightsUnavailableError(
+            f"ImageNet weights of {backbone} are not cached and could not be downloaded ({_reason(e)}): put "
+            f"{file.name} (from {url}) into {file.parent}/") from None
     return Start("imagenet", file, name)
+
+
+def published_prefix(file: Path) -> str | None:
+    """The SHA-256 prefix a published weights file's name carries (`resnet18-f37072fd.pth`: f37072fd), None if
+    its name carries none (torch hub's own rule, `torch.hub.HASH_REGEX`)."""
+    match = torch.hub.HASH_REGEX.search(file.name)
+    return match.group(1) if match and match.group(1) else None
+
+
+def check_published(file: Path, url: str, backbone: str) -> None:
+    """A file found in the cache under a published name must be that file: torch hub checks the SHA-256 prefix
+    the name carries when it downloads, and this checks a file put there by other means (a truncated or empty
+    copy, other weights) the same way, before a run records it as the published ImageNet weights."""
+    prefix = published_prefix(file)
+    if prefix is None:
+        return
+    digest = sha256(file)
+    if not digest.startswith(prefix):
+        what = "an empty file" if file.stat().st_size == 0 else f"its SHA-256 begins {digest[:len(prefix)]}"
+        raise WeightsUnavailableError(
+            f"{file} is not the published ImageNet weights of {backbone} ({what}, its name says {prefix}); delete "
+            f"it to have them downloaded again, or put the file from {url} there")
 
 
 def _fetch_from_hugging_face(repo: str) -> Path:

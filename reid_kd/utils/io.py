@@ -26,14 +26,24 @@ class UnsafeFileError(UserError, ValueError):
     """A file that is not a checkpoint reid-kd wrote: truncated, corrupt, or asking to run code."""
 
 
+class DamagedFileError(UnsafeFileError):
+    """A file that is truncated or garbage (not one asking to run code): where reid-kd wrote it into a cache, it
+    can be moved aside and made anew (`engine/training.py`). The message is `<path> <problem>; <fix>`."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str):
+        super().__init__(f"{path} {problem}; {fix}")
+        self.path, self.problem = Path(path), problem
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
-    """Read a checkpoint without running code: `weights_only=True`, one clear error for a bad file."""
+def load_torch(path: str | Path, map_location: Any = "cpu", fix: str | None = None) -> Any:
+    """Read a checkpoint without running code: `weights_only=True`, one clear error for a bad file, ending in
+    `fix` (what to do about it where the caller knows: e.g. delete a run's checkpoint.pt to train afresh)."""
     import torch
 
     try:
@@ -42,14 +52,14 @@ def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
         why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line),
                    "objects other than weights")
         raise UnsafeFileError(f"{path} is not a plain checkpoint ({why}); reid-kd loads only weights, numbers "
-                              "and strings and refuses it: use a student.pt, teacher.pt or checkpoint.pt it wrote"
-                              ) from None
+                              "and strings and refuses it: "
+                              f"{fix or 'use a student.pt, teacher.pt or checkpoint.pt it wrote'}") from None
     except (OSError, MemoryError):  # missing or unreadable file: the caller's error names it
         raise
-    except Exception as e:  # truncated zip, a text file, any other garbage
-        detail = (str(e).splitlines() or [type(e).__name__])[0][:100]
-        raise UnsafeFileError(f"{path} is truncated or not a PyTorch checkpoint ({detail}); delete it, "
-                              "or run again to write it anew") from None
+    except Exception as e:  # truncated zip, an empty file (EOFError), a text file, any other garbage
+        detail = (str(e).splitlines() or [""])[0].split(". ")[0][:100] or type(e).__name__  # its first sentence
+        raise DamagedFileError(path, f"is truncated or not a PyTorch checkpoint ({detail})",
+                               fix or "replace it with an intact copy") from None
 
 
 def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> Path:
@@ -100,8 +110,19 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UnsafeFileError(f"{path} is not readable JSON ({e}); delete it to let the run that writes it "
-                              "run again") from None
+        raise DamagedFileError(path, f"is not readable JSON ({e})", "delete it to let the run that writes it "
+                               "run again") from None
+
+
+def file_in_the_way(path: str | Path | None) -> Path | None:
+    """The file standing where `path` or a folder above it must be a folder (mkdir's NotADirectoryError or
+    FileExistsError), None if there is none."""
+    if not path:
+        return None
+    for part in reversed([Path(path), *Path(path).parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

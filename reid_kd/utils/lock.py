@@ -24,7 +24,7 @@ from typing import Iterator
 
 from reid_kd.errors import UserError
 from reid_kd.utils import ranks
-from reid_kd.utils.io import remove_stale_temporaries
+from reid_kd.utils.io import file_in_the_way, remove_stale_temporaries
 
 try:
     import fcntl
@@ -46,6 +46,10 @@ class FolderLockedError(UserError, RuntimeError):
     def __init__(self, folder: Path, lock_file: Path, holder: dict):
         self.folder, self.lock_file, self.holder = folder, lock_file, holder
         super().__init__(_locked_message(folder, lock_file, holder))
+
+
+class FolderBlockedError(UserError, NotADirectoryError):
+    """A file stands where the folder to lock (a run's, a cache's) or a folder above it must be."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -101,7 +105,14 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         if fcntl is None or self._key is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError):
+            blocker = file_in_the_way(self.folder)
+            if blocker is None:
+                raise
+            raise FolderBlockedError(f"cannot make the folder {self.folder}: {blocker} is a file, not a folder; move "
+                                     "that file away or set experiment.output_dir elsewhere") from None
         key = self.path.resolve()
         with _mutex:
             entry = _held.get(key)

@@ -5,6 +5,8 @@ To see them from Python: `setup_logging()` (the command line's bare lines) or `l
 """
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import sys
@@ -49,6 +51,57 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+QUIET_ERRORS = (errno.EPIPE, errno.ENOSPC)  # its reader is gone (`| head`), its device is full (`> /dev/full`)
+
+
+class QuietStream:
+    """A console stream (stdout, stderr) that goes quiet instead of failing once it cannot be written: its reader
+    gone or its device full. A run's results are its files, and its console lines only tell of them, so a lost
+    console never fails a run or prints `--- Logging error ---` blocks (a full disk for the files still does).
+    Once lost, the stream's file descriptor is pointed at /dev/null, so what it still buffers, flushed at exit,
+    fails nothing either."""
+
+    def __init__(self, stream):
+        self.stream, self.lost = stream, False
+
+    def write(self, text):
+        if not self.lost:
+            try:
+                return self.stream.write(text)
+            except OSError as e:
+                self._lose(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except OSError as e:
+                self._lose(e)
+
+    def _lose(self, error: OSError) -> None:
+        if error.errno not in QUIET_ERRORS:
+            raise error
+        self.lost = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass  # not a file descriptor (a test's captured stream): nothing is flushed at exit
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def quiet_console() -> None:
+    """Make `sys.stdout` and `sys.stderr` QuietStreams (the command line does, once per command)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, QuietStream):
+            setattr(sys, name, QuietStream(stream))
 
 
 class LastLine(logging.Handler):
