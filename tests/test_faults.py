@@ -440,3 +440,43 @@ def test_a_teacher_trained_in_mixed_precision_is_not_reused_in_float32(tiny_over
         keys.append(key)
     assert keys[0] != keys[1] and keys[2] == keys[0]
     assert sorted(p.name for p in (tmp_path / "runs" / "teachers").iterdir()) == sorted(keys[:2])
+
+
+# --- case 2: a re-ranked run says so, and a suite entry may not score otherwise than its baseline -------------
+@pytest.mark.parametrize("entry_set, key", [(["eval.rerank=true"], "eval.rerank"),
+                                            (["eval.metric=euclidean"], "eval.metric"),
+                                            (["eval.protocols=[asymmetric]"], "eval.protocols")])
+def test_a_suite_entry_that_scores_otherwise_is_refused(entry_set, key, tmp_path, tiny_overrides):
+    path = suite_file(tmp_path, tiny_overrides, entry_set)
+    before = path.read_bytes()
+    assert_one_line(cli("bench", "--suite", path), "methods[1]", key, "changes how runs are scored",
+                    "the suite's own 'set'")
+    assert path.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+def test_a_re_ranked_run_records_it_and_its_table_says_so(tmp_path, tiny_overrides):
+    """A suite re-ranked as a whole (its own `set`) scores every run so: metrics.json records the re-ranking's
+    options, `reidkd eval`-style console lines and the leaderboard say it."""
+    path = suite_file(tmp_path, tiny_overrides, None, "eval.rerank=true")
+    result = cli("bench", "--suite", path)
+    assert result.exit_code == 0, result.output[-2000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("seed*/metrics.json")]
+    assert records and all(r["rerank"] == {"k1": 20, "k2": 6, "lam": 0.3} for r in records)
+    board = cli("leaderboard", "--runs", tmp_path / "runs", "--out", tmp_path / "boards", "--readme", tmp_path / "none.md")
+    assert board.exit_code == 0, board.output[-2000:]
+    text = (tmp_path / "boards" / "mini.md").read_text()
+    assert "Re-ranking: k-reciprocal (k1 20, k2 6, λ 0.3)." in text
+
+
+# --- case 7: every network's start is checked before any training ----------------------------------------------
+@pytest.mark.parametrize("start, words", [("/nonexistent/student.pth", ["model.pretrained", "/nonexistent/student.pth"]),
+                                          ("{garbage}", ["{garbage}"])])
+def test_a_students_unusable_start_is_refused_before_the_teacher_trains(start, words, tmp_path, tiny_overrides):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file at all")
+    start, words = start.format(garbage=garbage), [w.format(garbage=garbage) for w in words]
+    out = tmp_path / "runs"
+    result = cli("run", "--config", QUICKSTART, *sets(moved(tiny_overrides, out, f"model.pretrained={start}")))
+    assert_one_line(result, *words)
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("log.csv"))  # no network trained, not even the teacher
+    assert garbage.read_bytes() == b"not a torch file at all"

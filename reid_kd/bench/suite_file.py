@@ -137,12 +137,15 @@ def _check_values(suite: dict) -> None:
                               "--set, for every entry")
 
 
+SCORE_NEUTRAL = ("query_chunk", "faiss_gpu")  # eval keys that change how fast runs are scored, not the scores
+
+
 def entry_key_fault(keys: list[str]) -> tuple[str, str] | None:
     """(what it does, the key to set for every run instead) when an entry or a tune grid point may not set one of
     `keys`, else None. An entry may not move its run folder (it would land outside the suite, where neither bench
-    nor the leaderboard looks), nor change the data: its Δ is paired with the baseline's run of the same seed,
-    which would then be trained and scored on other images. Data keys that leave the images and identities
-    alone (`NOT_SHAPING`: root, workers, cache_images, test_batch_size) stay allowed."""
+    nor the leaderboard looks), nor change the data or the scoring (re-ranking, the metric, the protocols): its
+    Δ is paired with the baseline's run of the same seed, which would then be trained or scored otherwise. Keys
+    that leave the images and scores alone stay allowed (`NOT_SHAPING`, `SCORE_NEUTRAL`)."""
     for key in (k.strip() for k in keys):
         if key in FOLDER_KEYS:
             return f"moves its run folder outside the suite ({key})", "experiment.output_dir"
@@ -150,6 +153,9 @@ def entry_key_fault(keys: list[str]) -> tuple[str, str] | None:
         if parts[0] == "data" and (len(parts) == 1 or parts[1] not in NOT_SHAPING):
             return (f"changes the data ({key}), so its paired Δ against the baseline would compare two datasets",
                     "data keys")
+        if parts[0] == "eval" and (len(parts) == 1 or parts[1] not in SCORE_NEUTRAL):
+            return (f"changes how runs are scored ({key}), so its paired Δ against the baseline would compare two "
+                    "scorings", "eval keys")
     return None
 
 

@@ -112,6 +112,21 @@ def check_distiller(cfg: dict, loaders: Loaders) -> int:
     return sum(p.numel() for p in student.parameters()) + teacher_params
 
 
+def check_starts(cfg: dict) -> None:
+    """Every network's `pretrained` source (ImageNet weights in the cache, a file) is found and loads before any
+    training: the student's is otherwise read only after the teacher has trained. `synth` is built when first
+    needed, and a `teacher.checkpoint` is read by the teacher's own check."""
+    for block in ("teacher", "model"):
+        net = cfg[block]
+        if net["pretrained"] in (None, "synth") or (block == "teacher" and net["checkpoint"]):
+            continue
+        with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
+            try:
+                build_model(net, 1)  # resolves the source and loads it: a missing or wrong file stops here
+            except FileNotFoundError as e:
+                raise ConfigError(f"config key '{block}.pretrained': {e}") from None
+
+
 def check_writable(folder: Path) -> None:
     """`folder` can be created and written (checked first: its lock file lives there)."""
     try:
@@ -139,4 +154,5 @@ def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     check_writable(folder)
     params = check_distiller(cfg, loaders)  # builds the networks: one that cannot be built is refused there
     check_input_size(cfg)
+    check_starts(cfg)
     check_space(folder, params)

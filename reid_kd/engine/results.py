@@ -83,6 +83,7 @@ def student_record(cfg: dict, metrics: dict, student: ReIDModel, seconds: float,
         "pretrained": {"teacher": teacher.start if teacher is not None else None, "student": student.start},
         "seed": cfg["experiment"]["seed"], **{k: metrics[k] for k in METRIC_KEYS}, "cmc": metrics["cmc"],
         "num_valid_queries": metrics["num_valid_queries"], "num_queries": metrics["num_queries"],
+        **{k: metrics[k] for k in ("rerank", "num_draws") if k in metrics},  # how the scores were made
         "protocols": metrics["protocols"], **shapes(cfg, student, teacher),
         "params": count_params(student),
         "train_seconds": seconds, "epochs": cfg["train"]["epochs"], "reported_epoch": "last",
