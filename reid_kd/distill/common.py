@@ -15,7 +15,7 @@ def model_widths(model: nn.Module, embedding: str = "global_feat") -> tuple[list
     """(stage widths, width of `embedding`) of a model with `stages` and `feat_dim` (ReIDModel, or any module
     returning a `ModelOutput` so built): its `widths`, else each stage's last convolution; no dummy forward.
     `bn_feat` is `retrieval_dim` wide where the model has one (a retrieval head's width), else `feat_dim`."""
-    dim = getattr(model, "retrieval_dim", model.feat_dim) if embedding == "bn_feat" else model.feat_dim
+    dim = retrieval_width(model) if embedding == "bn_feat" else model.feat_dim
     if hasattr(model, "widths"):
         return list(model.widths), dim
     convs = [[m for m in stage.modules() if isinstance(m, nn.Conv2d)] for stage in model.stages]

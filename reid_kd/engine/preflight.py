@@ -2,8 +2,8 @@
 
 `preflight` runs after the data is loaded and before the teacher or the student trains: the P×K
 batch against the identities, a positive for some query, every listed image on disk, the method's
-options and the evaluation protocols on untrained networks, and an output folder that is writable
-with room for checkpoints.
+options and the evaluation protocols on the networks (each from its pretrained weights where those are
+read from disk), and an output folder that is writable with room for checkpoints.
 """
 from __future__ import annotations
 
@@ -94,12 +94,11 @@ def check_input_size(cfg: dict) -> None:
 
 
 def check_distiller(cfg: dict, loaders: Loaders) -> int:
-    """Build the method on untrained networks (its option errors stop the run), and check the evaluation
-    protocols against them; returns their parameters."""
+    """Build the method on the networks (its option errors stop the run), and check the evaluation protocols
+    against them; returns their parameters."""
     n = loaders.dataset.num_train_pids
     with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
-        # shapes only: random weights (no download, no pretraining before the checks)
-        student, teacher = build_model(cfg["model"], n, Start()), build_model(cfg["teacher"], n, Start())
+        student, teacher = build_checked(cfg, "model", n), build_checked(cfg, "teacher", n)
         if cfg["distill"]["method"] != "none":
             try:
                 build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
@@ -112,19 +111,17 @@ def check_distiller(cfg: dict, loaders: Loaders) -> int:
     return sum(p.numel() for p in student.parameters()) + teacher_params
 
 
-def check_starts(cfg: dict) -> None:
-    """Every network's `pretrained` source (ImageNet weights in the cache, a file) is found and loads before any
-    training: the student's is otherwise read only after the teacher has trained. `synth` is built when first
-    needed, and a `teacher.checkpoint` is read by the teacher's own check."""
-    for block in ("teacher", "model"):
-        net = cfg[block]
-        if net["pretrained"] in (None, "synth") or (block == "teacher" and net["checkpoint"]):
-            continue
-        with torch.random.fork_rng():  # leaves the seeded streams of the real run untouched
-            try:
-                build_model(net, 1)  # resolves the source and loads it: a missing or wrong file stops here
-            except FileNotFoundError as e:
-                raise ConfigError(f"config key '{block}.pretrained': {e}") from None
+def build_checked(cfg: dict, block: str, num_classes: int) -> ReIDModel:
+    """`cfg[block]`'s network for the checks, from its `pretrained` source where that is read from disk
+    (ImageNet weights in the cache, a file), so a missing or wrong one stops the run before any training (the
+    student's would otherwise be read only after the teacher has trained); from random weights for `synth`
+    (built when first needed, not before the checks) and under a `teacher.checkpoint` (read by its own check)."""
+    net = cfg[block]
+    plain = net["pretrained"] in (None, "synth") or (block == "teacher" and net["checkpoint"])
+    try:
+        return build_model(net, num_classes, Start() if plain else None)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config key '{block}.pretrained': {e}") from None
 
 
 def check_writable(folder: Path) -> None:
@@ -154,5 +151,4 @@ def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     check_writable(folder)
     params = check_distiller(cfg, loaders)  # builds the networks: one that cannot be built is refused there
     check_input_size(cfg)
-    check_starts(cfg)
     check_space(folder, params)
