@@ -73,7 +73,7 @@ def _record_fault(state: dict) -> str | None:
     if dim is not None and not (_whole(dim) and dim >= 1 and cfg["neck"] == "bnneck"):
         return f"embedding_dim {dim!r} is not a positive whole number with neck bnneck"
     if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2
-                                 and all(_whole(v) and 16 <= v <= MAX_SIDE for v in size)):
+                                 and all(_side(v) for v in size)):
         return f"input_size {size!r} is not [height, width] in whole pixels from 16 to {MAX_SIDE}"
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         return "'model' is not a table of tensors"
@@ -82,11 +82,15 @@ def _record_fault(state: dict) -> str | None:
             or (classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 0) != n:
         return f"num_classes {n!r} does not match its classifier's weights"
     spec = state.get("input")
-    if spec is not None and not (isinstance(spec, dict) and all(
-            isinstance(spec.get(k), int) and 16 <= spec[k] <= MAX_SIDE for k in ("height", "width"))):
+    if spec is not None and not (isinstance(spec, dict) and all(_side(spec.get(k)) for k in ("height", "width"))):
         return f"input size {spec!r} is not whole numbers of pixels from 16 to {MAX_SIDE}"
     return None
 
 
 def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _side(value) -> bool:
+    """A recorded image side: whole pixels, from 16 to MAX_SIDE."""
+    return _whole(value) and 16 <= value <= MAX_SIDE
