@@ -347,6 +347,16 @@ checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(
 search_params_option = click.option("--search-params", default=None, metavar="PARAMS",
                                     help="FAISS search parameters, e.g. nprobe=32 (IVF) or efSearch=128 (HNSW); "
                                          "default: those given at build, else FAISS's.")
+query_checkpoint_option = click.option(
+    "--query-checkpoint", type=click.Path(dir_okay=False), default=None,
+    help="A student distilled from the index's model (e.g. a teacher's index) that embeds the queries in its "
+         "place: asymmetric retrieval, the gallery never re-indexed.")
+
+
+def _query_encoder(checkpoint, query_checkpoint) -> None:
+    if checkpoint and query_checkpoint:
+        raise click.UsageError("give --checkpoint (the index's own model, moved) or --query-checkpoint (a student "
+                               "distilled from it), not both")
 
 
 def _device(name: str):
@@ -426,18 +436,21 @@ def index_build(checkpoint, images, config, overrides, split, out, factory, trai
 @search_params_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="The index's model where it moved (default: the path the index records).")
+@query_checkpoint_option
 @device_option
-def index_eval(index_dir, config, overrides, depth, k, search_params, checkpoint, device) -> None:
+def index_eval(index_dir, config, overrides, depth, k, search_params, checkpoint, query_checkpoint, device) -> None:
     """mAP/CMC of an index on the config's query split, its recall@k against exact search, and queries/s."""
     if not config:
         raise click.UsageError("give --config F: its query split is scored against the index")
+    _query_encoder(checkpoint, query_checkpoint)
     cfg = load_config(config, overrides)
     from reid_kd.deploy.index import GalleryIndex
     from reid_kd.deploy.index_eval import evaluate_index
 
     gallery = GalleryIndex.load(index_dir, search_params)
-    m = evaluate_index(gallery, cfg, depth, k, checkpoint, _device(device))
-    click.echo(markdown_table([(f"index {gallery.meta['factory']}", gallery.meta["backbone"], m)]))
+    m = evaluate_index(gallery, cfg, depth, k, checkpoint, _device(device), query_checkpoint=query_checkpoint)
+    model = gallery.meta["backbone"] + (f", queries by {m['query_backbone']}" if query_checkpoint else "")
+    click.echo(markdown_table([(f"index {gallery.meta['factory']}", model, m)]))
     click.echo(queries_line(m))
     click.echo(f"Ranked to depth {m['depth']} of {gallery.index.ntotal} gallery items. recall@{m['k']} "
                f"{m['recall']:.4f} against exact search; {m['queries_per_second']:.0f} queries/s through the index, "
@@ -453,16 +466,18 @@ def index_eval(index_dir, config, overrides, depth, k, search_params, checkpoint
 @search_params_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="The index's model where it moved (default: the path the index records).")
+@query_checkpoint_option
 @device_option
-def search(index_dir, images, top_k, png, search_params, checkpoint, device) -> None:
+def search(index_dir, images, top_k, png, search_params, checkpoint, query_checkpoint, device) -> None:
     """The top-k gallery items of each query image (files or folders) in an index."""
     from reid_kd.deploy.index import GalleryIndex
     from reid_kd.deploy.search import search_images, write_ranked_lists_png
 
+    _query_encoder(checkpoint, query_checkpoint)
     _writes_to(png=png)
 
     gallery = GalleryIndex.load(index_dir, search_params)
-    queries, table = search_images(gallery, list(images), top_k, checkpoint, _device(device))
+    queries, table = search_images(gallery, list(images), top_k, checkpoint, _device(device), query_checkpoint)
     click.echo(table.to_markdown(index=False, floatfmt=".4f"))
     if png:
         click.echo(f"ranked lists: {write_ranked_lists_png(queries, table, top_k, png)}")

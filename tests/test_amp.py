@@ -7,7 +7,7 @@ import torch
 
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.configs import load_config
-from reid_kd.engine.runtime import autocast
+from reid_kd.engine.runtime import autocast, slow_bfloat16
 from reid_kd.engine.cohort import Cohort
 from reid_kd.engine.member import Member
 from reid_kd.engine.run_folder import RunFolder
@@ -59,3 +59,17 @@ def test_distillers_compute_in_float32_under_autocast():
             assert s.global_feat.dtype == torch.bfloat16  # the network runs in mixed precision
             terms = distiller(s, t, torch.arange(4).repeat_interleave(2))
         assert all(v.dtype == torch.float32 for v in terms.values()), (method, terms)
+
+
+@pytest.mark.parametrize("sets, fixes", [
+    (["teacher.forward_dtype=bfloat16"], ["teacher.forward_dtype=float32"]),
+    (["experiment.amp=true"], ["experiment.amp=false"]),
+    (["experiment.amp=true", "teacher.forward_dtype=bfloat16"], ["teacher.forward_dtype=float32", "experiment.amp=false"]),
+])
+def test_bfloat16_on_a_cpu_without_it_is_warned_with_the_settings_that_avoid_it(sets, fixes):
+    cfg = load_config(None, sets)
+    warning = slow_bfloat16(cfg, CPU, native=False)
+    assert warning is not None and all(fix in warning for fix in fixes)
+    assert slow_bfloat16(cfg, CPU, native=True) is None  # AVX-512 BF16 or AMX: bfloat16 is the fast column there
+    assert slow_bfloat16(cfg, torch.device("cuda"), native=False) is None
+    assert slow_bfloat16(load_config(None, ["teacher.forward_dtype=float32"]), CPU, native=False) is None

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import assert_one_line, cli
 
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.deploy.export import export_model
@@ -19,8 +20,8 @@ from reid_kd.deploy.index import GalleryIndex, build_index, extract, items_from_
 from reid_kd.deploy.index_eval import evaluate_index, ranked_list_metrics
 from reid_kd.deploy.model import RetrievalModel, load_checkpoint
 from reid_kd.errors import UserError
-from reid_kd.evaluation import evaluate, evaluate_model
-from reid_kd.models.checkpoint import save_model
+from reid_kd.evaluation import Features, evaluate, evaluate_model
+from reid_kd.models.checkpoint import save_model, weights_digest
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import load_torch, save_torch
 
@@ -155,6 +156,65 @@ def test_index_eval_of_a_flat_index_equals_reidkd_eval(setup, tmp_path):
         assert got[key] == pytest.approx(want[key], abs=1e-9), key
     assert np.allclose(got["cmc"], want["cmc"]) and got["num_valid_queries"] == want["num_valid_queries"]
     assert got["recall"] == 1.0 and got["depth"] == len(items)
+
+
+@pytest.fixture(scope="module")
+def teacher_index(setup, tmp_path_factory):
+    """(folder): a teacher.pt, its gallery index, a student.pt distilled from it (recorded as a run records it),
+    a baseline.pt trained without it and a wide.pt of another width."""
+    cfg, _, _ = setup
+    folder = tmp_path_factory.mktemp("asymmetric")
+    torch.manual_seed(5)
+    teacher = build_model(cfg["model"], num_classes=8).eval()
+    save_model(teacher, cfg["model"], folder / "teacher.pt", cfg["data"])
+    torch.manual_seed(6)
+    save_model(build_model(cfg["model"], 8), cfg["model"], folder / "student.pt", cfg["data"], weights_digest(teacher))
+    save_model(build_model(cfg["model"], 8), cfg["model"], folder / "baseline.pt", cfg["data"])
+    wide = dict(cfg["model"], embedding_dim=16)
+    save_model(build_model(wide, 8), wide, folder / "wide.pt", cfg["data"], weights_digest(teacher))
+    build_index(folder / "teacher.pt", items_from_config(cfg, "gallery")[0], folder / "index")
+    return folder
+
+
+def test_a_student_searches_a_teachers_index_as_the_asymmetric_protocol_scores_it(setup, teacher_index):
+    cfg, _, _ = setup
+    got = evaluate_index(GalleryIndex.load(teacher_index / "index"), cfg,
+                         query_checkpoint=str(teacher_index / "student.pt"))
+    loaders = build_loaders(cfg["data"], 0)
+    student, teacher = (load_checkpoint(teacher_index / f) for f in ("student.pt", "teacher.pt"))
+    want = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], "cpu", ["asymmetric"],
+                          Features(teacher, torch.device("cpu")))
+    for key in ("mAP", "mINP", "rank1", "rank5", "rank10"):
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+    assert got["recall"] == 1.0 and got["num_valid_queries"] == want["num_valid_queries"]
+    alone = evaluate_index(GalleryIndex.load(teacher_index / "index"), cfg)  # the teacher's own queries: another score
+    assert alone["mAP"] != got["mAP"]
+    _, _, overrides = setup
+    shown = cli("index", "eval", "--index", teacher_index / "index", "--config", "configs/quickstart.yaml",
+                *[a for o in overrides for a in ("--set", o)], "--query-checkpoint", teacher_index / "student.pt")
+    assert shown.exit_code == 0, shown.output
+    assert f"queries by {cfg['model']['backbone']}" in shown.output and f"{100 * got['mAP']:.2f}" in shown.output
+
+
+@pytest.mark.parametrize("student, words", [
+    ("baseline.pt", ["trained without a teacher", "distilled from the index's model"]),
+    ("wide.pt", ["16-d features", "model.embedding_dim="]),
+])
+def test_a_query_encoder_of_another_space_or_width_is_refused_in_one_line_writing_nothing(setup, teacher_index,
+                                                                                          tmp_path, student, words):
+    cfg, _, _ = setup
+    image = items_from_config(cfg, "query")[0][0].path
+    result = cli("search", "--index", teacher_index / "index", image, "--query-checkpoint", teacher_index / student,
+                 "--png", tmp_path / "lists.png")
+    assert_one_line(result, *words)
+    assert not (tmp_path / "lists.png").exists()
+    other = teacher_index / "other_teacher.pt"
+    if not other.exists():
+        torch.manual_seed(7)
+        twin = build_model(cfg["model"], 8)
+        save_model(twin, cfg["model"], other, cfg["data"], weights_digest(build_model(cfg["model"], 8)))
+    with pytest.raises(UserError, match="distilled from another model"):
+        GalleryIndex.load(teacher_index / "index").query_model(other)
 
 
 def test_approximate_index_reports_recall_below_one_and_its_speed(setup, tmp_path):

@@ -15,7 +15,8 @@ from reid_kd.engine.teacher import load_teacher_checkpoint
 from reid_kd.errors import ConfigError
 from reid_kd.evaluation import Features, evaluate, evaluate_model, extract_features
 from reid_kd.evaluation import extract as extract_module
-from reid_kd.models.checkpoint import save_model
+from reid_kd.engine.paths import run_folder
+from reid_kd.models.checkpoint import load_model, save_model, weights_digest
 from reid_kd.models.reid_model import build_model
 
 CPU = torch.device("cpu")
@@ -135,6 +136,9 @@ def test_a_cohort_embeds_the_teachers_gallery_once_and_the_student_at_its_own_si
         assert list(record["protocols"]) == ["asymmetric", "symmetric"]
         assert record["mAP"] == record["protocols"]["asymmetric"]["mAP"]
         assert record["protocols"]["asymmetric"]["gallery"] == "teacher"
+    # the distilled student's file names its teacher's weights (the space `reidkd index` checks); the baseline's none
+    saved = [load_model(run_folder(cfg).weights).distilled_from for cfg in cfgs]
+    assert saved == [None, weights_digest(teacher)]
 
 
 def test_asymmetric_without_a_teacher_is_refused_in_one_line(tiny_overrides, tmp_path):

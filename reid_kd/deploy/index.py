@@ -33,7 +33,7 @@ from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
-from reid_kd.models.checkpoint import input_config
+from reid_kd.models.checkpoint import input_config, weights_digest
 from reid_kd.utils.io import read_json, write_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -166,6 +166,7 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
     meta = {"factory": factory, "metric": "inner product of L2-normalised bn_feat (cosine)", "count": len(items),
             "dim": int(features.shape[1]), "train_size": train_size, "search_params": search_params or "",
             "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_digest(checkpoint),
+            "weights_sha256": weights_digest(model),  # what a student distilled from this model records
             "backbone": model.backbone_name, "input": model.input, "source": source or {},
             "extract_seconds": round(extract_seconds, 3), "build_seconds": round(build_seconds, 3),
             "faiss": faiss.__version__}
@@ -241,6 +242,26 @@ class GalleryIndex:
         model = load_checkpoint(path, device)
         if model.retrieval_dim != self.index.d:
             _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.retrieval_dim}-d")
+        return model
+
+    def query_model(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
+        """A student that embeds the queries in place of the index's model (asymmetric retrieval: a light
+        query encoder searching a gallery a heavy teacher embedded once). Refused unless it was distilled from
+        the index's model (its file records that model's `weights_digest`) into the index's width."""
+        model = load_checkpoint(checkpoint, device)
+        name = f"the index {self.folder} ({self.meta.get('backbone', 'its model')}, {Path(self.meta['checkpoint']).name})"
+        if model.retrieval_dim != self.index.d:
+            raise UserError(f"{checkpoint} gives {model.retrieval_dim}-d features, {name} holds {self.index.d}-d: "
+                            f"a query encoder must embed into its width; distill the student with "
+                            f"model.embedding_dim={self.index.d} from the index's model")
+        own = self.meta.get("weights_sha256")
+        if own is None:
+            raise UserError(f"{name} records no digest of its model's weights (built by an earlier reid-kd), so no "
+                            "student can be checked against it; rebuild it with `reidkd index build`")
+        if model.distilled_from != own:
+            how = "was trained without a teacher" if model.distilled_from is None else "was distilled from another model"
+            raise UserError(f"{checkpoint} {how}: its features are not in the space of {name}; give a student "
+                            "distilled from the index's model, or index the gallery with the student itself")
         return model
 
     def search(self, queries: np.ndarray, k: int, chunk_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """`reidkd search`: the top-k gallery items of query images, as a table and as one ranked-list PNG.
 
 The query images go through the model the index was built with (checked by its weights' SHA-256), so a
-query is always compared with gallery features of the same model.
+query is always compared with gallery features of the same model, or through a student distilled from that
+model into its space (`GalleryIndex.query_model`: asymmetric retrieval).
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from reid_kd.utils.io import write_bytes
 
 
 def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, checkpoint: str | None = None,
-                  device: torch.device | str = "cpu") -> tuple[list[Item], pd.DataFrame]:
+                  device: torch.device | str = "cpu", query_checkpoint: str | None = None
+                  ) -> tuple[list[Item], pd.DataFrame]:
     """The query items and a table with one row per (query, rank): score, gallery path, identity, camera."""
     queries = items_from_images(images)
-    model = gallery.model(checkpoint, device)
+    model = gallery.query_model(query_checkpoint, device) if query_checkpoint else gallery.model(checkpoint, device)
     scores, rows = gallery.search(extract(model, queries, torch.device(device)), top_k)
     table = []
     for query, score_row, id_row in zip(queries, scores, rows):

@@ -23,7 +23,7 @@ from reid_kd.engine.runtime import as_layout, setup_runtime
 from reid_kd.engine.teacher import get_teacher
 from reid_kd.engine.training import Job, train_jobs
 from reid_kd.evaluation import Features, evaluate_model
-from reid_kd.models.checkpoint import save_model
+from reid_kd.models.checkpoint import save_model, weights_digest
 from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils import distributed
 
@@ -73,14 +73,17 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
                     teacher_dtype=t_cfg["forward_dtype"], teacher_memory_format=t_cfg["memory_format"])
     # the frozen teacher's gallery, embedded once for all the students scored in it (eval.protocols: asymmetric)
     gallery = Features(cohort.teacher, device) if cohort.teacher is not None else None
-    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics, gallery) for cfg in cfgs]
+    space = weights_digest(cohort.teacher) if cohort.teacher is not None else None
+    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics, gallery, space) for cfg in cfgs]
     return train_jobs(cohort, jobs, stop_after)
 
 
 def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.device,
-                 teacher_metrics: dict | None, teacher_features: Features | None) -> Job:
-    """The student and its distiller, built from the seed alone (as every method of the seed), as a job."""
+                 teacher_metrics: dict | None, teacher_features: Features | None, teacher_digest: str | None) -> Job:
+    """The student and its distiller, built from the seed alone (as every method of the seed), as a job; a
+    distilled student's file records its teacher's `teacher_digest` (the space `reidkd index` checks)."""
     exp, teacher, folder = cfg["experiment"], cohort.teacher, run_folder(cfg)
+    distilled_from = teacher_digest if cfg["distill"]["method"] != "none" else None
     check_asymmetric(cfg, teacher)  # told before a synthetic pretraining
     start = network_start(cfg, "model", device)
     torch.manual_seed(exp["seed"])
@@ -90,7 +93,7 @@ def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.devi
     member = cohort.add(student, cfg["train"], folder, distiller=distiller, desc=run_name(cfg),
                         tag=config_hash(cfg), sync_bn=exp["sync_bn"],
                         memory_format=training_layout(cfg["model"], cfg["train"]))
-    return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"]),
+    return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"], distilled_from),
                evaluate=lambda: evaluate_model(as_layout(student, cfg["model"]["memory_format"]), loaders.query,
                                                loaders.gallery, cfg["eval"], device, cfg["eval"]["protocols"],
                                                teacher_features),

@@ -1,10 +1,14 @@
 """The process a run trains in: its device, threads, determinism and (under torchrun) process group."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from reid_kd.errors import ConfigError
 from reid_kd.utils import distributed
+
+logger = logging.getLogger(__name__)
 
 
 def select_device(name: str, setting: str = "config key 'experiment.device'", fix: str = "experiment.device=auto"
@@ -61,5 +65,36 @@ def setup_runtime(cfg: dict) -> torch.device:
     if exp["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if distributed.launched():  # started by torchrun: join its process group, take this rank's device
-        return distributed.init(select_device(exp["device"]).type)
-    return select_device(exp["device"])
+        device = distributed.init(select_device(exp["device"]).type)
+    else:
+        device = select_device(exp["device"])
+    slow = slow_bfloat16(cfg, device)
+    if slow and slow not in _warned:
+        _warned.add(slow)
+        logger.warning(slow)
+    return device
+
+
+_warned: set[str] = set()
+
+
+def slow_bfloat16(cfg: dict, device: torch.device, native: bool | None = None) -> str | None:
+    """A warning when the config computes in bfloat16 on a CPU without native bfloat16 (AVX-512 BF16 or AMX;
+    `native`: as PyTorch's oneDNN reports): PyTorch then emulates it, and a 2-core AVX2 EPYC measured a
+    ResNet-34 step 27x and a MobileNetV3-small step 11x slower than float32 (`benchmarks/step_times.py`)."""
+    if device.type != "cpu":
+        return None
+    uses = {"teacher.forward_dtype=bfloat16": "teacher.forward_dtype=float32"} \
+        if cfg["teacher"]["forward_dtype"] == "bfloat16" else {}
+    if cfg["experiment"]["amp"]:  # bfloat16 on the CPU, the teacher's forward too where its forward_dtype is null
+        uses["experiment.amp=true"] = "experiment.amp=false"
+    if not uses:
+        return None
+    if native is None:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if native:
+        return None
+    return (f"{' and '.join(uses)} compute in bfloat16, which this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+            "has no instructions for: PyTorch emulates it, often 10-30x slower than float32 (benchmarks/step_times.py "
+            f"shows it here); set {' '.join(uses.values())} on this machine (numbers then differ slightly from a table "
+            "run in bfloat16)")

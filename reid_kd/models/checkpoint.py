@@ -2,6 +2,8 @@
 the images they expect, so training, evaluation and deployment read a model without its config."""
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -12,10 +14,23 @@ from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.utils.io import UnsafeFileError, load_torch, save_torch
 
 
-def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict) -> None:
-    """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy)."""
+def save_model(model: ReIDModel, model_cfg: dict, path: Path, data_cfg: dict, distilled_from: str | None = None
+               ) -> None:
+    """Weights, architecture and the images it expects (`input`: size and normalisation, read by deploy), and
+    for a distilled student the `weights_digest` of its teacher: the space its features were trained toward,
+    which `reidkd index` checks before a student searches a gallery that teacher embedded."""
     save_torch({"model": model.state_dict(), "model_cfg": model_cfg, "num_classes": model.num_classes,
-                "input": model_input(data_cfg), "start": model.start}, path)
+                "input": model_input(data_cfg), "start": model.start, "distilled_from": distilled_from}, path)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a network's weights by value (names, types, shapes, numbers): the same for the network in
+    memory, in any memory layout, and for it rebuilt from its file, unlike the file's own digest."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDModel:
@@ -42,6 +57,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ReIDMode
     # how it began, not how it is rebuilt (files from before start records: whether `pretrained` was set)
     model.start = state.get("start", state["model_cfg"].get("pretrained") is not None)
     model.input = state.get("input")
+    model.distilled_from = state.get("distilled_from")  # files from before it was recorded: None
     return model.to(device)
 
 
@@ -57,6 +73,7 @@ def input_config(model: ReIDModel, data_cfg: dict | None = None) -> dict:
     return data
 
 
+DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_SIDE = 4096  # pixels: an input size recorded beyond it is not one a re-ID model was trained at
 
 
@@ -84,6 +101,9 @@ def _record_fault(state: dict) -> str | None:
     spec = state.get("input")
     if spec is not None and not (isinstance(spec, dict) and all(_side(spec.get(k)) for k in ("height", "width"))):
         return f"input size {spec!r} is not whole numbers of pixels from 16 to {MAX_SIDE}"
+    teacher = state.get("distilled_from")
+    if teacher is not None and not (isinstance(teacher, str) and DIGEST.fullmatch(teacher)):
+        return f"distilled_from {str(teacher)[:40]!r} is not a SHA-256 digest"
     return None
 
 
