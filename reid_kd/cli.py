@@ -144,14 +144,18 @@ def run(ctx, config, overrides, overwrite, nproc) -> None:
     click.echo("")
     click.echo(markdown_table([("teacher", record["teacher_backbone"], teacher_metrics), *student_rows(record)]))
     click.echo(queries_line(record))
+    for name, m in record["protocols"].items():
+        if "skipped" in m:
+            click.echo(f"{name} protocol not scored: {m['skipped']}")
 
 
 def student_rows(record: dict) -> list[tuple[str, str, dict]]:
-    """The student's row, or one per protocol of `eval.protocols` when it is not symmetric alone."""
+    """The student's row, or one per protocol of `eval.protocols` scored when it is not symmetric alone."""
     protocols = record["protocols"]
     if list(protocols) == ["symmetric"]:
         return [(f"student ({record['method']})", record["student_backbone"], record)]
-    return [(f"student ({record['method']}, {name})", record["student_backbone"], m) for name, m in protocols.items()]
+    return [(f"student ({record['method']}, {name})", record["student_backbone"], m) for name, m in protocols.items()
+            if "skipped" not in m]
 
 
 def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> int:

@@ -189,7 +189,8 @@ SCHEMA: dict[str, Any] = {
         "rerank_k2": Num(6, 1),
         "rerank_lambda": Num(0.3, 0.0, 1.0),
         # how a student is scored (the first is the run's headline; each is recorded under `protocols`):
-        # symmetric (student queries x student gallery) and asymmetric (student queries x teacher gallery)
+        # symmetric (student queries x student gallery) and asymmetric (student queries x teacher gallery; after
+        # the first, skipped for a student whose retrieval width is not the teacher's, its record saying so)
         "protocols": Typed(list, ["symmetric"], optional=False, item=str, pattern="symmetric|asymmetric",
                            form="protocol names (symmetric, asymmetric)"),
     },

@@ -181,3 +181,17 @@ def test_shipped_suites_run_every_registered_method(file, teacher, student, size
                                                        "distill.gird.relation=self"}
     for _, _, cfg in s.runs():  # every run's config is valid
         assert (cfg["teacher"]["backbone"], cfg["model"]["backbone"], cfg["data"]["height"]) == (teacher, student, size)
+
+
+def test_the_asymmetric_suite_is_synth_cpus_design_with_every_student_in_the_teachers_width():
+    asym, sym = (load_suite(ROOT / "configs" / "suites" / f) for f in ("synth_cpu_asym.yaml", "synth_cpu.yaml"))
+    assert {e.method for e in asym.entries} == {"none", *DISTILLERS} and asym.seeds == sym.seeds
+    first = {e.name: cfg for e, _, cfg in sym.runs()}
+    for entry, _, cfg in asym.runs():
+        assert cfg["eval"]["protocols"] == ["asymmetric", "symmetric"] and cfg["model"]["embedding_dim"] == 512
+        same = first.get(entry.name, first["baseline"])
+        for block in ("data", "teacher", "train", "pretrain"):
+            assert cfg[block] == same[block], block  # the same data, teacher (one cache) and schedule
+    torch.manual_seed(0)
+    student, teacher = (build_model(dict(cfg[b], pretrained=None), 10) for b in ("model", "teacher"))
+    assert student.retrieval_dim == teacher.retrieval_dim == 512

@@ -3,10 +3,13 @@ own input size, on tiny synthetic vehicles in their on-disk layout."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import assert_one_line, cli
 
+from reid_kd.bench.board_table import DASH, PROTOCOL_COLUMNS, main_rows, protocols_of
+from reid_kd.bench.board_text import protocol_said
 from reid_kd.data.datasets.base import ReIDDataset
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine import run as run_module
@@ -56,6 +59,23 @@ def test_asymmetric_is_evaluate_of_student_queries_and_teacher_gallery(tiny_over
     assert {k: sym[k] for k in alone if k != "inference_images_per_sec"} == \
         {k: v for k, v in alone.items() if k != "inference_images_per_sec"}
     assert asym["mAP"] != sym["mAP"]  # two networks' galleries: the protocols do differ
+
+
+def test_a_later_asymmetric_protocol_is_skipped_for_a_student_of_another_width(tiny_overrides):
+    """A suite of students with and without a shared head is scored symmetrically; the asymmetric column is
+    filled where the widths match and says why not elsewhere. As the headline, other widths are an error."""
+    cfg = config(tiny_overrides)
+    loaders = build_loaders(cfg["data"], 0)
+    student, teacher = networks(cfg, loaders.dataset.num_train_pids)  # 576-d and 512-d
+    got = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], CPU, ["symmetric", "asymmetric"],
+                         Features(teacher, CPU))
+    assert got["protocols"]["asymmetric"] == {"query": "student", "gallery": "teacher", "skipped":
+                                              "the student's retrieval features are 576-d, the teacher's 512-d "
+                                              "(no shared head)"}
+    alone = evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], CPU)
+    assert got["mAP"] == alone["mAP"] and got["protocols"]["symmetric"]["mAP"] == alone["mAP"]
+    with pytest.raises(ValueError, match="576-d"):
+        evaluate_model(student, loaders.query, loaders.gallery, cfg["eval"], CPU, ["asymmetric"], Features(teacher, CPU))
 
 
 class MeanColour(torch.nn.Module):
@@ -199,3 +219,42 @@ def test_a_method_on_bn_feat_takes_the_heads_width(tiny_overrides, method):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert student.neck[2].weight.grad.abs().sum() > 0
+
+
+def board_runs(headline: str, other: str, skipped: set) -> pd.DataFrame:
+    """Records as `load_runs` gives them: a baseline and one method over two seeds, scored in two protocols."""
+    teacher = {"source": "runs/teachers/t", "backbone": "resnet34", "mAP": 0.8, "rank1": 0.9, "rank5": 0.95,
+               "rank10": 0.97, "mINP": 0.5, "params": 2e7, "inference_images_per_sec": 100.0, "train_seconds": 60.0}
+    rows = []
+    for entry, base in (("baseline", 0.60), ("csd", 0.64)):
+        for seed in (0, 1):
+            score = base + seed / 100
+            scores = {"mAP": score, "rank1": score, "rank5": score, "rank10": score, "mINP": score}
+            protocols = {headline: {"query": "student", "gallery": "x", **scores},
+                         other: {"query": "student", "gallery": "y", "mAP": score - 0.3 - seed / 100}}
+            if entry in skipped:
+                protocols[other] = {"query": "student", "gallery": "y", "skipped": "576-d vs 512-d"}
+            rows.append({"entry": entry, "seed": seed, "failed": False, "params": 1e6, "train_seconds": 30.0,
+                         "inference_images_per_sec": 500.0, "teacher": teacher, "protocols": protocols, **scores})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("headline, other", [("symmetric", "asymmetric"), ("asymmetric", "symmetric")])
+def test_a_leaderboard_shows_the_other_protocols_map_and_an_asymmetric_one_the_teachers_ceiling(headline, other):
+    entries = [{"name": "baseline", "method": "none", "label": "baseline"}, {"name": "csd", "method": "csd",
+                                                                            "label": "csd"}]
+    runs = board_runs(headline, other, skipped={"baseline"} if other == "asymmetric" else set())
+    rows = {r["Method"]: r for r in main_rows(runs, entries, 2)}
+    column = PROTOCOL_COLUMNS[other]
+    assert rows["csd"][column] == "34.00 ± 0.00"  # (0.34, 0.34): the other protocol's own numbers
+    assert rows["csd"]["mAP"] == "64.50 ± 0.71" and rows["csd"]["Δ mAP (95% CI)"].startswith("+4.00")
+    teacher = next(r for name, r in rows.items() if name.startswith("teacher"))
+    assert teacher[column] == "80.00"  # its own queries in its own gallery, whichever protocol
+    ceiling = teacher["Method"].endswith(", the ceiling")
+    assert ceiling == (headline == "asymmetric")
+    if other == "asymmetric":
+        assert rows["baseline (student)"][column] == DASH  # no shared head: skipped, not zero
+        assert "where a student's retrieval width is not the teacher's" in protocol_said(protocols_of(runs))
+    else:
+        assert rows["baseline (student)"][column] == "30.00 ± 0.00"
+        assert "the ceiling" in protocol_said(protocols_of(runs))

@@ -11,6 +11,21 @@ from reid_kd.bench.stats import format_delta, paired_delta, seeds_needed
 DASH = "—"
 DELTAS = (("mAP", "mAP"), ("rank1", "Rank-1"))  # paired against the baseline student, with a 95% CI
 POWER_TARGET = 0.015  # the interval half-width (a fraction: 1.5 mAP points) the "Seeds needed" section sizes for
+PROTOCOL_COLUMNS = {"symmetric": "Sym. mAP", "asymmetric": "Asym. mAP"}  # a protocol's mAP beside the headline's
+
+
+def protocols_of(runs: pd.DataFrame) -> list[str]:
+    """The protocols the runs were scored in (`eval.protocols`, one for the whole suite), the headline first;
+    records from before protocols were recorded: symmetric alone."""
+    if runs.empty or "protocols" not in runs:
+        return ["symmetric"]
+    return next((list(p) for p in runs["protocols"] if isinstance(p, dict)), ["symmetric"])
+
+
+def _protocol_map(runs: pd.DataFrame, protocol: str) -> pd.Series:
+    """Each run's mAP in `protocol` (NaN where it was skipped or not scored)."""
+    return pd.to_numeric(runs["protocols"].map(
+        lambda p: p.get(protocol, {}).get("mAP") if isinstance(p, dict) else None), errors="coerce")
 
 
 def _pct(values: pd.Series) -> str:
@@ -73,7 +88,7 @@ def student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referenc
                  against: str = "") -> list[dict]:
     """One row per entry over its finished runs (failed runs, with non-finite metrics, are counted, not
     averaged); Δ columns are paired by seed against entry `reference` (named `against`)."""
-    rows = []
+    rows, others = [], protocols_of(finished(runs))[1:]
     for entry in entries:
         every = of_entry(runs, entry["name"])
         mine = finished(every)
@@ -82,12 +97,14 @@ def student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referenc
                "Seeds": f"{n}/{n_seeds}" + (f", {failed} failed" if failed else "")}
         if n == 0:
             row |= {label: DASH for _, label in SCORES}
+            row |= {PROTOCOL_COLUMNS[p]: DASH for p in others}
             row |= {name: DASH for name in _delta_names(against)}
             row |= {"Params": DASH, "Images/s": DASH, "Train time": DASH, "_sort": float("-inf")}
             row["Seeds"] = f"failed ({failed}/{n_seeds})" if failed else f"missing (0/{n_seeds})"
             rows.append(row)
             continue
         row |= {label: _pct(mine[key]) for key, label in SCORES}
+        row |= {PROTOCOL_COLUMNS[p]: _pct(_protocol_map(mine, p)) for p in others}
         ok = finished(runs)
         for (key, _), name in zip(DELTAS, _delta_names(against)):
             row[name] = "reference" if entry["name"] == reference else format_delta(
@@ -99,12 +116,15 @@ def student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referenc
     return rows
 
 
-def teacher_rows(found: pd.DataFrame, base_runs: pd.DataFrame) -> list[dict]:
-    """One row per teacher `found` (one seed: its own record); its Δ is its difference from the baseline's mean."""
+def teacher_rows(found: pd.DataFrame, base_runs: pd.DataFrame, protocols: list[str] = ("symmetric",)) -> list[dict]:
+    """One row per teacher `found` (one seed: its own record); its Δ is its difference from the baseline's mean.
+    Its queries in its own gallery score it under every protocol: in an asymmetric table, the ceiling."""
     rows = []
     for _, t in found.iterrows():
-        row = {"Method": f"teacher ({t['backbone']})", "Seeds": "1"}
+        ceiling = ", the ceiling" if protocols[0] == "asymmetric" else ""
+        row = {"Method": f"teacher ({t['backbone']}){ceiling}", "Seeds": "1"}
         row |= {label: f"{100 * t[key]:.2f}" for key, label in SCORES}
+        row |= {PROTOCOL_COLUMNS[p]: f"{100 * t['mAP']:.2f}" for p in protocols[1:]}
         row |= {name: _delta(t[key], base_runs[key].mean() if len(base_runs) else None)
                 for (key, _), name in zip(DELTAS, _delta_names())}
         row |= {"Params": _params(t.get("params")),
@@ -128,7 +148,7 @@ def main_rows(every: pd.DataFrame, entries: list[dict], n_seeds: int) -> list[di
     """The main table: the teachers, then the main entries best first, Δ against the baseline student."""
     runs, baseline = finished(every), baseline_of(entries)
     students = [dict(e, label=f"{e['name']} (student)") if e is baseline else e for e in main_entries(entries)]
-    return (teacher_rows(teachers(runs), of_entry(runs, baseline["name"]))
+    return (teacher_rows(teachers(runs), of_entry(runs, baseline["name"]), protocols_of(runs))
             + sorted_rows(student_rows(every, students, n_seeds, baseline["name"])))
 
 

@@ -10,9 +10,11 @@ from reid_kd.bench.board_runs import finished
 from reid_kd.bench.board_table import (
     DASH,
     POWER_TARGET,
+    PROTOCOL_COLUMNS,
     baseline_of,
     main_rows,
     power_rows,
+    protocols_of,
     sorted_rows,
     student_rows,
     table,
@@ -80,6 +82,18 @@ def _queries(runs: pd.DataFrame) -> str:
     return f"Queries scored per run: {said}."
 
 
+def protocol_said(protocols: list[str]) -> str:
+    """Which protocol the table ranks by and what its other mAP column is."""
+    said = {"symmetric": "Protocol: **symmetric** (each student embeds the queries and the gallery).",
+            "asymmetric": "Protocol: **asymmetric** (each student's queries searched in the gallery the teacher "
+                          "embedded; the teacher's row, its own queries in its own gallery, is the ceiling)."}
+    other = {"symmetric": f"{PROTOCOL_COLUMNS['symmetric']}: the same students embedding both sides.",
+             "asymmetric": f"{PROTOCOL_COLUMNS['asymmetric']}: the same students' queries searched in the teacher's "
+                           f"gallery ({DASH} where a student's retrieval width is not the teacher's: it has no "
+                           "shared head)."}
+    return " ".join([said[protocols[0]], *(other[p] for p in protocols[1:])])
+
+
 def scoring(runs: pd.DataFrame) -> str:
     """Whether the runs were scored after k-reciprocal re-ranking (said only when some were)."""
     if "rerank" not in runs:
@@ -114,6 +128,8 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
             f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
             f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(), _computation(runs)) if part),
         _software(runs),
+        "",
+        protocol_said(protocols_of(runs)),
         "",
         table(main_rows(every, entries, len(suite["seeds"]))),
         "",

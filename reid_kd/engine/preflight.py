@@ -63,14 +63,16 @@ def check_images(loaders: Loaders) -> None:
 
 def check_asymmetric(cfg: dict, teacher: ReIDModel | None, student: ReIDModel | None = None) -> None:
     """`eval.protocols` with asymmetric compares the student's query features with the teacher's gallery
-    features: there must be a teacher, and both retrieval features must be one width (checked when the
-    student is given)."""
-    if "asymmetric" not in cfg["eval"]["protocols"]:
+    features: there must be a teacher, and where it is the headline (the first protocol) both retrieval
+    features must be one width (checked when the student is given); a later one is skipped where they differ,
+    its record saying why (a suite's students without a shared head, e.g.)."""
+    protocols = cfg["eval"]["protocols"]
+    if "asymmetric" not in protocols:
         return
     if teacher is None:
         raise ConfigError("config key 'eval.protocols' lists asymmetric (the student's queries in the teacher's "
                           "gallery) but this run has no teacher; give it one or set eval.protocols=[symmetric]")
-    if student is not None and student.retrieval_dim != teacher.retrieval_dim:
+    if student is not None and protocols[0] == "asymmetric" and student.retrieval_dim != teacher.retrieval_dim:
         raise ConfigError(f"config keys 'model.embedding_dim' and 'teacher.embedding_dim': asymmetric retrieval "
                           f"(eval.protocols) compares the student's {student.retrieval_dim}-d retrieval features with "
                           f"the teacher's {teacher.retrieval_dim}-d; set model.embedding_dim={teacher.retrieval_dim} "

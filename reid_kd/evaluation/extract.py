@@ -75,7 +75,8 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
 
     `protocols` (`eval.protocols`): each is scored, the first one's metrics at the top level, every one's
     under `protocols[name]` with the networks that embedded queries and gallery; `asymmetric` searches
-    the model's queries in `teacher`'s gallery. None: symmetric alone, with no `protocols` table (a
+    the model's queries in `teacher`'s gallery (after the first, only where their widths match: else its
+    record says why it was `skipped`). None: symmetric alone, with no `protocols` table (a
     network's own ceiling: a teacher, a pretrained backbone).
     The loaders' `source` (the ReIDDataset, set by `build_loaders`) says whether the dataset has
     cameras and whether it asks for the mean over several (query, gallery) draws; features are then
@@ -93,11 +94,27 @@ def evaluate_model(model, query_loader, gallery_loader, eval_cfg: dict, device: 
                    same_camera_is_junk=source.has_cameras if source is not None else True)
     if protocols is None:
         return _score(student, student, query_loader, gallery_loader, options) | speed
-    table = {name: _score(student, teacher if PROTOCOLS[name] == "teacher" else student, query_loader,
-                          gallery_loader, options) | {"query": "student", "gallery": PROTOCOLS[name]}
-             for name in protocols}
+    table = {}
+    for name in protocols:
+        gallery = teacher if PROTOCOLS[name] == "teacher" else student
+        networks = {"query": "student", "gallery": PROTOCOLS[name]}
+        why = _incomparable(student, gallery)
+        if why and name == protocols[0]:
+            raise ValueError(f"the {name} protocol cannot score this student: {why}")
+        table[name] = networks | ({"skipped": why} if why else
+                                  _score(student, gallery, query_loader, gallery_loader, options))
     headline = {k: v for k, v in table[protocols[0]].items() if k not in ("query", "gallery")}
     return headline | speed | {"protocols": table}
+
+
+def _incomparable(queries: Features, gallery: Features) -> str | None:
+    """Why one network's query features cannot be searched among another's gallery features (their widths
+    differ), else None. A protocol after the first is then recorded as skipped, with this reason: the
+    headline's is refused before training (`check_asymmetric`)."""
+    widths = [getattr(f.model, "retrieval_dim", None) for f in (queries, gallery)]
+    if queries is gallery or None in widths or widths[0] == widths[1]:
+        return None
+    return f"the student's retrieval features are {widths[0]}-d, the teacher's {widths[1]}-d (no shared head)"
 
 
 def _score(queries: Features, gallery: Features, query_loader, gallery_loader, options: dict) -> dict:
