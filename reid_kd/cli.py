@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from reid_kd.bench import LAUNCHERS, VALIDATION_FRACTION
+from reid_kd.bench import EXTEND, LAUNCHERS, VALIDATION_FRACTION
 from reid_kd.data.catalog import DATASETS, config_options
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
@@ -280,9 +280,12 @@ def bench(suite_file, overrides, overwrite, workers, launcher, jobs, partition, 
               help="Seeds of the sweep (default: the suite's), e.g. --seeds 0 for a first pass.")
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the sweep tables <suite>-tune-<entry>.md.")
+@click.option("--extend", type=click.IntRange(0, 20), default=EXTEND, show_default=True,
+              help="Rounds of extension: where a grid's best point sits at an edge, one more point past it (spaced as "
+                   "the grid, within the option's bounds) is trained, at most this many times. 0: the grid as given.")
 @set_option
 @overwrite_option
-def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides, overwrite) -> None:
+def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, extend, overrides, overwrite) -> None:
     """Train grids of entries' options on validation identities (never the test split); one table per entry.
 
     Resumable like bench: run it again to skip the grid points already done.
@@ -299,7 +302,7 @@ def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides
     if seed_list is not None and (any(k < 0 for k in seed_list) or len(set(seed_list)) != len(seed_list)):
         raise click.BadParameter(f"expects distinct non-negative seeds, got {seeds!r}", param_hint="--seeds")
     tables = run_tuning(load_suite(suite_file), grid, entry, tuple(overrides), validation_fraction, out_dir,
-                        overwrite, seed_list)
+                        overwrite, seed_list, extend)
     for md in tables:
         click.echo(f"sweep table: {md}")
 
@@ -311,13 +314,16 @@ def tune(suite_file, grid, entry, validation_fraction, seeds, out_dir, overrides
               help="Folder of the <suite>.md files and CMC plots.")
 @click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
               help="README whose `<!-- leaderboard:<suite> -->` blocks are rewritten (skipped if absent).")
-def leaderboard(runs_dir, out_dir, readme) -> None:
-    """Rebuild every suite's leaderboard (markdown + CMC plot) from the stored runs."""
+@click.option("--matrix", default="configs/suites/matrix.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="`matrix: [suite, ...]`: the suites whose runs <out>/summary.md and the README's "
+                   "`<!-- leaderboard:summary -->` block read together, once two of them have runs (skipped if absent).")
+def leaderboard(runs_dir, out_dir, readme, matrix) -> None:
+    """Rebuild every suite's leaderboard (markdown + CMC plot) from the stored runs, and the matrix's summary."""
     from reid_kd.bench.leaderboard import rebuild_all
 
     _writes_to(out=out_dir, readme=readme)
 
-    written = rebuild_all(runs_dir, out_dir, readme)
+    written = rebuild_all(runs_dir, out_dir, readme, matrix)
     if not written:
         _fail(f"no suite runs under {runs_dir} (run `reidkd bench --suite FILE` first)")
     for path in written:

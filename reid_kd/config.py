@@ -19,7 +19,7 @@ import yaml
 
 from reid_kd.errors import ConfigError
 from reid_kd.registry import Entry, Registry, UnknownNameError
-from reid_kd.schema import SCHEMA, validate
+from reid_kd.schema import SCHEMA, Typed, validate
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -70,15 +70,28 @@ MOVED_DATA_KEYS = {
 
 
 def validate_config(cfg: dict[str, Any], registries: Registries) -> dict[str, Any]:
-    """`schema.validate` with the schemas of what the config chooses: the `data` block gains the options
-    block of each dataset it uses, the `distill` block the method's options."""
+    """`schema.validate` with the schema of what the config chooses (`config_schema`)."""
+    return validate(cfg, config_schema(cfg, registries))
+
+
+def config_schema(cfg: dict[str, Any], registries: Registries) -> dict[str, Any]:
+    """The schema of a config: the `data` block gains the options block of each dataset it uses, the
+    `distill` block the method's options."""
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     distill = cfg.get("distill") if isinstance(cfg.get("distill"), dict) else {}
     method = distill.get("method", "none")
     block: dict[str, Any] = {"method": "none"}
     if method != "none":
         block[method] = _entry(registries.distillers, "distill.method", method).options
-    return validate(cfg, {**SCHEMA, "data": data_schema(data, registries.datasets), "distill": block})
+    return {**SCHEMA, "data": data_schema(data, registries.datasets), "distill": block}
+
+
+def key_bounds(schema: dict[str, Any], key: str) -> tuple[float | None, float | None]:
+    """The inclusive (low, high) a dotted key's schema declares (None where it declares none, or no such key)."""
+    spec: Any = schema
+    for part in key.split("."):
+        spec = spec.get(part) if isinstance(spec, dict) else None
+    return (spec.low, spec.high) if isinstance(spec, Typed) else (None, None)
 
 
 def dataset_block(entry: Entry) -> str:

@@ -37,6 +37,7 @@ def suite(**changes):
     ({"seeds": "0"}, ["'seeds'", "list"]),
     ({"seeds": [0, -1]}, ["'seeds'"]),
     ({"name": "teachers"}, ["'name'"]),
+    ({"name": "summary"}, ["'name'", "teachers, summary"]),
     ({"name": "a/b"}, ["'name'"]),
     ({"report": "best"}, ["'report'", "last"]),
     ({"set": ["train.epochs"]}, ["'set'", "key.path=value"]),

@@ -66,7 +66,8 @@ def _delta(mean: float | None, reference: float | None) -> str:
     return f"{100 * (mean - reference):+.2f}"
 
 
-def _by_seed(runs: pd.DataFrame, entry: str, key: str) -> dict[int, float]:
+def by_seed(runs: pd.DataFrame, entry: str, key: str) -> dict[int, float]:
+    """An entry's `key` by seed: what `paired_delta` pairs."""
     mine = of_entry(runs, entry)
     return {int(seed): float(v) for seed, v in zip(mine["seed"], mine[key])} if len(mine) else {}
 
@@ -108,7 +109,7 @@ def student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referenc
         ok = finished(runs)
         for (key, _), name in zip(DELTAS, _delta_names(against)):
             row[name] = "reference" if entry["name"] == reference else format_delta(
-                paired_delta(_by_seed(ok, entry["name"], key), _by_seed(ok, reference, key)))
+                paired_delta(by_seed(ok, entry["name"], key), by_seed(ok, reference, key)))
         row |= {"Params": _params(mine["params"].iloc[0]),
                 "Images/s": _speed(mine.get("inference_images_per_sec", pd.Series(dtype=float))),
                 "Train time": _duration(mine["train_seconds"]), "_sort": mine["mAP"].mean()}
@@ -157,7 +158,7 @@ def power_rows(runs: pd.DataFrame, entries: list[dict], reference: str) -> list[
     interval of ±POWER_TARGET would need at that sd (what a suite must run for the table to decide)."""
     rows = []
     for entry in entries:
-        delta = paired_delta(_by_seed(runs, entry["name"], "mAP"), _by_seed(runs, reference, "mAP"))
+        delta = paired_delta(by_seed(runs, entry["name"], "mAP"), by_seed(runs, reference, "mAP"))
         if entry["name"] == reference or delta is None or delta.seeds < 2:
             continue
         needed = seeds_needed(delta.sd, POWER_TARGET)

@@ -187,13 +187,15 @@ def _not_counted(folder: str, every: pd.DataFrame, rejected: list[str]) -> list[
 
 
 def markdown(name: str, folder: str, suite: dict, suite_text: str, every: pd.DataFrame,
-             rejected: list[str]) -> tuple[str, str]:
-    """The leaderboard <name>.md of suite folder `folder` and its summary (for a README block)."""
+             rejected: list[str], section: str = "") -> tuple[str, str]:
+    """The leaderboard <name>.md of suite folder `folder` (with the caller's `section` below the main table) and
+    its summary (for a README block)."""
     entries = [dict(e, label=e["name"]) for e in suite["methods"]]
     n_seeds = len(suite["seeds"])
     said = summary(suite, every, entries)
     lines = _header(name, suite, finished(every))
-    lines += [said, "", f"![CMC curves of {name}]({plot_name(name)})", ""]
+    lines += [said, ""] + ([section.rstrip(), ""] if section else [])
+    lines += [f"![CMC curves of {name}]({plot_name(name)})", ""]
     lines += _ablations(every, entries, n_seeds) + _convergence(every, entries, n_seeds)
     lines += _seeds_needed(finished(every), entries) + _not_counted(folder, every, rejected)
     lines += ["## Suite", "", f"As run (`{folder}/suite.yaml`):", "", "```yaml", suite_text.rstrip(), "```", ""]

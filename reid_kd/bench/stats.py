@@ -1,8 +1,9 @@
-"""Paired differences over seeds, with a Student-t confidence interval.
+"""Paired differences over seeds, with a Student-t confidence interval; how far two settings order methods alike.
 
 For one seed, a method's run and the baseline's share the data order, the augmentation stream and
 the student's initial weights, so their difference cancels the seed's luck: the spread of the
-per-seed differences, not of each row, says whether a method helps.
+per-seed differences, not of each row, says whether a method helps. Two settings' orders of methods are
+compared by Kendall's τ, its interval from resampling each setting's seeds (the one source of chance in it).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 from dataclasses import dataclass
 from statistics import mean, stdev
 
+import numpy as np
 from scipy import stats
 
 
@@ -63,3 +65,40 @@ def format_delta(delta: PairedDelta | None, scale: float = 100.0) -> str:
         return f"{scale * delta.mean:+.2f}"
     text = f"{scale * delta.mean:+.2f} [{scale * delta.low:+.2f}, {scale * delta.high:+.2f}]"
     return text + (" *" if delta.excludes_zero else "")
+
+
+BOOTSTRAP_DRAWS = 2000  # resamples of the seeds behind a Kendall's τ interval
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's τ-b (ties counted as scipy.stats.kendalltau counts them) of each row of `a` against the same row
+    of `b` (... × n), all rows at once: a bootstrap needs thousands. NaN where either row is constant."""
+    i, j = np.triu_indices(a.shape[-1], 1)
+    sa, sb = np.sign(a[..., i] - a[..., j]), np.sign(b[..., i] - b[..., j])
+    untied = np.sqrt((sa != 0).sum(-1) * (sb != 0).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(untied > 0, (sa * sb).sum(-1) / untied, np.nan)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Kendall's τ of two settings' orders of the same methods, and its bootstrap interval."""
+
+    tau: float
+    low: float
+    high: float
+
+
+def agreement(a: np.ndarray, b: np.ndarray, seed_a: int, seed_b: int, level: float = 0.95,
+              draws: int = BOOTSTRAP_DRAWS) -> Agreement:
+    """τ between the orders of the column means of `a` and `b` (seeds × methods, one setting's per-seed Δ each,
+    the same methods in the same columns), with a percentile bootstrap interval: each draw resamples the rows
+    (seeds) of each setting with replacement, independently, from a generator seeded with `seed_a` / `seed_b`
+    (so a setting draws the same seeds whichever setting it is compared with)."""
+    def means(x: np.ndarray, seed: int) -> np.ndarray:
+        rows = np.random.default_rng(seed).integers(0, len(x), (draws, len(x)))
+        return x[rows].mean(axis=1)
+
+    taus = kendall_tau(means(a, seed_a), means(b, seed_b))
+    low, high = np.nanquantile(taus, [(1 - level) / 2, (1 + level) / 2]) if np.isfinite(taus).any() else (math.nan,) * 2
+    return Agreement(float(kendall_tau(a.mean(0), b.mean(0))), float(low), float(high))

@@ -40,7 +40,7 @@ SUITE_SCHEMA = {"name": Folder(), "base": Typed(str, optional=False, required=Tr
                 "methods": Typed(list, optional=False, required=True, item=ENTRY_SCHEMA),
                 "description": Typed(str, "", optional=False)}
 FOLDER_KEYS = ("experiment", "experiment.output_dir")  # an entry's `set` may not move its run folder
-RESERVED_NAMES = ("teachers",)  # <output_dir>/teachers/ holds the teacher cache
+RESERVED_NAMES = ("teachers", "summary")  # <output_dir>/teachers/: the teacher cache; summary.md: the matrix's
 EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
 
 

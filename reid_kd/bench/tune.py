@@ -7,22 +7,25 @@ instead of the test query and gallery. Its teacher is the suite's recipe trained
 identities (the teacher cache keys on the data config), so no network has seen what is scored. It runs
 through `run_suite` (resumable, locked, preflighted like `bench`; every grid point of a seed trains side
 by side with the others), and each tuned entry gets its sweep table, with the paired Δ of its grid points
-against the baseline: `<out>/<suite>-tune-<entry>.md`.
+against the baseline: `<out>/<suite>-tune-<entry>.md`. Where a grid's best point sits at an edge, the grid is
+extended past it (bench/grid_edges.py says how) and trained again, at most `extend` times: a chosen value at an
+edge may be short of the optimum. The table says where the chosen value sits.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import mean
 
-import yaml
-
-from reid_kd.bench import VALIDATION_FRACTION
+from reid_kd.bench import EXTEND, VALIDATION_FRACTION
+from reid_kd.bench.grid_edges import INSIDE, LISTED, ONLY, Edge, edge_of, value
 from reid_kd.bench.leaderboard import build_leaderboard
 from reid_kd.bench.suite import run_suite
 from reid_kd.bench.suite_file import Entry, Suite, entry_key_fault
+from reid_kd.engine.configs import option_bounds
 from reid_kd.engine.paths import experiment_dir
 from reid_kd.errors import ConfigError
 
@@ -66,7 +69,7 @@ def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None =
         if not match or not values or not all(keys) or any(len(v) != len(keys) or not all(v) for v in values):
             raise ConfigError(f"--grid {item!r} must look like [ENTRY:]distill.<method>.<option>=v1,v2,... or, "
                               f"for options moved together, KEY1,KEY2=a1:a2,b1:b2,...")
-        parsed = [[_value(x) for x in v] for v in values]
+        parsed = [[value(x) for x in v] for v in values]
         repeated = sorted({":".join(v) for i, v in enumerate(values) if parsed[i] in parsed[:i]})
         if repeated:  # the same point twice would be scored as two seeds of one
             raise ConfigError(f"--grid {item!r} gives {', '.join(repeated)} more than once; list each value once")
@@ -81,18 +84,20 @@ def parse_grid(suite: Suite, items: tuple[str, ...], default_entry: str | None =
     return grids
 
 
-def _value(text: str):
-    """A grid value as the config reads it (YAML: 1 and 1.0 are one value), its text where YAML refuses it."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _point_name(entry: str, point: tuple[tuple[str, str], ...]) -> str:
     """A folder name for one grid point, e.g. kd-weight-1.0-temperature-4."""
     parts = [entry] + [f"{key.split('.')[-1]}-{value}" for key, value in point]
     return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
+
+
+def _combos(grid: Grid) -> list[tuple[tuple[str, ...], ...]]:
+    """The grid's points, one value (a tuple over its keys) per axis: the product of its axes."""
+    return list(itertools.product(*(values for _, values in grid)))
+
+
+def _point(grid: Grid, combo: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, str], ...]:
+    """((key, value), ...) of one grid point."""
+    return tuple((k, v) for (keys, _), values in zip(grid, combo) for k, v in zip(keys, values))
 
 
 def tuning_suite(suite: Suite, grids: dict[str, Grid], fraction: float = VALIDATION_FRACTION,
@@ -104,8 +109,7 @@ def tuning_suite(suite: Suite, grids: dict[str, Grid], fraction: float = VALIDAT
     tables, texts = {}, []
     for name, grid in grids.items():
         entry = next(e for e in suite.entries if e.name == name)
-        points = [tuple((k, v) for (keys, _), values in zip(grid, combo) for k, v in zip(keys, values))
-                  for combo in itertools.product(*(values for _, values in grid))]
+        points = [_point(grid, combo) for combo in _combos(grid)]
         mine = [Entry(_point_name(name, p), entry.method, (*entry.set, *(f"{k}={v}" for k, v in p))) for p in points]
         entries += mine
         tables[name] = [baseline.name, *(e.name for e in mine)]
@@ -122,17 +126,92 @@ def tuning_suite(suite: Suite, grids: dict[str, Grid], fraction: float = VALIDAT
 
 def run_tuning(suite: Suite, grid_items: tuple[str, ...], default_entry: str | None = None,
                extra: tuple[str, ...] = (), fraction: float = VALIDATION_FRACTION,
-               out_dir: str | Path = "leaderboards", overwrite: bool = False, seeds: tuple[int, ...] | None = None) -> list[Path]:
-    """Train the grids (resuming what is done; on `seeds`, default the suite's) and write one sweep table
-    per tuned entry."""
-    tuning, tables = tuning_suite(suite, parse_grid(suite, grid_items, default_entry), fraction, seeds)
-    runs = tuning.runs(extra)
-    run_suite(tuning, extra, overwrite=overwrite)
-    suite_dir = experiment_dir(runs[0][2])
+               out_dir: str | Path = "leaderboards", overwrite: bool = False, seeds: tuple[int, ...] | None = None,
+               extend: int = EXTEND) -> list[Path]:
+    """Train the grids (resuming what is done; on `seeds`, default the suite's), extend each past an edge its
+    best point sits on (at most `extend` rounds, one point per axis each), and write one sweep table per entry."""
+    given = grids = parse_grid(suite, grid_items, default_entry)
+    for done in range(extend + 1):
+        tuning, tables = tuning_suite(suite, grids, fraction, seeds)
+        records = run_suite(tuning, extra, overwrite=overwrite)
+        chosen = {name: _chosen(suite, tuning, name, grid, records, extra) for name, grid in grids.items()}
+        grown = {name: _grown(name, grid, chosen[name]) for name, grid in grids.items()} if done < extend else grids
+        if grown == grids:
+            break
+        grids = grown
+    suite_dir = experiment_dir(tuning.run_config(tuning.entries[0], tuning.seeds[0], extra))
     written = []
     for name, rows in tables.items():
-        md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir), rows, f"{suite.name}-tune-{name}")
+        where = _where(name, given[name], grids[name], chosen[name], extend)
+        md, _, _, rejected = build_leaderboard(suite_dir, Path(out_dir), rows, f"{suite.name}-tune-{name}",
+                                               "\n".join(where))
         for item in rejected:
             logger.info(f"rejected {item}")
         written.append(md)
     return written
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A grid's best point (by mean validation mAP over the seeds), that mean, and where it sits on each axis."""
+
+    point: str
+    score: float
+    edges: list[Edge]
+
+
+def _chosen(suite: Suite, tuning: Suite, name: str, grid: Grid, records: list[dict],
+            extra: tuple[str, ...]) -> Chosen | None:
+    """Entry `name`'s chosen grid point; None until every point has a run of every seed (another worker may
+    hold some)."""
+    scores: dict[str, list[float]] = {}
+    for record in records:
+        scores.setdefault(record["run_name"], []).append(record["mAP"])
+    combos = {_point_name(name, _point(grid, combo)): combo for combo in _combos(grid)}
+    if any(len(scores.get(point, [])) != len(tuning.seeds) for point in combos):
+        return None
+    best = max(combos, key=lambda point: mean(scores[point]))  # the first of equals, in grid order
+    cfg = suite.run_config(next(e for e in suite.entries if e.name == name), suite.seeds[0], extra)
+    edges = [edge_of(keys, values, at, [option_bounds(cfg, k) for k in keys])
+             for (keys, values), at in zip(grid, combos[best])]
+    return Chosen(best, mean(scores[best]), edges)
+
+
+def _grown(name: str, grid: Grid, chosen: Chosen | None) -> Grid:
+    """The grid with the next point past each edge its best point sits on (each one logged)."""
+    if chosen is None:
+        return grid
+    out = []
+    for (keys, values), e in zip(grid, chosen.edges):
+        if e.next:
+            logger.info(f"{name}: its best point sits at the {e.at} {', '.join(keys)} tried ({':'.join(e.edge)}): "
+                        f"adding {':'.join(e.next)}")
+        out.append((keys, values + [e.next] if e.next else values))
+    return out
+
+
+def _where(name: str, given: Grid, grid: Grid, chosen: Chosen | None, extend: int) -> list[str]:
+    """The sweep table's section on where the chosen value sits along each axis (and a line logged where a bound
+    stopped an extension)."""
+    lines = ["## Where the chosen value sits", ""]
+    if chosen is None:
+        return lines + ["Not every grid point has a run of every seed yet (another worker holds some): run "
+                        "`reidkd tune` again once they are done to extend the grid and say where the best point sits.",
+                        ""]
+    lines += [f"`{chosen.point}` has the best mean validation mAP ({100 * chosen.score:.2f}). A grid is extended "
+              f"past an edge its best point sits on, one point a round, at most {extend} round(s) (`--extend`).", ""]
+    for (keys, values), (_, first), e in zip(grid, given, chosen.edges):
+        added = [v for v in values if v not in first]
+        said = f"`{', '.join(keys)}`: given {', '.join(':'.join(v) for v in first)}" + (
+            f", added {', '.join(':'.join(v) for v in added)}" if added else "")
+        if e.stop:
+            logger.info(f"{name}: {', '.join(keys)} not extended past {':'.join(e.edge)}: {e.stop}")
+        lines.append(f"- {said}. The chosen value " + ({
+            INSIDE: "sits inside the grid.",
+            ONLY: "is the only one tried.",
+            LISTED: "is one of those listed (not all numbers: such a grid is not extended).",
+        }.get(e.at) or f"sits at the {e.at} tried, " + (
+            f"not extended past it: {e.stop}." if e.stop else
+            f"where {extend} round(s) of extension left it: the optimum may lie beyond (a larger `--extend` adds "
+            "more points, reusing the runs done).")))
+    return lines + [""]

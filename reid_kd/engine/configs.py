@@ -19,3 +19,8 @@ REGISTRIES = config.Registries(datasets=DATASETS, backbones=BACKBONES, distiller
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read, inherit, override and validate a config against the registries."""
     return config.load_config(path, overrides, REGISTRIES)
+
+
+def option_bounds(cfg: dict[str, Any], key: str) -> tuple[float | None, float | None]:
+    """The inclusive (low, high) the schema declares for dotted `key` of this config (None: no bound)."""
+    return config.key_bounds(config.config_schema(cfg, REGISTRIES), key)
