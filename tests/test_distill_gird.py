@@ -2,6 +2,7 @@
 options, resume, and an end-to-end run. Expected values come from plain Python on tiny cases."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -13,15 +14,20 @@ import pytest
 import torch
 
 from helpers import TRAIN_TARGETS, FakeNet, batch, dot, flat, kl, lists, make, mean, norm, pair, pooled, softmax
+from reid_kd.data.image_dataset import train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.gird import GIRD
 from reid_kd.engine.configs import load_config
+from reid_kd.engine.paths import run_dir
+from reid_kd.engine.run import run_experiment
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ModelOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 # the reading before issue 24: each network against its own batch and memory, MSE over every entry
 EARLIER = dict(relation="self", loss="mse", mask_self="false", stage_form="pooled", layers="[1, 2, 3, 4]")
+# the options of issue 36 away from their defaults: CSD's two temperatures and top-k, memory columns weighed apart
+ISSUE_36 = dict(temperature=1.0, teacher_temperature=0.02, top_k=6, evolution_memory_weight=0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +57,17 @@ def features(out, i, embedding="bn_feat"):
     """Plain pooled (stage) or embedding vectors, L2-normalised, as lists."""
     raw = lists(getattr(out, embedding)) if i == 4 else pooled(out.feats[i])
     return [norm(v) for v in raw]
+
+
+def given(embedding, stage=None):
+    """A ModelOutput of 2-d vectors: `embedding` as global and BN feature, `stage` (else 0) as stage 3's 1×1 map."""
+    v = torch.tensor(embedding, dtype=torch.float32)
+    s = torch.zeros(len(v), 2) if stage is None else torch.tensor(stage, dtype=torch.float32)
+    return ModelOutput([torch.zeros(len(v), 2, 1, 1)] * 3 + [s[:, :, None, None]], v, v, None)
+
+
+def unit(degrees):
+    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
 
 
 def relation(batch_feats, memory):
@@ -127,6 +144,9 @@ def test_defaults_follow_the_groups_code_and_every_source_is_named():
     o = load_config(None, ["distill.method=gird"])["distill"]["gird"]
     assert (o["layers"], o["stage_form"], o["embedding"], o["relation"]) == ([2, 3, 4], "attention", "bn_feat", "cross")
     assert o["loss"] == "kl" and 0.01 <= o["temperature"] <= 0.1 and o["mask_self"] and o["use_memory"]
+    # issue 36's options default to the reading before them: one temperature, every column, a plain mean
+    assert (o["teacher_temperature"], o["top_k"], o["evolution_memory_weight"]) == (None, None, 1.0)
+    assert "CSD.py" in GIRD.sources["top_k"] and "CSD.py" in GIRD.sources["teacher_temperature"]
     assert set(GIRD.sources) == set(o) and all(GIRD.sources.values())
     assert "MKD.py" in GIRD.sources["stage_form"] and "utils_GRG.py" in GIRD.sources["use_memory"]
     synth = load_config("configs/synth_gird.yaml")
@@ -189,16 +209,11 @@ def test_masking_drops_an_image_against_itself_in_the_batch_and_in_the_memory():
     image (index 0) and holds one image twice (index 5)."""
     net = FakeNet(widths=(2, 2, 2, 2))
     d = gird(net, net, weight_sim=1.0, loss="mse", layers="[4]", use_evolution=False, memory_size=8)
-
-    def out(rows):
-        v = torch.tensor(rows, dtype=torch.float32)
-        return ModelOutput([torch.zeros(len(rows), 2, 1, 1)] * 4, v, v, None)
-
-    d(out([[1.0, 0.0], [0.0, 1.0]]), out([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    d(given([[1.0, 0.0], [0.0, 1.0]]), given([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert d.mem_index.tolist()[:2] == [0, 1]
     c = 1 / math.sqrt(2)
-    s = out([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # indices 0, 5, 5
-    t = out([[c, c], [0.0, 1.0], [0.0, 1.0]])
+    s = given([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # indices 0, 5, 5
+    t = given([[c, c], [0.0, 1.0], [0.0, 1.0]])
     got = d(s, t, torch.tensor([0, 2, 2]), torch.tensor([0, 5, 5]))["gird_sim"].item()
     # columns: teacher batch t0 = (c, c), t1 = t2 = (0, 1); memory m0 = (1, 0) [index 0], m1 = (0, 1) [index 1]
     # row 0 (index 0): kept t1, t2, m1 (t0 itself and m0, the same image, masked): s·col = 0, 0, 0; t·col = c, c, c
@@ -225,6 +240,100 @@ def test_evolution_between_consecutive_layers_over_the_same_anchors():
         rt.append(b)
     assert got["gird_evo"].item() == pytest.approx(3.0 * evolution(rs, rt, keep), rel=1e-4)
     assert first["gird_evo"].item() > 0
+
+
+# The loss terms at the defaults on fixed inputs, as GIRD computed them before issue 36 (commit 2337a2a), per ATen
+# CPU capability (its vectorised kernels sum in another order): the new options' defaults move no number.
+BEFORE_ISSUE_36 = {"AVX2": ["0x1.d9148cp+0", "0x1.298fa8p+0", "0x1.df0c6cp+0", "0x1.182a5cp+0"],
+                   "DEFAULT": ["0x1.d9148cp+0", "0x1.298faap+0", "0x1.df0c70p+0", "0x1.182a5cp+0"]}
+
+
+def fixed_output(seed, n=8):
+    """Stage maps and features of FakeNet's widths drawn from a seeded stream (no convolution to round)."""
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(n, w, s, s, generator=g) for w, s in zip((4, 6, 8, 10), (8, 4, 4, 2))]
+    return ModelOutput(feats, torch.randn(n, 10, generator=g), torch.randn(n, 10, generator=g), None)
+
+
+def test_the_defaults_compute_bit_for_bit_what_gird_computed_before_issue_36():
+    d = gird(FakeNet(), FakeNet(), memory_size=16)  # equal widths: no adapter
+    y = torch.arange(4).repeat_interleave(2)
+    got = []
+    for k, rows in enumerate((list(range(8)), [8, 9, 10, 11, 8, 13, 14, 0])):  # then a duplicate and a stored image
+        terms = d(fixed_output(10 + 2 * k), fixed_output(11 + 2 * k), y, torch.tensor(rows))
+        got += [terms["gird_sim"].item(), terms["gird_evo"].item()]
+    capability = torch.backends.cpu.get_cpu_capability()
+    want = [float.fromhex(h) for h in BEFORE_ISSUE_36.get(capability, BEFORE_ISSUE_36["AVX2"])]
+    if capability in BEFORE_ISSUE_36:
+        assert got == want
+    else:  # a capability not recorded (e.g. AVX512) rounds its sums otherwise
+        assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_two_temperatures_the_teachers_sharpens_its_rows_the_students_scales_the_kl():
+    """Hand-computed: 2-d unit embeddings, batch only, the diagonal masked: each row keeps two columns."""
+    net = FakeNet(widths=(2, 2, 2, 2))
+    d = gird(net, net, weight_sim=1.0, layers="[4]", use_memory=False, use_evolution=False, temperature=0.5,
+             teacher_temperature=0.1)
+    c = 1 / math.sqrt(2)
+    t, s = given([[1.0, 0.0], [0.0, 1.0], [c, c]]), given([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    got = d(s, t, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))["gird_sim"].item()
+    # row 0 keeps columns t1, t2; row 1 t0, t2; row 2 t0, t1
+    teacher_rows = [[0.0, c], [0.0, c], [c, c]]  # t_i · t_j
+    student_rows = [[0.0, c], [1.0, c], [0.0, 1.0]]  # s_i · t_j
+    want = 0.5 ** 2 * mean(kl(softmax(b, 0.1), softmax(a, 0.5)) for a, b in zip(student_rows, teacher_rows))
+    assert got == pytest.approx(want, rel=1e-5)
+    one = gird(net, net, weight_sim=1.0, layers="[4]", use_memory=False, use_evolution=False, temperature=0.5)
+    want_one = 0.5 ** 2 * mean(kl(softmax(b, 0.5), softmax(a, 0.5)) for a, b in zip(student_rows, teacher_rows))
+    assert one(s, t, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))["gird_sim"].item() == \
+        pytest.approx(want_one, rel=1e-5)
+    assert abs(want - want_one) > 0.01
+
+
+def test_top_k_keeps_the_teachers_k_nearest_over_batch_and_memory_an_image_never_against_itself():
+    """Hand-computed on unit vectors at angles: the memory holds images 0 (0°) and 1 (70°); the next batch repeats
+    image 0 and adds 5 (30°) and 6 (100°); columns t0, t5, t6, m0, m1 at 0°, 30°, 100°, 0°, 70°."""
+    net = FakeNet(widths=(2, 2, 2, 2))
+
+    def run(**options):
+        d = gird(net, net, weight_sim=1.0, layers="[4]", use_evolution=False, memory_size=8, temperature=0.5,
+                 **options)
+        first = given([unit(0), unit(70)])
+        d(first, first, torch.tensor([0, 1]), torch.tensor([0, 1]))
+        s, t = given([unit(20), unit(50), unit(80)]), given([unit(0), unit(30), unit(100)])
+        return d(s, t, torch.tensor([0, 2, 3]), torch.tensor([0, 5, 6]))["gird_sim"].item()
+
+    cos = [math.cos(math.radians(a)) for a in range(181)]
+    # kept columns (an image's own masked) with the teacher's cosines; its top 2; the student's cosines to those
+    # row 0 (0°; t0, m0 itself): t5 cos30, t6 cos100, m1 cos70 -> t5, m1; student at 20°: cos10, cos50
+    # row 5 (30°; t5 itself): t0 cos30, t6 cos70, m0 cos30, m1 cos40 -> t0, m0; student at 50°: cos50, cos50
+    # row 6 (100°; t6 itself): t0 cos100, t5 cos70, m0 cos100, m1 cos30 -> m1, t5; student at 80°: cos10, cos50
+    rows = [([cos[10], cos[50]], [cos[30], cos[70]]), ([cos[50], cos[50]], [cos[30], cos[30]]),
+            ([cos[10], cos[50]], [cos[30], cos[70]])]
+    want = 0.25 * mean(kl(softmax(b, 0.5), softmax(a, 0.5)) for a, b in rows)
+    assert run(top_k=2) == pytest.approx(want, rel=1e-5)
+    # a k beyond a row's kept columns takes every kept one: the image against itself stays out
+    every = run()
+    assert run(top_k=4) == pytest.approx(every, rel=1e-6) and run(top_k=5) == pytest.approx(every, rel=1e-6)
+    assert abs(every - want) > 1e-3
+
+
+@pytest.mark.parametrize("weight, want", [(1.0, 2 / 3), (0.5, 3 / 4), (0.0, 1.0)])
+def test_evolution_weighs_memory_columns_apart(weight, want):
+    """Hand-computed: stage 3 (pooled) and the embedding, 2-d. The teacher's vectors are the same at both layers
+    (its E is 0), the student's equal them at stage 3 and are swapped at the embedding. The memory holds image 0
+    at (1, 0) and image 1 at (c, c); the batch is images 2 at (1, 0) and 3 at (0, 1): columns t2, t3, m0, m1.
+    |E_s| row 2 = [itself, 1, 1, 0], row 3 = [1, itself, 1, 0]: the batch's two kept entries are 1, the memory's
+    four are 1, 0, 1, 0, so the weighted mean is (2 + 2w) / (2 + 4w)."""
+    net = FakeNet(widths=(2, 2, 2, 2))
+    d = gird(net, net, weight_evo=1.0, loss="mse", layers="[3, 4]", stage_form="pooled", memory_size=8,
+             evolution_memory_weight=weight)
+    c = 1 / math.sqrt(2)
+    first = given([[1.0, 0.0], [c, c]], stage=[[1.0, 0.0], [c, c]])
+    d(first, first, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    t = given([[1.0, 0.0], [0.0, 1.0]], stage=[[1.0, 0.0], [0.0, 1.0]])
+    s = given([[0.0, 1.0], [1.0, 0.0]], stage=[[1.0, 0.0], [0.0, 1.0]])
+    assert d(s, t, torch.tensor([0, 1]), torch.tensor([2, 3]))["gird_evo"].item() == pytest.approx(want, rel=1e-6)
 
 
 def test_the_memory_holds_only_the_teachers_features():
@@ -277,7 +386,7 @@ def test_memory_stores_no_graph():
         assert not buf.requires_grad and buf.grad_fn is None, name
 
 
-@pytest.mark.parametrize("options", [{}, EARLIER], ids=["default", "earlier"])
+@pytest.mark.parametrize("options", [{}, EARLIER, ISSUE_36], ids=["default", "earlier", "issue36"])
 def test_memory_survives_a_checkpoint_round_trip(options):
     student, teacher = pair()
     d = gird(student, teacher, memory_size=16, **options)
@@ -415,3 +524,44 @@ def test_synth_gird_config_distills_and_evaluates_end_to_end(tiny_overrides, tmp
     assert "gird_sim" in log and "gird_evo" in log
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["distiller"]
     assert int(state["mem_count"]) == 16 and state["mem_t4"].shape[0] == 16 and "mem_s4" not in state
+
+
+def diagnostic():
+    """benchmarks/gird_memory.py as a module."""
+    spec = importlib.util.spec_from_file_location("gird_memory", ROOT / "benchmarks" / "gird_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_memory_diagnostic_reads_a_trained_run(tiny_overrides, tmp_path, one_thread):
+    gm, cpu = diagnostic(), torch.device("cpu")
+    overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
+    overrides += [f"experiment.output_dir={tmp_path}", "distill.gird.memory_size=16"]
+    folders = {}
+    for memory in (True, False):  # one cached teacher for both
+        cfg = load_config(ROOT / "configs/synth_gird.yaml",
+                          overrides + [f"distill.gird.use_memory={memory}", f"experiment.run_name=memory_{memory}"])
+        run_experiment(cfg)
+        folders[memory] = run_dir(cfg)
+        _, loaders, student, teacher, d = gm.load_run(folders[memory], cpu)
+        assert d.use_memory == memory and (not memory or int(d.mem_count) == 16)  # the memory training left
+        rows = gm.measure(d, student, teacher, loaders.train, train_targets(loaders), 3, cpu)
+        assert sorted(rows) == [2, 3, 4]
+        for layer, row in rows.items():
+            assert all(0.0 <= row[k] <= 1.0 for k in gm.COLUMNS), (layer, row)
+            assert row["memory_same"] + row["memory_other"] <= 1.0 + 1e-6
+            assert sum(row[k] for k in gm.COLUMNS if k != "memory_share") == pytest.approx(1.0, abs=1e-5)
+            if memory:  # 16 stored images, none of them the batch's: some of the student's gradient comes from them
+                assert 0.0 < row["memory_share"] < 1.0 and row["memory_same"] + row["memory_other"] > 0.0
+            else:
+                assert row["memory_share"] == row["memory_same"] == row["memory_other"] == 0.0
+    result = subprocess.run([sys.executable, "benchmarks/gird_memory.py", str(folders[True]), "--batches", "2"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "16/16 slots filled" in lines[0] and lines[1].split()[1:] == list(gm.COLUMNS) and len(lines) == 5
+    result = subprocess.run([sys.executable, "benchmarks/gird_memory.py", str(tmp_path)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "config.yaml is missing" in result.stderr

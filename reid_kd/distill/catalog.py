@@ -112,8 +112,11 @@ DISTILLERS.add(
         "use_memory": True,
         "memory_size": Num(1024, 1),
         "use_evolution": True,
+        "evolution_memory_weight": Num(1.0, 0.0),
         "loss": Choice("kl", "mse"),
         "temperature": Num(0.05, 0.001, 10.0, why="a softmax temperature"),
+        "teacher_temperature": Typed(float, None, low=0.001, high=10.0, why="a softmax temperature"),
+        "top_k": Typed(int, None, low=2, why="a softmax over one column is constant"),
         "mask_self": True,
     },
     sources={
@@ -131,9 +134,16 @@ DISTILLERS.add(
         "memory_size": "ours: 16 batches, below one epoch of the synthetic set (1500 images); a multiple of "
                        "the batch as CDD utils_GRG.py asserts",
         "use_evolution": "paper (relation evolution); MBDL (VCIP 2020, two layers' matching behaviour by L1)",
+        "evolution_memory_weight": "ours: 1, a memory column's entries weigh as a batch column's (the mean over "
+                                   "every column); 0 leaves the memory out of the evolution term",
         "loss": "AIR-Distiller distillers/CSD.py (KL over the teacher's neighbours at a sharp teacher "
                 "temperature)",
-        "temperature": "ours: one for both networks (CSD.py: teacher 0.01, student 1)",
+        "temperature": "ours: the student's, and the teacher's where teacher_temperature is null; the KL is "
+                       "scaled by its square (CSD.py: student 1, unscaled)",
+        "teacher_temperature": "ours: null, the student's temperature (one for both); AIR-Distiller "
+                               "distillers/CSD.py: 0.01 for the teacher against 1 for the student",
+        "top_k": "ours: null, every batch and memory column; AIR-Distiller distillers/CSD.py: the teacher's k "
+                 "nearest columns (an image against itself masked first, as mask_self)",
         "mask_self": "D3still distillers/D3.py (a row's top teacher similarity, itself, left out); by dataset "
                      "index, ours",
     },

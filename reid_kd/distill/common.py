@@ -79,10 +79,11 @@ def check_layers(key: str, layers: list[int], embedding: str, *models: nn.Module
                           f"drop one of them" + (", or use embedding bn_feat with a BN neck" if not no_neck else ""))
 
 
-def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t / T) ‖ softmax(s / T)) averaged over rows, times T² (Hinton et al.)."""
+def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            teacher_temperature: float | None = None) -> torch.Tensor:
+    """KL(softmax(t / T_t) ‖ softmax(s / T)) averaged over rows, times T² (Hinton et al.); T_t: T where not given."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / (teacher_temperature or temperature), dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature ** 2
 
 

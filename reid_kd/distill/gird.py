@@ -25,16 +25,27 @@ Huaqiao University) where it has one, and says "ours" where it has none. Every p
    batch, a memory slot holding it (ours: by dataset index). D3.py likewise leaves each row's top
    teacher similarity (itself) out of its relation terms; MKD instead weights the diagonal 10 against
    1 under an MSE, but under a sharp softmax t̂ᵢ·t̂ᵢ = 1 would take all of a teacher row's mass.
-5. Loss: per row, KL(softmax(R_t / T) ‖ softmax(R_s / T)) times T² (`kl_soft`), so the student follows
+5. Loss: per row, KL(softmax(R_t / T_t) ‖ softmax(R_s / T)) times T² (`kl_soft`), so the student follows
    the teacher's nearest neighbours rather than every negative (AIR-Distiller `distillers/CSD.py`: a KL
-   over the teacher's top neighbours, teacher temperature 0.01, student 1). Ours: one temperature for
-   both, 0.05, and every column (no top-k cut: the sharp softmax already weighs the nearest).
+   over the teacher's top neighbours, teacher temperature 0.01, student 1, unscaled). Ours by default: one
+   temperature for both, 0.05, and every column (the sharp softmax already weighs the nearest). CSD's form
+   is reachable: `teacher_temperature` apart from `temperature` (the student's, whose square scales the KL:
+   1 at CSD's T = 1), and `top_k`, which keeps each row's k columns the teacher ranks highest over batch and
+   memory alike (the rest masked as an image against itself is). Why (issue 36): under one sharp T a
+   teacher row's mass may sit on its few positives, leaving the memory's many negatives almost no
+   gradient; a softer student T, or a top-k, lets every retrieved column push.
 6. Evolution: E = R(l+1) − R(l) over the same anchors, L1 between the student's and the teacher's E
-   (MBDL, VCIP 2020: the difference of matching behaviour between two layers, matched by L1).
+   (MBDL, VCIP 2020: the difference of matching behaviour between two layers, matched by L1), a mean over
+   every kept entry; `evolution_memory_weight` weighs a memory column's entries against a batch column's
+   (ours: under the plain mean the memory's columns, mostly negatives, outnumber the batch's positives).
 
 Weights (ours: gradient window, `tests/test_distill_window.py`): `weight_sim = 200`, `weight_evo = 5` send
 about 0.34× and 0.24× the re-ID loss's gradient into the quickstart student's backbone (0.51× together);
 at 1 the T²-scaled KL sends 0.002×. Not tuned yet: tune on validation identities like every method.
+
+Whether the memory gets a say in a trained run is measured by `benchmarks/gird_memory.py RUN_FOLDER`: per
+layer, the teacher's softmax mass on memory columns (same identity, other) and the share of the student's
+similarity gradient that comes from them.
 
 The earlier reading (ours, before issue 24) stays reachable: `relation: self` (each network against
 its own batch and memory, the student's features stored too), `loss: mse`, `mask_self: false`,
@@ -70,7 +81,8 @@ class GIRD(Distiller):
         check_layers("distill.gird.layers", self.layers, cfg["embedding"], student, teacher)
         self.embedding, self.stage_form, self.cross = cfg["embedding"], cfg["stage_form"], cfg["relation"] == "cross"
         self.kind, self.temperature, self.mask_self = cfg["loss"], cfg["temperature"], cfg["mask_self"]
-        self.w_sim, self.w_evo = cfg["weight_sim"], cfg["weight_evo"]
+        self.teacher_temperature, self.top_k = cfg["teacher_temperature"] or cfg["temperature"], cfg["top_k"]
+        self.w_sim, self.w_evo, self.w_evo_memory = cfg["weight_sim"], cfg["weight_evo"], cfg["evolution_memory_weight"]
         self.use_memory, self.use_evolution = cfg["use_memory"], cfg["use_evolution"]
         s_stages, s_dim = model_widths(student, cfg["embedding"])
         t_stages, t_dim = model_widths(teacher, cfg["embedding"])
@@ -151,28 +163,53 @@ class GIRD(Distiller):
                 new[f"mem_s{i}"] = distributed.gather_rows(s.detach())
         return r_s, r_t, new
 
+    def self_mask(self, indices: torch.Tensor, columns: torch.Tensor) -> torch.Tensor | None:
+        """Which relations pair an image with itself: its own column, a duplicate in the batch, its memory slot
+        (None when `mask_self` is off). `columns`: the global batch's dataset indices."""
+        if not self.mask_self:
+            return None
+        stored = self.mem_index[:int(self.mem_count)] if self.use_memory else columns[:0]
+        return indices.to(columns.device)[:, None] == torch.cat([columns, stored])[None, :]
+
+    def top_k_mask(self, r_t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """`mask`, and with `top_k` every column outside each row's k that the teacher ranks highest (CSD's
+        neighbours), an image against itself ranked last."""
+        if self.top_k is None or self.top_k >= r_t.shape[1]:
+            return mask
+        ranked = r_t if mask is None else r_t.masked_fill(mask, MASKED)
+        outside = torch.ones_like(r_t, dtype=torch.bool).scatter_(1, ranked.topk(self.top_k, dim=1).indices, False)
+        return outside if mask is None else mask | outside
+
     def sim_loss(self, r_s: torch.Tensor, r_t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        mask = self.top_k_mask(r_t, mask)
         if self.kind == "mse":
             return masked_mean((r_s - r_t) ** 2, None if mask is None else ~mask)
         if mask is not None:
             r_s, r_t = r_s.masked_fill(mask, MASKED), r_t.masked_fill(mask, MASKED)
-        return kl_soft(r_s, r_t, self.temperature)
+        return kl_soft(r_s, r_t, self.temperature, self.teacher_temperature)
+
+    def evolution(self, r_s: list[torch.Tensor], r_t: list[torch.Tensor], keep: torch.Tensor | None,
+                  n_batch: int) -> torch.Tensor:
+        """Mean over consecutive layers of |ΔR_s − ΔR_t| over the kept entries, a memory column's (those after the
+        `n_batch` batch columns) weighing `evolution_memory_weight` against a batch column's 1."""
+        diffs = [((r_s[k + 1] - r_s[k]) - (r_t[k + 1] - r_t[k])).abs() for k in range(len(r_s) - 1)]
+        if self.w_evo_memory == 1.0:  # the plain mean, summed as before the option (no number moves)
+            return torch.stack([masked_mean(e, keep) for e in diffs]).mean()
+        w = diffs[0].new_full(diffs[0].shape, self.w_evo_memory)
+        w[:, :n_batch] = 1.0
+        w = w if keep is None else w * keep
+        return torch.stack([(e * w).sum() / w.sum() for e in diffs]).mean()
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor,
                 indices: torch.Tensor) -> dict[str, torch.Tensor]:
         r_s, r_t, new = self.relations(student, teacher)
         columns = distributed.gather_rows(indices.to(r_s[0].device))
-        mask = None
-        if self.mask_self:  # an image against itself: its own column, a duplicate in the batch, its memory slot
-            stored = self.mem_index[:int(self.mem_count)] if self.use_memory else columns[:0]
-            mask = indices.to(columns.device)[:, None] == torch.cat([columns, stored])[None, :]
+        mask = self.self_mask(indices, columns)
         sim = torch.stack([self.sim_loss(a, b, mask) for a, b in zip(r_s, r_t)]).mean()
         losses = {"gird_sim": self.w_sim * sim}
         if self.use_evolution and len(self.layers) > 1:
             keep = None if mask is None else ~mask
-            evo = torch.stack([masked_mean(((r_s[k + 1] - r_s[k]) - (r_t[k + 1] - r_t[k])).abs(), keep)
-                               for k in range(len(self.layers) - 1)]).mean()
-            losses["gird_evo"] = self.w_evo * evo
+            losses["gird_evo"] = self.w_evo * self.evolution(r_s, r_t, keep, len(columns))
         if self.use_memory:  # after the loss: the current batch never meets itself in the memory
             self.enqueue(new, columns)
         return losses
