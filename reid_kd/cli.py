@@ -16,6 +16,7 @@ import click
 
 from reid_kd.bench import EXTEND, LAUNCHERS, VALIDATION_FRACTION
 from reid_kd.data.catalog import DATASETS, config_options
+from reid_kd.deploy.compared import SELECTIONS, recorded_config, resolve
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
 from reid_kd.errors import ConfigError, UserError
@@ -491,6 +492,44 @@ def search(index_dir, images, top_k, png, search_params, checkpoint, query_check
     click.echo(table.to_markdown(index=False, floatfmt=".4f"))
     if png:
         click.echo(f"ranked lists: {write_ranked_lists_png(queries, table, top_k, png)}")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, metavar="[NAME=]MODEL...")
+@click.option("--teacher", "with_teacher", is_flag=True,
+              help="Put first the teacher the first run distilled from (its metrics.json's teacher.source).")
+@click.option("--config", "-c", type=click.Path(dir_okay=False),
+              help="YAML config of the query and gallery (default: the config.yaml of the first run folder given).")
+@set_option
+@click.option("--select", "selections", multiple=True, type=click.Choice(list(SELECTIONS)),
+              help="Which queries (repeatable): fixed / broken (the last model's AP most above / below the "
+                   "reference's), worst, best (the last model's), random (seeded). Default: all that apply.")
+@click.option("--queries", "n", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Queries per selection.")
+@click.option("--top-k", type=click.IntRange(1, 50), default=10, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --select random.")
+@click.option("--reference", default=None, metavar="NAME",
+              help="The model fixed / broken compare the last one with (default: baseline, else the first).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the PNGs and index.html.")
+@device_option
+def ranklists(models, with_teacher, config, overrides, selections, n, top_k, seed, reference, out, device) -> None:
+    """Several models' top-k of the same queries side by side, one PNG per query, and an index page.
+
+    MODEL: a run folder (runs/<experiment>/<run>/seed<k>: its student.pt), a teacher's folder
+    (runs/teachers/<key>) or a student.pt / teacher.pt; NAME= names its row (default: the run's name,
+    `teacher`, or the file's).
+    """
+    compared = resolve(list(models), with_teacher)
+    config = config or recorded_config(compared)
+    if config is None:
+        raise click.UsageError("give --config F: no model given is a run folder that records its config")
+    cfg = load_config(config, overrides)
+    _writes_to(out=out)
+    from reid_kd.deploy.ranklists import write_rank_lists
+
+    page, count = write_rank_lists(compared, cfg, out, _device(device), list(selections) or None, n, top_k, seed,
+                                   reference)
+    click.echo(f"rank lists of {', '.join(m.name for m in compared)}: {count} PNG files and {page}")
 
 
 @main.group()

@@ -234,9 +234,18 @@ def check_names(cfg: dict[str, Any], registries: Registries) -> None:
         _entry(registries.backbones, f"{block}.backbone", cfg[block]["backbone"])
 
 
+# (block, key) of the settings that watch a run without shaping it: left out of its hash, so turning one on
+# keeps the run the same run (resumed, not refused as another config's) and every stored hash as it was
+NOT_HASHED = (("experiment", "mlflow"),)
+
+
 def config_hash(cfg: dict[str, Any]) -> str:
     """A short stable hash of a resolved config, to tell whether a stored result still matches."""
-    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    shaping = dict(cfg)
+    for block, key in NOT_HASHED:
+        if isinstance(shaping.get(block), dict):
+            shaping[block] = {k: v for k, v in shaping[block].items() if k != key}
+    blob = json.dumps(shaping, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -113,6 +113,9 @@ SCHEMA: dict[str, Any] = {
         "deterministic": False,
         "threads": Maybe(int, 1, why="null uses every core"),  # null: every core (bench --workers N: cores/N)
         "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch (every rank's share)
+        # MLflow tracking (engine/tracking.py): null/false off; true: the file store <output_dir>/mlruns; a
+        # tracking URI or a store folder. Not in a run's config hash: it watches a run, it does not shape it
+        "mlflow": Typed((bool, str), None),
     },
     "data": {
         "dataset": "synth_veri",
@@ -243,7 +246,8 @@ def _check_typed(key: str, spec: Typed, value: Any, noun: str) -> Any:
         raise ConfigError(f"{noun} key '{key}' must not be null")
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
+    kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+    if not isinstance(value, spec.kind) or (isinstance(value, bool) and bool not in kinds):
         raise ConfigError(f"{noun} key '{key}' expects {_type_name(spec.kind)}, "
                           f"got {type(value).__name__} {value!r}")
     if isinstance(spec.item, dict):

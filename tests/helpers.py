@@ -59,14 +59,15 @@ def assert_one_line(result, *words):
 # ---------------------------------------------------------------------------------------- evaluation
 
 def reference(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, max_rank):
-    """Deliberately plain: full distance matrix, stable argsort of every row, loops over queries."""
+    """Deliberately plain: full distance matrix, stable argsort of every row, loops over queries.
+    (mAP, mINP, CMC, valid queries, each query's AP with NaN where it has no positive)."""
     if metric == "cosine":
         qf = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
         gf = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)
         dist = -(qf @ gf.T)
     else:
         dist = ((qf[:, None, :] - gf[None, :, :]) ** 2).sum(-1)
-    aps, inps, cmcs = [], [], []
+    aps, inps, cmcs, query_ap = [], [], [], np.full(len(qf), np.nan)
     for i in range(len(qf)):
         order = np.argsort(dist[i], kind="stable")
         keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
@@ -75,13 +76,14 @@ def reference(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, max_rank):
             continue
         hit_ranks = np.flatnonzero(match) + 1
         aps.append(np.mean(np.arange(1, len(hit_ranks) + 1) / hit_ranks))
+        query_ap[i] = aps[-1]
         inps.append(len(hit_ranks) / hit_ranks[-1])
         cmc = np.zeros(max_rank)
         cmc[hit_ranks[0] - 1:] = 1
         cmcs.append(cmc)
     if not aps:
-        return None, None, None, 0
-    return np.mean(aps), np.mean(inps), np.mean(cmcs, 0), len(aps)
+        return None, None, None, 0, query_ap
+    return np.mean(aps), np.mean(inps), np.mean(cmcs, 0), len(aps), query_ap
 
 
 def random_case(rng, metric):

@@ -24,6 +24,7 @@ def test_evaluate_equals_plain_argsort_reference(metric):
         assert got["mINP"] == pytest.approx(ref[1], abs=1e-6)
         assert got["cmc"].shape == (max_rank,)
         np.testing.assert_allclose(got["cmc"], ref[2], atol=1e-6)
+        np.testing.assert_allclose(got["query_ap"], ref[4], atol=1e-6)  # NaN where skipped, in both
         checked += 1
     assert checked > 100
 

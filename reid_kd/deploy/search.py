@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from reid_kd.data.datasets.base import Item
 from reid_kd.deploy.index import GalleryIndex, extract, items_from_images
-from reid_kd.evaluation.visualize import GAP, draw_ranked_list
-from reid_kd.utils.io import write_bytes
+from reid_kd.evaluation.visualize import GAP, draw_ranked_list, write_png
 
 
 def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, checkpoint: str | None = None,
@@ -50,8 +48,4 @@ def write_ranked_lists_png(queries: list[Item], table: pd.DataFrame, top_k: int,
         gallery = [Item(p, int(i), int(c)) for p, i, c in zip(hits["path"], hits["pid"], hits["camid"])]
         same = [None if query.pid < 0 else it.pid == query.pid for it in gallery]
         panels.append(draw_ranked_list(query, gallery, same, top_k))
-    image = np.concatenate([panels[0]] + [p[GAP:] for p in panels[1:]])  # rows share their gap
-    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return write_bytes(png.tobytes(), Path(out))
+    return write_png(np.concatenate([panels[0]] + [p[GAP:] for p in panels[1:]]), out)  # rows share their gap

@@ -1,10 +1,11 @@
 """What happens around training, as hooks (after fast-reid's `HookBase`): checkpoints, log.csv,
-TensorBoard scalars, one console line per epoch; a weight-averaging hook (e.g. an EMA of the student)
-would update at `after_step`. A member (`engine/member.py`) calls every hook of its own, in order, at
+TensorBoard scalars, an MLflow run, one console line per epoch; a weight-averaging hook (e.g. an EMA of the
+student) would update at `after_step`. A member (`engine/member.py`) calls every hook of its own, in order, at
 each point of its cohort's loop; a hook keeps its own state and reads what `Trained` lists.
 
 log.csv is the record a run is judged by; TensorBoard is only for watching curves while runs train
-(`engine/scalars.py`: optional, nothing is written without the `tensorboard` package).
+(`engine/scalars.py`: optional, nothing is written without the `tensorboard` package), MLflow for tracking
+runs where a config asks for it (`engine/tracking.py`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Protocol
 
 from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.scalars import ScalarLog
+from reid_kd.engine.tracking import MLflowRun
 
 logger = logging.getLogger(__name__)
 EVAL_SCALARS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -106,14 +108,8 @@ class TensorBoardHook(Hook):
         self.scalars = ScalarLog(member.folder.path / "tensorboard", purge_step=member.start_epoch + 1)
 
     def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
-        step = row["epoch"]
-        self.scalars.add("loss/total", row.get("loss"), step)
-        for k, v in row.items():
-            if k not in ROW_KEYS:
-                self.scalars.add(f"loss/{k}", v, step)
-        self.scalars.add("train/acc", row.get("acc"), step)
-        self.scalars.add("train/lr", row["lr"], step)
-        self.scalars.add("train/images_per_sec", row["images_per_sec"], step)
+        for tag, value in epoch_scalars(row).items():
+            self.scalars.add(tag, value, row["epoch"])
         self.scalars.flush()  # a run killed later still shows this epoch
 
     def after_train(self, member: Trained) -> None:
@@ -125,9 +121,50 @@ class TensorBoardHook(Hook):
     def after_eval(self, member: Trained, metrics: dict) -> None:
         """`eval/<metric>` (fractions, as in metrics.json) at the step of the last epoch."""
         with ScalarLog(member.folder.path / "tensorboard") as scalars:
-            for k in EVAL_SCALARS:
-                if isinstance(metrics.get(k), numbers.Real):
-                    scalars.add(f"eval/{k}", metrics[k], member.epochs)
+            for tag, value in eval_scalars(metrics).items():
+                scalars.add(tag, value, member.epochs)
+
+
+def epoch_scalars(row: dict) -> dict[str, float]:
+    """An epoch's log.csv row as named scalars (TensorBoard's tags, MLflow's metrics): the loss and each of its
+    terms, accuracy, learning rate, speed; a missing or NaN value (a model without a classifier) left out."""
+    values = {"loss/total": row.get("loss"), **{f"loss/{k}": v for k, v in row.items() if k not in ROW_KEYS},
+              "train/acc": row.get("acc"), "train/lr": row["lr"], "train/images_per_sec": row["images_per_sec"]}
+    return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
+
+
+def eval_scalars(metrics: dict) -> dict[str, float]:
+    """The trained network's scores as `eval/<metric>` (fractions, as in metrics.json)."""
+    return {f"eval/{k}": float(metrics[k]) for k in EVAL_SCALARS if isinstance(metrics.get(k), numbers.Real)}
+
+
+class MLflowHook(Hook):
+    """The network's MLflow run (`engine/tracking.py`): its params when training starts, the log.csv row per
+    epoch, and once evaluated (metrics.json written) its scores and metrics.json."""
+
+    main_only = True
+
+    def __init__(self, run: MLflowRun):
+        self.run = run
+        self.done = 0  # epochs trained to
+
+    def before_train(self, member: Trained) -> None:
+        self.run.start(member.folder.path)
+        self.done = member.start_epoch
+
+    def after_epoch(self, member: Trained, epoch: int, row: dict) -> None:
+        self.run.log(epoch_scalars(row), row["epoch"])
+        self.done = epoch + 1
+
+    def after_train(self, member: Trained) -> None:
+        if self.done < member.stop_epoch:  # an error or Ctrl-C stopped it
+            self.run.end("FAILED")
+
+    def after_eval(self, member: Trained, metrics: dict) -> None:
+        self.run.log(eval_scalars(metrics), member.epochs)
+        if member.folder.metrics.is_file():
+            self.run.log_file(member.folder.metrics)
+        self.run.end("FINISHED")
 
 
 class CheckpointHook(Hook):
@@ -162,9 +199,11 @@ class ConsoleHook(Hook):
         logger.info(epoch_line(member.desc, row, member.epochs, member.train_seconds, eta))
 
 
-def default_hooks(tensorboard: bool = True) -> list[Hook]:
-    """The log row before the checkpoint (a resume trims the log to it), the console line last."""
-    return [CSVHook(), *([TensorBoardHook()] if tensorboard else []), CheckpointHook(), ConsoleHook()]
+def default_hooks(tensorboard: bool = True, mlflow: MLflowRun | None = None) -> list[Hook]:
+    """The log row before the checkpoint (a resume trims the log to it), the console line last; `mlflow`: the
+    network's MLflow run (`tracking.mlflow_run`), None when the config tracks nothing."""
+    return [CSVHook(), *([TensorBoardHook()] if tensorboard else []), *([MLflowHook(mlflow)] if mlflow else []),
+            CheckpointHook(), ConsoleHook()]
 
 
 def clock(seconds: float) -> str:

@@ -212,7 +212,8 @@ class Member:
             hook.after_train(self)
 
     def log_eval(self, metrics: dict) -> None:
-        """Hand the trained model's evaluation to the hooks (TensorBoard's `eval/` scalars)."""
+        """Hand the trained model's evaluation to the hooks (TensorBoard's `eval/` scalars, MLflow), once its
+        metrics.json is written."""
         for hook in self.hooks:
             hook.after_eval(self, metrics)
 

@@ -3,7 +3,8 @@
 `preflight` runs after the data is loaded and before the teacher or the student trains: the P×K
 batch against the identities, a positive for some query, every listed image on disk, the method's
 options and the evaluation protocols on the networks (each from its pretrained weights where those are
-read from disk), and an output folder that is writable with room for checkpoints.
+read from disk), an output folder that is writable with room for checkpoints, and MLflow where the config
+asks for tracking.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.run_folder import RunFolderError
+from reid_kd.engine.tracking import check_mlflow
 from reid_kd.errors import ConfigError
 from reid_kd.models.reid_model import ReIDModel, build_model
 from reid_kd.models.timm_backbone import fixed_input_size
@@ -151,6 +153,7 @@ def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     check_positives(loaders)
     check_images(loaders)
     check_writable(folder)
+    check_mlflow(cfg)
     params = check_distiller(cfg, loaders)  # builds the networks: one that cannot be built is refused there
     check_input_size(cfg)
     check_space(folder, params)

@@ -19,8 +19,10 @@ import torch
 
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.hooks import default_hooks
 from reid_kd.engine.paths import ROLES, pretrain_data, pretrain_folder, shaping
 from reid_kd.engine.run_folder import RunFolder
+from reid_kd.engine.tracking import mlflow_run
 from reid_kd.engine.training import Job, train_cached, train_jobs
 from reid_kd.evaluation import evaluate_model
 from reid_kd.models.backbones import torchvision_state
@@ -65,7 +67,8 @@ def _pretrain(cfg: dict, block: str, device: torch.device, folder: RunFolder, sp
     cohort = Cohort(loaders.train, device, pre["seed"], amp=cfg["experiment"]["amp"])
     member = cohort.add(model, recipe, folder, desc=f"pretrain {net['backbone']}", tag=key,
                         recipe=f"pretrain.{ROLES[block]}",
-                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=spec["memory_format"])
+                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=spec["memory_format"],
+                        hooks=default_hooks(mlflow=mlflow_run(cfg, f"pretrained/{key}", spec)))
     made = {"key": key, "backbone": net["backbone"], "epochs": recipe["epochs"], "amp": cfg["experiment"]["amp"],
             "memory_format": spec["memory_format"]}
     job = Job(member, spec,

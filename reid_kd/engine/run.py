@@ -15,12 +15,14 @@ from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import Loaders, build_loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.cohort import Cohort
-from reid_kd.engine.paths import run_folder, run_name, training_layout
+from reid_kd.engine.hooks import default_hooks
+from reid_kd.engine.paths import run_folder, run_id, run_name, training_layout
 from reid_kd.engine.preflight import check_asymmetric, check_writable, preflight
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.results import student_record
 from reid_kd.engine.runtime import as_layout, setup_runtime
 from reid_kd.engine.teacher import get_teacher
+from reid_kd.engine.tracking import mlflow_run
 from reid_kd.engine.training import Job, train_jobs
 from reid_kd.evaluation import Features, evaluate_model
 from reid_kd.models.checkpoint import save_model, weights_digest
@@ -92,7 +94,8 @@ def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.devi
     distiller = build_distiller(cfg["distill"], student, teacher, train_targets(loaders))
     member = cohort.add(student, cfg["train"], folder, distiller=distiller, desc=run_name(cfg),
                         tag=config_hash(cfg), sync_bn=exp["sync_bn"],
-                        memory_format=training_layout(cfg["model"], cfg["train"]))
+                        memory_format=training_layout(cfg["model"], cfg["train"]),
+                        hooks=default_hooks(mlflow=mlflow_run(cfg, run_id(run_name(cfg), exp["seed"]), cfg)))
     return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"], distilled_from),
                evaluate=lambda: evaluate_model(as_layout(student, cfg["model"]["memory_format"]), loaders.query,
                                                loaders.gallery, cfg["eval"], device, cfg["eval"]["protocols"],

@@ -10,11 +10,13 @@ import torch
 
 from reid_kd.data.image_dataset import Loaders, build_loaders
 from reid_kd.engine.cohort import Cohort
+from reid_kd.engine.hooks import default_hooks
 from reid_kd.engine.paths import teacher_folder, teacher_seed, teacher_spec, training_layout
 from reid_kd.engine.pretrain import network_start
 from reid_kd.engine.results import teacher_record
 from reid_kd.engine.run_folder import RunFolder
 from reid_kd.engine.runtime import as_layout
+from reid_kd.engine.tracking import mlflow_run
 from reid_kd.engine.training import Job, train_cached, train_jobs
 from reid_kd.errors import ConfigError
 from reid_kd.evaluation import evaluate_model
@@ -72,7 +74,8 @@ def _train_teacher(cfg: dict, loaders: Loaders, device: torch.device, folder: Ru
     teacher = build_model(t_cfg, loaders.dataset.num_train_pids, start)
     cohort = Cohort(train_loader, device, seed, amp=cfg["experiment"]["amp"])
     member = cohort.add(teacher, t_cfg["train"], folder, desc="teacher", tag=folder.path.name, recipe="teacher.train",
-                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=training_layout(t_cfg, t_cfg["train"]))
+                        sync_bn=cfg["experiment"]["sync_bn"], memory_format=training_layout(t_cfg, t_cfg["train"]),
+                        hooks=default_hooks(mlflow=mlflow_run(cfg, f"teachers/{folder.path.name}", spec)))
     job = Job(member, spec, save=lambda: save_model(teacher, t_cfg, folder.weights, cfg["data"]),
               evaluate=lambda: evaluate_model(as_layout(teacher, t_cfg["memory_format"]), loaders.query,
                                               loaders.gallery, cfg["eval"], device),

@@ -56,9 +56,9 @@ def _finish(job: Job, seconds: float) -> dict:
     if distributed.is_main():
         job.save()
     metrics = job.evaluate()
-    job.member.log_eval(metrics)
     record = job.record(metrics, seconds)
-    job.folder.finish(record)  # written last: its presence marks a finished network
+    job.folder.finish(record)  # written last of the network's own files: its presence marks it finished
+    job.member.log_eval(metrics)  # then the hooks' copies (MLflow keeps metrics.json)
     return record
 
 

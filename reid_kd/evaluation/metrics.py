@@ -23,7 +23,8 @@ from reid_kd.evaluation.rerank import rerank_blocks
 def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine", max_rank: int = 50,
              query_chunk: int = 1024, use_gpu: bool = True, same_camera_is_junk: bool = True,
              device: torch.device | str | None = None, rerank: dict | None = None) -> dict:
-    """mAP, mINP and CMC (length `max_rank`, CMC[k-1] = Rank-k) of query against gallery features.
+    """mAP, mINP and CMC (length `max_rank`, CMC[k-1] = Rank-k) of query against gallery features, and each
+    query's AP (`query_ap`, NaN where the query has no positive and is skipped).
 
     Features may be NumPy arrays or tensors; scores are computed on `device` (default: where the
     features are). `query_chunk` caps the queries per block. `rerank` ({k1, k2, lam}) scores by
@@ -44,21 +45,24 @@ def evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
     else:
         blocks = rerank_blocks(query, gallery, metric, query_chunk, workspace, use_gpu=use_gpu, **rerank)
     g_sorted_pids, g_order = torch.sort(g_pids, stable=True)
-    aps, inps, cmcs = [], [], []
+    aps, inps, cmcs, valid = [], [], [], []
     for block, scores in blocks:
         rows, cols = same_id_pairs(q_pids[block], g_order, g_sorted_pids)
         if same_camera_is_junk:
             junk = q_camids[block][rows] == g_camids[cols]
             scores[rows[junk], cols[junk]] = float("-inf")
             rows, cols = rows[~junk], cols[~junk]
-        ap, inp, cmc = rank_summaries(*positive_ranks(scores, rows, cols, workspace), max_rank)
-        aps.append(ap), inps.append(inp), cmcs.append(cmc)
+        ranks, counts = positive_ranks(scores, rows, cols, workspace)
+        ap, inp, cmc = rank_summaries(ranks, counts, max_rank)
+        aps.append(ap), inps.append(inp), cmcs.append(cmc), valid.append((counts > 0).cpu().numpy())
     ap, inp, cmc = np.concatenate(aps), np.concatenate(inps), np.concatenate(cmcs)
     if len(ap) == 0:
         raise ValueError("no query has a positive in the gallery" +
                          (" under another camera" if same_camera_is_junk else ""))
+    query_ap = np.full(len(q_pids), np.nan)
+    query_ap[np.concatenate(valid)] = ap
     return {"mAP": float(ap.mean()), "mINP": float(inp.mean()), "cmc": cmc.mean(0),
-            "num_valid_queries": int(len(ap)), "num_queries": int(len(q_pids))}
+            "num_valid_queries": int(len(ap)), "num_queries": int(len(q_pids)), "query_ap": query_ap}
 
 
 def _labels(x, device: torch.device) -> torch.Tensor:
