@@ -16,6 +16,7 @@ import click
 
 from reid_kd.bench import EXTEND, LAUNCHERS, VALIDATION_FRACTION
 from reid_kd.data.catalog import DATASETS, config_options
+from reid_kd.deploy import CALIBRATION_IMAGES
 from reid_kd.deploy.compared import SELECTIONS, recorded_config, resolve
 from reid_kd.distill.catalog import DISTILLERS, describe_methods
 from reid_kd.engine.configs import load_config
@@ -169,7 +170,9 @@ def _torchrun(nproc: int, config, overrides, overwrite: bool, debug: bool) -> in
 
 
 @main.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="student.pt or teacher.pt.")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="student.pt or teacher.pt, or a model exported by reidkd export / quantize (.onnx, float or INT8: "
+                   "run by ONNX Runtime on the CPU).")
 @config_option
 @set_option
 @click.option("--visualize", type=click.IntRange(min=1), default=None, metavar="N",
@@ -181,6 +184,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     cfg = load_config(config, overrides)
     _writes_to(out=out)
     from reid_kd.data.image_dataset import build_loaders
+    from reid_kd.deploy.onnx_model import OnnxModel, is_onnx
     from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
     from reid_kd.models.checkpoint import input_config, load_model
@@ -188,7 +192,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     if not Path(checkpoint).is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     device = setup_runtime(cfg)
-    model = load_model(checkpoint, device)
+    model = OnnxModel(checkpoint) if is_onnx(checkpoint) else load_model(checkpoint, device)
     data = input_config(model, cfg["data"])  # the size it was trained on, as `reidkd index` scores it
     if (data["height"], data["width"]) != (cfg["data"]["height"], cfg["data"]["width"]):
         click.echo(f"{Path(checkpoint).name} was trained on {data['height']}x{data['width']} images: scored at that "
@@ -393,13 +397,61 @@ def export(checkpoint, fmt, out) -> None:
     click.echo(f"input and output (size, mean, std, feature dim): {meta_file}")
 
 
+@main.command()
+@checkpoint_option
+@config_option
+@set_option
+@click.option("--calibration-images", type=click.IntRange(min=1), default=CALIBRATION_IMAGES, show_default=True,
+              metavar="N", help="Images of the config's train split (a seeded sample) that calibrate the INT8 ranges.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Float ONNX model file (default: beside the checkpoint, .onnx); the INT8 one goes beside it as "
+                   ".int8.onnx, each with its .json.")
+def quantize(checkpoint, config, overrides, calibration_images, out) -> None:
+    """Quantize a student to INT8 (ONNX Runtime, static, calibrated on training images) beside its float ONNX model;
+    print the mAP of the PyTorch, float ONNX and INT8 models, what each loses, and their images/s, side by side."""
+    if not config:
+        raise click.UsageError("give --config F: its train split calibrates the INT8 model, its query and gallery "
+                               "score it")
+    cfg = load_config(config, overrides)
+    _writes_to(out=out)
+    from reid_kd.deploy.quantize import quantize_and_score
+    from reid_kd.engine.runtime import setup_runtime
+
+    setup_runtime(cfg)  # its threads: PyTorch and ONNX Runtime are timed at experiment.threads
+    record = quantize_and_score(checkpoint, cfg, calibration_images, out)
+    click.echo(deployment_table(record))
+    q = record["quantization"]
+    click.echo(queries_line(record["models"]["pytorch"]))
+    click.echo(f"INT8: {q['tool']}, calibrated on {q['calibration']['images']} images of the "
+               f"{q['calibration']['dataset']} train split (seed {q['calibration']['seed']}). Images/s: the forward "
+               f"passes over the gallery, the three models timed one after another in this run on the CPU, "
+               f"{record['threads']} thread(s).")
+
+
+def deployment_table(record: dict) -> str:
+    """The PyTorch student and its exported float and INT8 models: mAP, its loss against PyTorch, and speed."""
+    from tabulate import tabulate
+
+    files = {"pytorch": record["checkpoint"], **record["files"]}
+    labels = {"pytorch": "PyTorch", "onnx": "ONNX float32", "int8": "ONNX INT8"}
+    reference = record["models"]["pytorch"]["mAP"]
+    body = [[labels[name], Path(files[name]).name, f"{100 * m['mAP']:.2f}",
+             "reference" if name == "pytorch" else f"{100 * (m['mAP'] - reference):+.2f}",
+             f"{100 * m['rank1']:.2f}", f"{100 * m['mINP']:.2f}", f"{m['inference_images_per_sec']:.0f}"]
+            for name, m in record["models"].items()]
+    return tabulate(body, headers=["Model", "File", "mAP", "Δ mAP vs PyTorch", "Rank-1", "mINP", "Images/s"],
+                    tablefmt="github", disable_numparse=True)
+
+
 @main.group()
 def index() -> None:
     """FAISS gallery indexes of a trained model: build one, evaluate it (`reidkd search` queries it)."""
 
 
 @index.command("build")
-@checkpoint_option
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="student.pt (or teacher.pt), or a model exported by reidkd export / quantize (.onnx, float or "
+                   "INT8: run by ONNX Runtime on the CPU), which then embeds the queries of search and index eval.")
 @click.option("--images", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Folder (searched recursively) or image files to index; repeatable. Identity and camera are read "
                    "from names like 0002_c003_... (else -1).")

@@ -11,7 +11,7 @@ import yaml
 
 from reid_kd.bench.suite_file import EXPECTED_RUNS
 from reid_kd.engine.paths import run_id
-from reid_kd.engine.run_folder import METRICS, RunFolder
+from reid_kd.engine.run_folder import INT8, METRICS, RunFolder
 from reid_kd.errors import UserError
 from reid_kd.utils.io import UnsafeFileError, read_json
 
@@ -80,8 +80,28 @@ def load_runs(suite_dir: Path, suite: dict) -> tuple[pd.DataFrame, list[str]]:
             if why:
                 rejected.append(f"{shown}: {why}")
                 continue
-            rows.append(record | {"entry": entry["name"], "seed": seed, "failed": _failed(record)})
+            int8, why = int8_scores(RunFolder(suite_dir / key), record)
+            if why:
+                rejected.append(f"{suite_dir.name}/{key}/{INT8}: {why}")
+            rows.append(record | int8 | {"entry": entry["name"], "seed": seed, "failed": _failed(record)})
     return pd.DataFrame(rows), rejected
+
+
+def int8_scores(folder: RunFolder, record: dict) -> tuple[dict, str | None]:
+    """The run's INT8 mAP and images/s from its int8.json (a suite's `deploy.int8`), counted only when that file
+    is the record of this run's config; ({}, why) when it is not, ({}, None) when there is none."""
+    if not folder.int8.is_file():
+        return {}, None
+    try:
+        int8 = read_json(folder.int8)
+    except UnsafeFileError:
+        return {}, "not readable JSON, damaged (delete it and run `reidkd bench` again: the student is quantized anew)"
+    scores = int8.get("models", {}).get("int8") if isinstance(int8, dict) else None
+    if not isinstance(scores, dict) or not {"mAP", "inference_images_per_sec"} <= scores.keys():
+        return {}, "no INT8 mAP and images/s (delete it and run `reidkd bench` again: the student is quantized anew)"
+    if int8.get("config_hash") != record.get("config_hash"):
+        return {}, f"its config_hash is {int8.get('config_hash')!r}, the run's is {record.get('config_hash')!r}"
+    return {"int8_mAP": scores["mAP"], "int8_images_per_sec": scores["inference_images_per_sec"]}, None
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:

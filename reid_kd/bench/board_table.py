@@ -113,6 +113,8 @@ def student_rows(runs: pd.DataFrame, entries: list[dict], n_seeds: int, referenc
         row |= {"Params": _params(mine["params"].iloc[0]),
                 "Images/s": _speed(mine.get("inference_images_per_sec", pd.Series(dtype=float))),
                 "Train time": _duration(mine["train_seconds"]), "_sort": mine["mAP"].mean()}
+        if "int8_mAP" in runs:  # a suite with `deploy.int8`: each student quantized and scored (int8.json)
+            row |= {"INT8 mAP": _pct(mine["int8_mAP"]), "INT8 images/s": _speed(mine["int8_images_per_sec"])}
         rows.append(row)
     return rows
 
@@ -169,8 +171,9 @@ def power_rows(runs: pd.DataFrame, entries: list[dict], reference: str) -> list[
 
 
 def table(rows: list[dict]) -> str:
-    """Rows as a GitHub markdown table, every cell as written (no number parsing)."""
-    frame = pd.DataFrame(rows).drop(columns="_sort", errors="ignore")
+    """Rows as a GitHub markdown table, every cell as written (no number parsing); a column some rows lack (the
+    INT8 ones, which teachers and entries without runs have not) shows a dash there."""
+    frame = pd.DataFrame(rows).drop(columns="_sort", errors="ignore").fillna(DASH)
     return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 

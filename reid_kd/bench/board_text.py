@@ -32,6 +32,11 @@ READING = (
     "Train time: mean per run, counting the data pass and teacher forward it shared with the runs trained "
     "beside it (what it would take alone).")
 
+INT8_READING = (
+    " INT8 mAP, INT8 images/s: the student quantized to INT8 after training (the suite's `deploy.int8`: ONNX "
+    "Runtime, static, calibrated on a seeded sample of training images) and scored by the same evaluation; its "
+    "images/s timed over the gallery on the CPU in the run's threads, beside its float models (each run's int8.json).")
+
 
 def rerank_said(rerank) -> str | None:
     """How a result's `rerank` record reads in a note (None when re-ranking was off)."""
@@ -133,7 +138,7 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
         "",
         table(main_rows(every, entries, len(suite["seeds"]))),
         "",
-        READING])
+        READING + (INT8_READING if "int8_mAP" in runs else "")])
 
 
 def _ablations(every: pd.DataFrame, entries: list[dict], n_seeds: int) -> list[str]:

@@ -14,6 +14,9 @@ A suite file (see configs/suites/) holds:
       - {name: gird, method: gird}
       - {name: gird_no_memory, method: gird, set: [distill.gird.use_memory=false], ablation_of: gird}
       - {name: baseline_2x, method: none, set: [train.epochs=20], longer_of: baseline}  # converged yet?
+    deploy:                          # optional: what each finished student costs deployed
+      int8: true                     # quantize it (ONNX Runtime, static INT8; deploy/quantize.py): INT8 columns
+      calibration_images: 256        # its calibration sample of the train split (seeded)
 
 A run's config is `load_config(base, suite set + entry set + experiment.name/run_name/seed +
 teacher.seed + distill.method)`.
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reid_kd.config import parse_yaml
+from reid_kd.deploy import CALIBRATION_IMAGES
 from reid_kd.distill.catalog import DISTILLERS
 from reid_kd.engine.configs import load_config
 from reid_kd.engine.paths import NOT_SHAPING
@@ -38,7 +42,9 @@ SUITE_SCHEMA = {"name": Folder(), "base": Typed(str, optional=False, required=Tr
                 "teacher_seed": Num(0, 0),
                 "report": Choice("last", why="the model after the final epoch: no epoch is chosen on the test set"),
                 "methods": Typed(list, optional=False, required=True, item=ENTRY_SCHEMA),
-                "description": Typed(str, "", optional=False)}
+                "description": Typed(str, "", optional=False),
+                # after training: each student quantized to INT8 and scored (int8.json beside its metrics.json)
+                "deploy": {"int8": False, "calibration_images": Num(CALIBRATION_IMAGES, 1)}}
 FOLDER_KEYS = ("experiment", "experiment.output_dir")  # an entry's `set` may not move its run folder
 RESERVED_NAMES = ("teachers", "summary")  # <output_dir>/teachers/: the teacher cache; summary.md: the matrix's
 EXPECTED_RUNS = "expected_runs.json"  # beside suite.yaml: the runs the suite asked for, by config hash
@@ -64,6 +70,8 @@ class Suite:
     entries: tuple[Entry, ...]
     description: str = ""
     base_as_written: str = ""  # `base` as the suite file gives it (recorded, so records stay machine-neutral)
+    int8: bool = False  # `deploy.int8`: quantize each finished student, score it (the leaderboard's INT8 columns)
+    calibration_images: int = CALIBRATION_IMAGES
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved suite, as recorded in runs/<suite>/suite.yaml."""
@@ -81,6 +89,8 @@ class Suite:
             if e.longer_of:
                 item["longer_of"] = e.longer_of
             out["methods"].append(item)
+        if self.int8:  # recorded only when on: the records of suites without it stay as they were
+            out["deploy"] = {"int8": True, "calibration_images": self.calibration_images}
         return out
 
     def run_config(self, entry: Entry, seed: int, extra: tuple[str, ...] = ()) -> dict:
@@ -116,7 +126,8 @@ def parse_suite(data: Any, source: str = "suite", base_dir: Path | None = None) 
     if not base.is_file():
         raise ConfigError(f"{source}: key 'base': config file not found: {base}")
     return Suite(suite["name"], base.resolve(), tuple(suite["set"]), tuple(suite["seeds"]), suite["teacher_seed"],
-                 suite["report"], entries, suite["description"], suite["base"])
+                 suite["report"], entries, suite["description"], suite["base"], suite["deploy"]["int8"],
+                 suite["deploy"]["calibration_images"])
 
 
 def _check_values(suite: dict) -> None:

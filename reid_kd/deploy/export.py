@@ -18,11 +18,26 @@ import torch
 
 from reid_kd.deploy.model import RetrievalModel, file_digest, load_checkpoint
 from reid_kd.errors import UserError
+from reid_kd.models.checkpoint import weights_digest
 from reid_kd.utils.io import write_bytes, write_json
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 ONNX_PACKAGES = ("onnx", "onnxscript")  # the `deploy` extra: torch.onnx.export(dynamo=True) writes with them
+RUNTIME = "onnxruntime"  # the `deploy` extra: runs and quantizes an exported model
 OPSET = 18  # ONNX opset: ONNX Runtime 1.14+ and TensorRT 8.6+ read it
+
+
+def need_packages(what: str, packages: tuple[str, ...], other: str = "") -> None:
+    """One line naming the `deploy` extra when `what` (an option, a file, a suite key) needs a package it lacks."""
+    missing = [m for m in packages if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{what} needs {', '.join(missing)}, which is not installed: pip install -e '.[deploy]'{other}")
+
+
+def meta_file(model_file: str | Path) -> Path:
+    """`student.onnx.json` beside `student.onnx`: how to prepare an image, what comes out, where it came from."""
+    model_file = Path(model_file)
+    return model_file.with_name(model_file.name + ".json")
 
 
 def example_batch(spec: dict, batch: int = 2) -> torch.Tensor:
@@ -34,10 +49,8 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     """Write the exported model and `<model file>.json` (input, output, provenance); returns both paths."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    missing = [m for m in ONNX_PACKAGES if fmt == "onnx" and importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"--format onnx needs {', '.join(missing)}, which is not installed: "
-                        "pip install -e '.[deploy]' (or use --format torchscript)")
+    if fmt == "onnx":
+        need_packages("--format onnx", ONNX_PACKAGES, " (or use --format torchscript)")
     checkpoint = Path(checkpoint)
     model = load_checkpoint(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])
@@ -50,13 +63,14 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
             "output": {"name": "features", "dim": model.retrieval_dim, "normalised": "L2",
                        "compare": "inner product (cosine similarity); higher is more similar"},
             "backbone": model.backbone_name, "checkpoint": str(checkpoint.resolve()),
-            "checkpoint_sha256": file_digest(checkpoint), "torch": torch.__version__}
+            "checkpoint_sha256": file_digest(checkpoint), "weights_sha256": weights_digest(model),
+            "torch": torch.__version__}
     if model.input_size is not None:  # `model.input_size`: resized inside the network; feed it what `input` says
         meta["network_input"] = {"height": model.input_size[0], "width": model.input_size[1],
                                  "resize": "bilinear, antialiased, inside the model"}
     if fmt == "onnx":
         meta["opset"] = OPSET
-    return out, write_json(meta, out.with_name(out.name + ".json"))
+    return out, write_json(meta, meta_file(out))
 
 
 def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:

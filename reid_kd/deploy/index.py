@@ -1,4 +1,5 @@
-"""A FAISS gallery index on disk: build it once from a checkpoint and images, load it to search.
+"""A FAISS gallery index on disk: build it once from a model file (a checkpoint, or an exported float or INT8
+ONNX model that ONNX Runtime runs) and images, load it to search.
 
 An index folder holds `index.faiss` (the FAISS index over the L2-normalised `bn_feat`, inner product =
 cosine similarity), `items.csv` (path, identity and camera of each row, in index order), for approximate
@@ -31,6 +32,7 @@ from reid_kd.data.datasets.base import Item
 from reid_kd.data.image_dataset import ImageDataset, load_dataset
 from reid_kd.data.transforms import build_transform
 from reid_kd.deploy.model import file_digest, load_checkpoint
+from reid_kd.deploy.onnx_model import OnnxModel, load_deployed
 from reid_kd.errors import UserError
 from reid_kd.evaluation.extract import extract_features
 from reid_kd.models.checkpoint import input_config, weights_digest
@@ -76,12 +78,16 @@ def items_from_config(cfg: dict, split: str) -> tuple[list[Item], bool]:
     return list(getattr(dataset, split)), dataset.has_cameras
 
 
+def image_loader(model, items: list[Item], batch_size: int = 256, workers: int = 0) -> DataLoader:
+    """`items` in order, preprocessed as `model` records (its test transform at its input size)."""
+    transform = build_transform(input_config(model), train=False)
+    return DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
 def extract(model, items: list[Item], device: torch.device, batch_size: int = 256, workers: int = 0,
             progress: str | None = None) -> np.ndarray:
     """L2-normalised features of `items` by a model on `device`, preprocessed as it records (its test transform)."""
-    transform = build_transform(input_config(model), train=False)
-    loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
-    return extract_features(model, loader, device, progress)[0]
+    return extract_features(model, image_loader(model, items, batch_size, workers), device, progress)[0]
 
 
 def new_index(factory: str, features: np.ndarray, train_size: int | None, seed: int = 0) -> faiss.Index:
@@ -142,12 +148,13 @@ def set_search_params(index: faiss.Index, params: str | None) -> None:
 def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, factory: str = "Flat",
                 train_size: int | None = None, search_params: str | None = None, source: dict | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 256, workers: int = 0) -> dict:
-    """Extract `items`' features with the checkpoint's model and write an index folder; returns its metadata.
+    """Extract `items`' features with the model of `checkpoint` (a student.pt, or an exported float or INT8
+    ONNX model) and write an index folder; returns its metadata.
 
     Every part is made before anything is written, and written beside an existing index first: a build
     that fails leaves the index there as it was."""
     out, checkpoint = Path(out), Path(checkpoint)
-    model = load_checkpoint(checkpoint, device)
+    model = load_deployed(checkpoint, device)
     start = time.perf_counter()
     features = extract(model, items, torch.device(device), batch_size, workers, progress="features")
     extract_seconds = time.perf_counter() - start
@@ -166,7 +173,8 @@ def build_index(checkpoint: str | Path, items: list[Item], out: str | Path, fact
     meta = {"factory": factory, "metric": "inner product of L2-normalised bn_feat (cosine)", "count": len(items),
             "dim": int(features.shape[1]), "train_size": train_size, "search_params": search_params or "",
             "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_digest(checkpoint),
-            "weights_sha256": weights_digest(model),  # what a student distilled from this model records
+            # what a student distilled from this model records (an exported model: that of the weights it came from)
+            "weights_sha256": model.weights_sha256 if isinstance(model, OnnxModel) else weights_digest(model),
             "backbone": model.backbone_name, "input": model.input, "source": source or {},
             "extract_seconds": round(extract_seconds, 3), "build_seconds": round(build_seconds, 3),
             "faiss": faiss.__version__}
@@ -233,13 +241,13 @@ class GalleryIndex:
         path = Path(checkpoint or self.meta["checkpoint"])
         if not path.is_file():
             raise UserError(f"the index {self.folder} was built with {path}, which is not there; pass --checkpoint "
-                            "with that student.pt")
+                            "with that file where it moved")
         digest = file_digest(path)
         if digest != self.meta["checkpoint_sha256"]:
             raise UserError(f"{path} is not the model the index {self.folder} was built with (its weights differ: "
                             f"sha256 {digest[:12]} vs {self.meta['checkpoint_sha256'][:12]}); pass the "
                             "index's own checkpoint, or rebuild the index with this one (`reidkd index build`)")
-        model = load_checkpoint(path, device)
+        model = load_deployed(path, device)
         if model.retrieval_dim != self.index.d:
             _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.retrieval_dim}-d")
         return model

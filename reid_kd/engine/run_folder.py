@@ -30,6 +30,7 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "log.csv"
 CLAIM = ".claim"  # a bench worker's claim (bench/claims.py); not `.*.tmp`: stale-temporary cleanup keeps it
 FAILURE = "failure.json"  # the last failed attempt (bench/claims.py), kept until the run completes
+INT8 = "int8.json"  # a suite's `deploy.int8`: the student quantized and scored (deploy/quantize.py), beside its metrics
 FOLDERS = ("tensorboard", "ranked_lists")
 
 
@@ -72,6 +73,10 @@ class RunFolder:
     @property
     def weights(self) -> Path:
         return self.path / self.weights_name
+
+    @property
+    def int8(self) -> Path:
+        return self.path / INT8
 
     @property
     def claim_file(self) -> Path:
@@ -128,7 +133,7 @@ class RunFolder:
                 break
             except FileExistsError:
                 continue
-        for name in (METRICS, self.weights_name, CHECKPOINT, LOG, SPEC, *FOLDERS):
+        for name in (METRICS, INT8, self.weights_name, CHECKPOINT, LOG, SPEC, *FOLDERS):
             if (self.path / name).exists():
                 os.replace(self.path / name, aside / name)
         return aside
@@ -165,7 +170,7 @@ class RunFolder:
             raise RunFolderError(f"{self.path} holds {what} of another config (hash {self.recorded_hash()}, this one "
                                  f"is {spec_hash}); pass --overwrite to replace it, or set experiment.name or "
                                  "experiment.run_name to keep both")
-        for name in (METRICS, self.weights_name, CHECKPOINT, LOG, SPEC):
+        for name in (METRICS, INT8, self.weights_name, CHECKPOINT, LOG, SPEC):
             (self.path / name).unlink(missing_ok=True)
         for name in FOLDERS:
             shutil.rmtree(self.path / name, ignore_errors=True)
