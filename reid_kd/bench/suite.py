@@ -29,11 +29,10 @@ from reid_kd.bench.claims import (
     read_claim,
     read_failure,
 )
+from reid_kd.bench.int8 import check_int8, quantize_students
 from reid_kd.bench.suite_file import EXPECTED_RUNS, Entry, Suite
 from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders, load_dataset
-from reid_kd.deploy.model import file_digest
-from reid_kd.deploy.quantize import need_quantization, quantize_and_score
 from reid_kd.engine.paths import (
     experiment_dir,
     method_name,
@@ -47,12 +46,12 @@ from reid_kd.engine.paths import (
 )
 from reid_kd.engine.preflight import preflight
 from reid_kd.engine.pretrain import pretrained_folder
-from reid_kd.engine.run_folder import RunFolder, RunFolderError
+from reid_kd.engine.run_folder import RunFolderError
 from reid_kd.engine.run import train_students
 from reid_kd.engine.runtime import setup_runtime
 from reid_kd.engine.teacher import get_teacher
-from reid_kd.errors import ConfigError, UserError
-from reid_kd.utils.io import DamagedFileError, read_json, write_json, write_text
+from reid_kd.errors import UserError
+from reid_kd.utils.io import write_json, write_text
 from reid_kd.utils.lock import HOST, FolderLockedError, describe_holder, folder_lock
 from reid_kd.utils.logs import LastLine
 
@@ -82,12 +81,7 @@ def plan_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = Fals
     runs = suite.runs(extra)  # every config validated before any work starts
     check_run_folders(runs, overwrite)
     if suite.int8:
-        need_quantization("suite key 'deploy.int8'")
-        headline = sorted({cfg["eval"]["protocols"][0] for _, _, cfg in runs})
-        if headline != ["symmetric"]:  # the INT8 student embeds queries and gallery itself, as `symmetric` scores
-            raise ConfigError(f"suite key 'deploy.int8' scores each INT8 student on its own gallery (the symmetric "
-                              f"protocol), but the suite's runs report {', '.join(headline)} first; put symmetric "
-                              "first in eval.protocols, or leave deploy.int8 off")
+        check_int8(runs)
     suite_dir = experiment_dir(runs[0][2])
     record = suite.as_dict() | ({"set_on_command_line": list(extra)} if extra else {})
     write_text(yaml.safe_dump(record, sort_keys=False), suite_dir / "suite.yaml")
@@ -164,43 +158,6 @@ def run_suite(suite: Suite, extra: tuple[str, ...] = (), overwrite: bool = False
                               f"were trained; `reidkd bench --suite FILE --status` shows each error, and running "
                               "`reidkd bench` again retries them")
     return [run_folder(cfg).read_metrics() for _, _, cfg in runs if run_state(cfg) == "done"]
-
-
-def quantize_students(runs: list[tuple[Entry, int, dict]], claims: Claims, images: int) -> None:
-    """`deploy.int8`: each finished student quantized and scored beside its float models (deploy/quantize.py),
-    its record written to int8.json in its run folder. A record of this very student (config hash, weights'
-    SHA-256) is kept, so a suite run again quantizes only students trained since; claimed as training is, so
-    workers split them."""
-    for entry, seed, cfg in runs:
-        folder = run_folder(cfg)
-        if run_state(cfg) != "done" or int8_current(folder, config_hash(cfg)) or not claims.claim(folder.path):
-            continue
-        try:
-            if int8_current(folder, config_hash(cfg)):  # written by another worker since we looked
-                continue
-            setup_runtime(cfg)  # its threads: the student and its ONNX models are timed at experiment.threads
-            logger.info(f"{entry.name} seed{seed}: INT8: quantizing ({images} calibration images)")
-            record = quantize_and_score(folder.weights, cfg, images)
-            write_json({"config_hash": config_hash(cfg)} | record, folder.int8)
-            torch_m, int8_m = record["models"]["pytorch"], record["models"]["int8"]
-            logger.info(f"{entry.name} seed{seed}: INT8 mAP {100 * int8_m['mAP']:.2f} "
-                        f"({100 * (int8_m['mAP'] - torch_m['mAP']):+.2f} against PyTorch), "
-                        f"{int8_m['inference_images_per_sec']:.0f} images/s (PyTorch "
-                        f"{torch_m['inference_images_per_sec']:.0f})")
-        finally:
-            claims.release(folder.path)
-
-
-def int8_current(folder: RunFolder, spec_hash: str) -> bool:
-    """Whether the folder's int8.json is the record of the run's config and of the student.pt there now."""
-    if not folder.int8.is_file():
-        return False
-    try:
-        record = read_json(folder.int8)
-    except DamagedFileError:
-        return False  # quantized again, and rewritten
-    return (isinstance(record, dict) and record.get("config_hash") == spec_hash
-            and record.get("checkpoint_sha256") == file_digest(folder.weights))
 
 
 def _say_left_to_others(runs: list[tuple[Entry, int, dict]], tags: dict) -> None:
