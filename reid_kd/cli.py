@@ -365,7 +365,8 @@ search_params_option = click.option("--search-params", default=None, metavar="PA
 query_checkpoint_option = click.option(
     "--query-checkpoint", type=click.Path(dir_okay=False), default=None,
     help="A student distilled from the index's model (e.g. a teacher's index) that embeds the queries in its "
-         "place: asymmetric retrieval, the gallery never re-indexed.")
+         "place: asymmetric retrieval, the gallery never re-indexed. Its student.pt, or its export (.onnx, float "
+         "or INT8).")
 
 
 def _query_encoder(checkpoint, query_checkpoint) -> None:

@@ -64,6 +64,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
                        "compare": "inner product (cosine similarity); higher is more similar"},
             "backbone": model.backbone_name, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": file_digest(checkpoint), "weights_sha256": weights_digest(model),
+            "distilled_from": model.distilled_from,  # its teacher's weights: the gallery index it may search
             "torch": torch.__version__}
     if model.input_size is not None:  # `model.input_size`: resized inside the network; feed it what `input` says
         meta["network_input"] = {"height": model.input_size[0], "width": model.input_size[1],

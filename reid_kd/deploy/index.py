@@ -256,8 +256,9 @@ class GalleryIndex:
         """A student that embeds the queries in place of the index's model (asymmetric retrieval: a light
         query encoder searching a gallery a heavy teacher embedded once). Refused unless it was distilled from
         the index's model (its file records that model's `weights_digest`) into the index's width."""
-        model = load_checkpoint(checkpoint, device)
-        name = f"the index {self.folder} ({self.meta.get('backbone', 'its model')}, {Path(self.meta['checkpoint']).name})"
+        model = load_deployed(checkpoint, device)  # a student.pt, or its float or INT8 export
+        built_with = f"{self.meta.get('backbone', 'its model')}, {Path(self.meta['checkpoint']).name}"
+        name = f"the index {self.folder} ({built_with})"
         if model.retrieval_dim != self.index.d:
             raise UserError(f"{checkpoint} gives {model.retrieval_dim}-d features, {name} holds {self.index.d}-d: "
                             f"a query encoder must embed into its width; distill the student with "
@@ -267,7 +268,8 @@ class GalleryIndex:
             raise UserError(f"{name} records no digest of its model's weights (built by an earlier reid-kd), so no "
                             "student can be checked against it; rebuild it with `reidkd index build`")
         if model.distilled_from != own:
-            how = "was trained without a teacher" if model.distilled_from is None else "was distilled from another model"
+            how = ("records no teacher it was distilled from" if model.distilled_from is None
+                   else "was distilled from another model")
             raise UserError(f"{checkpoint} {how}: its features are not in the space of {name}; give a student "
                             "distilled from the index's model, or index the gallery with the student itself")
         return model

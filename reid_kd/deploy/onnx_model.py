@@ -47,6 +47,7 @@ class OnnxModel:
         self.input = {k: meta["input"][k] for k in INPUT_KEYS}
         self.retrieval_dim, self.backbone_name = meta["output"]["dim"], meta["backbone"]
         self.weights_sha256 = meta.get("weights_sha256")  # the PyTorch weights it was exported from
+        self.distilled_from = meta.get("distilled_from")  # those of its teacher (a distilled student's export)
         self.input_name, self.output_name = meta["input"]["name"], meta["output"]["name"]
 
     def eval(self) -> OnnxModel:
