@@ -185,6 +185,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
     _writes_to(out=out)
     from reid_kd.data.image_dataset import build_loaders
     from reid_kd.deploy.onnx_model import OnnxModel, is_onnx
+    from reid_kd.engine.preflight import check_positives
     from reid_kd.engine.runtime import setup_runtime
     from reid_kd.evaluation import evaluate_model
     from reid_kd.models.checkpoint import input_config, load_model
@@ -198,6 +199,7 @@ def eval_cmd(checkpoint, config, overrides, visualize, out) -> None:
         click.echo(f"{Path(checkpoint).name} was trained on {data['height']}x{data['width']} images: scored at that "
                    f"size, not the config's {cfg['data']['height']}x{cfg['data']['width']}")
     loaders = build_loaders(data, cfg["experiment"]["seed"])
+    check_positives(loaders.dataset)
     metrics = evaluate_model(model, loaders.query, loaders.gallery, cfg["eval"], device)
     click.echo(markdown_table([(Path(checkpoint).name, model.backbone_name, metrics)]))
     click.echo(queries_line(metrics))

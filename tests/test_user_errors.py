@@ -213,6 +213,9 @@ def test_no_query_with_a_positive_stops_before_training(finished, veri_copy, tmp
         f"experiment.output_dir={tmp_path / 'runs'}", f"data.root={root}", "data.dataset=veri776"])),
         "no query", "positive")
     assert not any((tmp_path / "runs").rglob("*.pt"))
+    student = next(out.rglob("student.pt"))  # scoring a trained student there is refused the same way
+    assert_one_line(cli("eval", "--checkpoint", student, "--config", QUICKSTART,
+                        *sets(moved + [f"data.root={root}", "data.dataset=veri776"])), "no query", "positive")
 
 
 def test_a_teacher_trained_before_a_failed_evaluation_is_not_trained_again(finished, monkeypatch, tmp_path):

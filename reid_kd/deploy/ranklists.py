@@ -22,6 +22,7 @@ from reid_kd.data.image_dataset import load_dataset
 from reid_kd.deploy.compared import PAIRED, SELECTIONS, Compared
 from reid_kd.deploy.index import extract
 from reid_kd.deploy.model import load_checkpoint
+from reid_kd.engine.preflight import check_positives
 from reid_kd.errors import UserError
 from reid_kd.evaluation import evaluate
 from reid_kd.evaluation.visualize import draw_side_by_side, query_png, top_matches, write_png
@@ -60,6 +61,7 @@ def labels(items: list) -> tuple[np.ndarray, np.ndarray]:
 def score(models: list[Compared], dataset: ReIDDataset, cfg: dict, device: torch.device) -> list[Scored]:
     """Each model's features of the dataset's query and gallery (the first of several gallery draws) and AP per
     query, scored as `evaluate` scores them."""
+    check_positives(dataset)  # one line naming the folders, not evaluate's error
     (q_pids, q_cams), (g_pids, g_cams) = labels(dataset.query), labels(dataset.gallery)
     data, options = cfg["data"], {k: cfg["eval"][k] for k in ("metric", "max_rank", "query_chunk")}
     use_gpu = cfg["eval"]["faiss_gpu"] == "auto"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from reid_kd.data.datasets.base import ReIDDataset
 from reid_kd.data.image_dataset import Loaders, train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.engine.run_folder import RunFolderError
@@ -42,9 +43,9 @@ def query_positives(query, gallery, has_cameras: bool) -> int:
     return sum(1 for q in query if cams_of[q.pid] and (not has_cameras or cams_of[q.pid] - {q.camid}))
 
 
-def check_positives(loaders: Loaders) -> int:
-    """Some query must have a positive, or evaluation has nothing to score; returns the count."""
-    ds = loaders.dataset
+def check_positives(ds: ReIDDataset) -> int:
+    """Some query must have a positive, or evaluation has nothing to score; returns the count (checked before a
+    run trains, and before `reidkd eval` and `reidkd ranklists` score)."""
     draws = ds.draws or [(ds.query, ds.gallery)]
     counts = [query_positives(q, g, ds.has_cameras) for q, g in draws]
     if min(counts) == 0:
@@ -150,7 +151,7 @@ def check_space(folder: Path, params: int) -> None:
 def preflight(cfg: dict, loaders: Loaders, folder: Path) -> None:
     """Every check above, before any training."""
     check_batches(cfg, loaders)
-    check_positives(loaders)
+    check_positives(loaders.dataset)
     check_images(loaders)
     check_writable(folder)
     check_mlflow(cfg)
