@@ -252,6 +252,12 @@ class GalleryIndex:
             _damaged(self.folder / INDEX_FILE, f"{self.index.d}-d vectors, its model gives {model.retrieval_dim}-d")
         return model
 
+    def query_encoder(self, checkpoint: str | Path | None = None, query_checkpoint: str | Path | None = None,
+                      device: torch.device | str = "cpu"):
+        """The model that embeds queries for this index: a student distilled from its model where
+        `query_checkpoint` is given (`query_model`), else its own (`model`, found at `checkpoint` if it moved)."""
+        return self.query_model(query_checkpoint, device) if query_checkpoint else self.model(checkpoint, device)
+
     def query_model(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
         """A student that embeds the queries in place of the index's model (asymmetric retrieval: a light
         query encoder searching a gallery a heavy teacher embedded once). Refused unless it was distilled from

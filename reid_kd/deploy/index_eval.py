@@ -84,7 +84,7 @@ def evaluate_index(gallery: GalleryIndex, cfg: dict, depth: int | None = None, k
     if (labels["pid"] < 0).any():
         raise UserError(f"the index {gallery.folder} has images of unknown identity (names not like 0002_c003_...); "
                         "index eval needs a labelled gallery: build it with --config F --split gallery")
-    model = gallery.query_model(query_checkpoint, device) if query_checkpoint else gallery.model(checkpoint, device)
+    model = gallery.query_encoder(checkpoint, query_checkpoint, device)
     query, has_cameras = items_from_config(cfg, "query")
     qf = extract(model, query, torch.device(device), batch_size, progress="query features")
     depth = gallery.index.ntotal if depth is None else min(depth, gallery.index.ntotal)
@@ -97,7 +97,8 @@ def evaluate_index(gallery: GalleryIndex, cfg: dict, depth: int | None = None, k
     _, exact_top = knn(qf, exact_features, k, inner_product=True, use_gpu=False)
     _, found = gallery.search(qf, k)
     cmc = metrics["cmc"]
-    metrics |= {"query_backbone": model.backbone_name, "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "depth": depth, "k": k,
+    metrics |= {"query_backbone": model.backbone_name, "rank1": float(cmc[0]), "rank5": float(cmc[4]),
+                "rank10": float(cmc[9]), "depth": depth, "k": k,
                 "recall": recall_at_k(found, exact_top),
                 "queries_per_second": queries_per_second(lambda q: gallery.search(q, k), qf),
                 "exact_queries_per_second": queries_per_second(

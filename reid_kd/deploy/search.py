@@ -22,7 +22,7 @@ def search_images(gallery: GalleryIndex, images: list[str], top_k: int = 10, che
                   ) -> tuple[list[Item], pd.DataFrame]:
     """The query items and a table with one row per (query, rank): score, gallery path, identity, camera."""
     queries = items_from_images(images)
-    model = gallery.query_model(query_checkpoint, device) if query_checkpoint else gallery.model(checkpoint, device)
+    model = gallery.query_encoder(checkpoint, query_checkpoint, device)
     scores, rows = gallery.search(extract(model, queries, torch.device(device)), top_k)
     table = []
     for query, score_row, id_row in zip(queries, scores, rows):

@@ -75,8 +75,8 @@ def train_students(cfgs: list[dict], loaders: Loaders, teacher: ReIDModel | None
                     teacher_dtype=t_cfg["forward_dtype"], teacher_memory_format=t_cfg["memory_format"])
     # the frozen teacher's gallery, embedded once for all the students scored in it (eval.protocols: asymmetric)
     gallery = Features(cohort.teacher, device) if cohort.teacher is not None else None
-    space = weights_digest(cohort.teacher) if cohort.teacher is not None else None
-    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics, gallery, space) for cfg in cfgs]
+    teacher_digest = weights_digest(cohort.teacher) if cohort.teacher is not None else None
+    jobs = [_student_job(cohort, cfg, loaders, device, teacher_metrics, gallery, teacher_digest) for cfg in cfgs]
     return train_jobs(cohort, jobs, stop_after)
 
 
@@ -96,7 +96,8 @@ def _student_job(cohort: Cohort, cfg: dict, loaders: Loaders, device: torch.devi
                         tag=config_hash(cfg), sync_bn=exp["sync_bn"],
                         memory_format=training_layout(cfg["model"], cfg["train"]),
                         hooks=default_hooks(mlflow=mlflow_run(cfg, run_id(run_name(cfg), exp["seed"]), cfg)))
-    return Job(member, cfg, save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"], distilled_from),
+    return Job(member, cfg,
+               save=lambda: save_model(student, cfg["model"], folder.weights, cfg["data"], distilled_from),
                evaluate=lambda: evaluate_model(as_layout(student, cfg["model"]["memory_format"]), loaders.query,
                                                loaders.gallery, cfg["eval"], device, cfg["eval"]["protocols"],
                                                teacher_features),
