@@ -118,13 +118,13 @@ def layer_name(d: GIRD, i: int) -> str:
     return f"{i} stage ({'attention map' if d.is_attention(i) else 'pooled'})"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished GIRD run's folder (holding config.yaml, student.pt, "
                                                "checkpoint.pt)")
     parser.add_argument("--batches", type=int, default=8, help="training batches averaged over")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         device = select_device(args.device, "--device", "--device auto")
         cfg, loaders, student, teacher, d = load_run(args.run, device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import traceback
 from contextlib import contextmanager
 
 import numpy as np
@@ -41,9 +43,26 @@ def within(seconds: int):
 
 
 def cli(*args, timeout: int = 300):
-    """`reidkd ARGS` in this process (click's CliRunner), stopped after `timeout` seconds."""
-    with within(timeout):
-        return CliRunner().invoke(main, [str(a) for a in args])
+    """`reidkd ARGS` in this process (click's CliRunner), stopped after `timeout` seconds. What a run sets for its
+    process (`experiment.threads`, `experiment.deterministic`) is undone after it, as the process's end would."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        with within(timeout):
+            return CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def reidkd(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`reidkd ARGS` run in this process, returned as the finished process would be (returncode, stdout, stderr;
+    an unexpected exception's traceback on stderr). A command's subprocess costs seconds of imports, so only the
+    tests of the process itself (its kill, its workers, its console) start one."""
+    result = cli(*args, timeout=timeout)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
 
 
 def assert_one_line(result, *words):

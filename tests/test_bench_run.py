@@ -12,10 +12,13 @@ from statistics import stdev
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import reidkd
 
+from reid_kd.bench.board_text import machine_said
 from reid_kd.config import config_hash
 from reid_kd.data.image_dataset import build_loaders
 from reid_kd.distill.catalog import DISTILLERS
@@ -29,17 +32,13 @@ from reid_kd.evaluation.visualize import GAP, GREEN, RED, TILE_W, panel_size
 from reid_kd.models.checkpoint import save_model
 from reid_kd.models.reid_model import build_model
 from reid_kd.utils.io import save_torch
+from reid_kd.utils.provenance import processor
 
-pytestmark = pytest.mark.slow  # a suite killed and resumed, the CLI in subprocesses, resumed trainings
+pytestmark = pytest.mark.slow  # a suite killed and resumed, the command line, resumed trainings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 EPOCHS = 4
-
-
-def reidkd(*args):
-    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
 
 
 def suite_entries():
@@ -142,6 +141,10 @@ def test_leaderboard_rebuilds_byte_for_byte(killed_then_resumed, tmp_path):
     assert "Initialisation: teacher from scratch" in provenance and provenance.endswith(
         "Computation: training float32, teacher forward float32; memory format teacher contiguous, student "
         "contiguous.")
+    threads = " / ".join(map(str, sorted({r["environment"]["threads"] for r in records})))
+    assert all(r["environment"]["cpu"] == processor() for r in records)
+    software = next(line for line in md.splitlines() if line.startswith("Software: "))
+    assert software.endswith(f"Processor: {processor()}. Threads per run: {threads}.")
     by_run = {(r["run_name"], r["seed"]): r["mAP"] for r in records}
     power = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
              for line in md.split("## Seeds needed")[1].split("\n## ")[0].splitlines() if line.startswith("| ")}
@@ -325,3 +328,11 @@ def test_bench_refuses_to_replace_another_configs_runs(killed_then_resumed):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--overwrite" in result.stderr and "hold runs of another config" in result.stderr
     assert before == {p: p.read_bytes() for p in before}
+
+
+def test_a_table_of_runs_from_two_kinds_of_machine_says_so():
+    envs = [{"cpu": "AMD EPYC (AVX2)", "threads": 2}, {"cpu": "AMD EPYC (AVX512, bfloat16 native)", "threads": 1}]
+    assert machine_said(pd.DataFrame({"environment": envs})) == (
+        "Processor: AMD EPYC (AVX2) / AMD EPYC (AVX512, bfloat16 native). Threads per run: 1 / 2.")
+    assert machine_said(pd.DataFrame({"environment": [{"threads": 2}]})) == "Threads per run: 2."  # older records
+    assert machine_said(pd.DataFrame({"mAP": [0.5]})) == ""

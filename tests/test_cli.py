@@ -1,4 +1,5 @@
-"""`reidkd` end to end on a tiny synthetic config, as a user runs it (a real subprocess)."""
+"""`reidkd` end to end on a tiny synthetic config: the first run and a bad key as a user starts them (a real
+subprocess: the entry point, its imports, its exit status), the rest in this process."""
 import json
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import reidkd
 
 pytestmark = pytest.mark.slow  # the CLI in subprocesses
 
@@ -15,7 +17,7 @@ METRICS_FIELDS = {"method", "dataset", "teacher_backbone", "student_backbone", "
                   "environment"}
 
 
-def reidkd(*args, cwd=ROOT):
+def reidkd_process(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600)
 
@@ -26,7 +28,7 @@ def sets(overrides):
 
 @pytest.fixture(scope="module")
 def quick_run(tiny_overrides):
-    result = reidkd("run", "--config", "configs/quickstart.yaml", *sets(tiny_overrides))
+    result = reidkd_process("run", "--config", "configs/quickstart.yaml", *sets(tiny_overrides))
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -69,5 +71,5 @@ def test_missing_dataset_is_one_line_without_traceback(tmp_path):
 
 
 def test_bad_config_key_is_one_line(tmp_path):
-    result = reidkd("run", "--set", "train.epochz=3")
+    result = reidkd_process("run", "--set", "train.epochz=3")
     assert result.returncode == 2 and "train.epochz" in result.stderr and "Traceback" not in result.stderr

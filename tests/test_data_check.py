@@ -1,18 +1,5 @@
-"""`reidkd data check` on a correct and on a deliberately broken Market-1501 fixture (real subprocess)."""
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-pytestmark = pytest.mark.slow  # the CLI in subprocesses
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def reidkd(*args):
-    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+"""`reidkd data check` on a correct and on a deliberately broken Market-1501 fixture."""
+from helpers import reidkd
 
 
 def market_fixture(root, jpeg):

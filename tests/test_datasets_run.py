@@ -1,21 +1,14 @@
-"""`reidkd run` end to end on the synthetic persons and on a custom CSV dataset (real subprocesses)."""
+"""`reidkd run` end to end on the synthetic persons and on a custom CSV dataset."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import reidkd
 
 from reid_kd.data import synth
 
-pytestmark = pytest.mark.slow  # the CLI in subprocesses
+pytestmark = pytest.mark.slow  # tiny runs end to end
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def reidkd(*args):
-    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
 
 
 def sets(overrides):

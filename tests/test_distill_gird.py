@@ -6,14 +6,13 @@ import importlib.util
 import io
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import TRAIN_TARGETS, FakeNet, batch, dot, flat, kl, lists, make, mean, norm, pair, pooled, softmax
+from helpers import (TRAIN_TARGETS, FakeNet, batch, dot, flat, kl, lists, make, mean, norm, pair, pooled, reidkd,
+                     softmax)
 from reid_kd.data.image_dataset import train_targets
 from reid_kd.distill.base import build_distiller
 from reid_kd.distill.gird import GIRD
@@ -501,8 +500,7 @@ def test_a_bad_layer_list_stops_reidkd_run_before_any_training(tiny_overrides, t
     overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     overrides += [f"experiment.output_dir={tmp_path}", "distill.gird.embedding=global_feat"]
     args = [a for o in overrides for a in ("--set", o)]
-    result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "run", "--config", "configs/synth_gird.yaml", *args],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = reidkd("run", "--config", "configs/synth_gird.yaml", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "distill.gird.layers" in result.stderr and "same feature" in result.stderr
     assert not (tmp_path / "teachers").exists()  # stopped before the teacher trained
@@ -513,8 +511,7 @@ def test_synth_gird_config_distills_and_evaluates_end_to_end(tiny_overrides, tmp
     overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     overrides.append(f"experiment.output_dir={tmp_path}")
     args = [a for o in overrides + ["distill.gird.memory_size=16"] for a in ("--set", o)]
-    result = subprocess.run([sys.executable, "-m", "reid_kd.cli", "run", "--config", "configs/synth_gird.yaml", *args],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = reidkd("run", "--config", "configs/synth_gird.yaml", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "synth_distill" / "gird" / "seed0"
     record = json.loads((run / "metrics.json").read_text())
@@ -535,7 +532,7 @@ def diagnostic():
 
 
 @pytest.mark.slow
-def test_the_memory_diagnostic_reads_a_trained_run(tiny_overrides, tmp_path, one_thread):
+def test_the_memory_diagnostic_reads_a_trained_run(tiny_overrides, tmp_path, one_thread, capsys):
     gm, cpu = diagnostic(), torch.device("cpu")
     overrides = [o for o in tiny_overrides if not o.startswith("experiment.output_dir=")]
     overrides += [f"experiment.output_dir={tmp_path}", "distill.gird.memory_size=16"]
@@ -557,11 +554,11 @@ def test_the_memory_diagnostic_reads_a_trained_run(tiny_overrides, tmp_path, one
                 assert 0.0 < row["memory_share"] < 1.0 and row["memory_same"] + row["memory_other"] > 0.0
             else:
                 assert row["memory_share"] == row["memory_same"] == row["memory_other"] == 0.0
-    result = subprocess.run([sys.executable, "benchmarks/gird_memory.py", str(folders[True]), "--batches", "2"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    capsys.readouterr()
+    gm.main([str(folders[True]), "--batches", "2"])
+    lines = capsys.readouterr().out.splitlines()
     assert "16/16 slots filled" in lines[0] and lines[1].split()[1:] == list(gm.COLUMNS) and len(lines) == 5
-    result = subprocess.run([sys.executable, "benchmarks/gird_memory.py", str(tmp_path)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "config.yaml is missing" in result.stderr
+    with pytest.raises(SystemExit) as stopped:
+        gm.main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and "config.yaml is missing" in err

@@ -19,7 +19,8 @@ from reid_kd.deploy.model import load_checkpoint
 from reid_kd.deploy.ranklists import reference_index, select_queries
 from reid_kd.data.image_dataset import load_dataset
 from reid_kd.errors import UserError
-from reid_kd.evaluation.visualize import GAP, GREEN, RED, TILE_W, query_png, row_top, side_by_side_size
+from reid_kd.data.datasets.base import Item
+from reid_kd.evaluation.visualize import GAP, GREEN, RED, TILE_W, _label, query_png, row_top, side_by_side_size
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 NAN = np.nan
@@ -178,3 +179,8 @@ def test_one_line_errors(deploy_setup, tmp_path):
     assert_one_line(result, "--select fixed/broken", "two models")
     result = cli("ranklists", folder / "student.pt", folder / "other.pt", "--out", tmp_path)
     assert result.exit_code == 2 and "give --config F" in result.output
+
+
+def test_a_tile_names_the_camera_as_the_file_names_count_it():
+    assert _label(Item("image_query/0012_c003_00012345_0.jpg", 12, 2)) == "id 12 c3"  # VeRi's c003 is camid 2
+    assert _label(Item("/data/unknown_person.jpg", -1, 0)) == "unknown_person"

@@ -75,6 +75,17 @@ def _software(runs: pd.DataFrame) -> str:
     return f"Software: {'; '.join(seen)}." if seen else ""
 
 
+def machine_said(runs: pd.DataFrame) -> str:
+    """The processors and thread counts the runs computed with: either rounds otherwise, so a table whose runs
+    come from machines of two kinds (or from `--workers` and a single process) shows both."""
+    envs = [env for env in runs.get("environment", pd.Series(dtype=object)) if isinstance(env, dict)]
+    cpus = sorted({env["cpu"] for env in envs if env.get("cpu")})
+    threads = sorted({int(env["threads"]) for env in envs if env.get("threads")})
+    parts = ([f"Processor: {' / '.join(cpus)}."] if cpus else []) + \
+        ([f"Threads per run: {' / '.join(map(str, threads))}."] if threads else [])
+    return " ".join(parts)
+
+
 def _queries(runs: pd.DataFrame) -> str:
     """How many queries each run scored, and how many it skipped for lack of a positive."""
     if runs.empty or "num_queries" not in runs:
@@ -132,7 +143,7 @@ def summary(suite: dict, every: pd.DataFrame, entries: list[dict]) -> str:
         " ".join(part for part in (
             f"Commit: {', '.join(f'`{c}`' for c in commits) or DASH}. Device: {', '.join(devices) or DASH}. "
             f"{_initialisation(runs)} {_queries(runs)} {scoring(runs)}".rstrip(), _computation(runs)) if part),
-        _software(runs),
+        " ".join(part for part in (_software(runs), machine_said(runs)) if part),
         "",
         protocol_said(protocols_of(runs)),
         "",

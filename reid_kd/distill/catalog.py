@@ -131,8 +131,8 @@ DISTILLERS.add(
         "relation": "DEAP VeRi_PR/loss/MKD.py, D3still distillers/D3.py (student against teacher); "
                     "self: the earlier reading, ours",
         "use_memory": "paper (feature reutilisation); CDD MSMT/processor/utils_GRG.py (teacher features only)",
-        "memory_size": "ours: 16 batches, below one epoch of the synthetic set (1500 images); a multiple of "
-                       "the batch as CDD utils_GRG.py asserts",
+        "memory_size": "ours: 16 batches, below one epoch of the synthetic sets (the quickstart's 1,500 images, "
+                       "synth_cpu's 2,100); a multiple of the batch as CDD utils_GRG.py asserts",
         "use_evolution": "paper (relation evolution); MBDL (VCIP 2020, two layers' matching behaviour by L1)",
         "evolution_memory_weight": "ours: 1, a memory column's entries weigh as a batch column's (the mean over "
                                    "every column); 0 leaves the memory out of the evolution term",

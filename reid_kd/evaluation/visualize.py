@@ -39,8 +39,9 @@ def _tile(path: str, color: tuple[int, int, int], caption: str) -> np.ndarray:
 
 
 def _label(item) -> str:
-    """`id 12 c3`, or the file name where the identity is unknown (-1)."""
-    return f"id {item.pid} c{item.camid}" if item.pid >= 0 else Path(item.path).stem[:14]
+    """`id 12 c3`, or the file name where the identity is unknown (-1). Cameras are stored from 0 and shown from 1,
+    as the datasets' file names count them (VeRi's `c003` is camid 2)."""
+    return f"id {item.pid} c{item.camid + 1}" if item.pid >= 0 else Path(item.path).stem[:14]
 
 
 def ranked_row(gallery_items: list, matches: list[bool | None], top_k: int) -> np.ndarray:
