@@ -4,6 +4,10 @@ comes from memory columns.
 
     python benchmarks/gird_memory.py runs/synth_cpu/gird/seed0                  # 8 training batches
     python benchmarks/gird_memory.py runs/synth_cpu/gird_no_memory/seed0 --batches 16 --device cuda
+    python benchmarks/gird_memory.py runs/synth_cpu/gird/seed0 --set distill.gird.teacher_temperature=0.01
+
+The last reads the trained run under another teacher temperature (any of READING_OPTIONS): where the mass and
+the gradient would go under that reading, before training with it.
 
 It loads the run's config.yaml, its student.pt, the teacher it distilled from (the cached teacher or
 `teacher.checkpoint`, checked against the teacher digest student.pt records) and the distiller's state from
@@ -42,14 +46,24 @@ from reid_kd.utils.io import load_torch
 COLUMNS = ("memory_same", "memory_other", "batch_same", "batch_other", "memory_share")
 
 
-def load_run(path: Path, device: torch.device):
-    """(config, loaders, student, teacher, distiller with the run's last state) of a finished GIRD run."""
+# the options that shape only how relations are read, not what training stored: a trained run can be read under
+# another value of them (`--set`) to see where the teacher's mass and the student's gradient would go
+READING_OPTIONS = ("temperature", "teacher_temperature", "top_k", "loss", "mask_self")
+
+
+def load_run(path: Path, device: torch.device, readings: tuple[str, ...] = ()):
+    """(config, loaders, student, teacher, distiller with the run's last state) of a finished GIRD run, its
+    distiller reading relations under `readings` (`distill.gird.<option>=value`, READING_OPTIONS only)."""
     folder = RunFolder(path)
     for file in (folder.spec_file, folder.weights, folder.checkpoint):
         if not file.is_file():
             raise ConfigError(f"{file} is missing: give the folder of a finished GIRD run "
                               "(<output_dir>/<experiment>/<run>/seed<k>)")
-    cfg = load_config(folder.spec_file)
+    for reading in readings:
+        if reading.split("=", 1)[0] not in {f"distill.gird.{o}" for o in READING_OPTIONS}:
+            raise ConfigError(f"--set {reading}: only {', '.join(f'distill.gird.{o}' for o in READING_OPTIONS)} "
+                              "change how a trained run is read; the others change what it trained")
+    cfg = load_config(folder.spec_file, list(readings))
     if cfg["distill"]["method"] != "gird":
         raise ConfigError(f"{path} holds a {cfg['distill']['method']} run, not gird: give a GIRD run's folder")
     student = load_model(folder.weights, device)
@@ -124,10 +138,12 @@ def main(argv: list[str] | None = None) -> None:
                                                "checkpoint.pt)")
     parser.add_argument("--batches", type=int, default=8, help="training batches averaged over")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", dest="readings", action="append", default=[], metavar="distill.gird.KEY=VALUE",
+                        help=f"read the trained run under another {', '.join(READING_OPTIONS)} (repeatable)")
     args = parser.parse_args(argv)
     try:
         device = select_device(args.device, "--device", "--device auto")
-        cfg, loaders, student, teacher, d = load_run(args.run, device)
+        cfg, loaders, student, teacher, d = load_run(args.run, device, tuple(args.readings))
         torch.manual_seed(cfg["experiment"]["seed"])
         filled = int(d.mem_count) if d.use_memory else 0
         rows = measure(d, student, teacher, loaders.train, train_targets(loaders), args.batches, device)
@@ -137,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     o = cfg["distill"]["gird"]
     print(f"{args.run}: loss {o['loss']}, T {o['temperature']}, teacher T {d.teacher_temperature}, top_k "
           f"{o['top_k'] or 'all'}, memory {'on' if d.use_memory else 'off'} ({filled}/{o['memory_size']} slots "
-          f"filled), batch {cfg['data']['batch_p']}x{cfg['data']['batch_k']}, {args.batches} batches")
+          f"filled), batch {cfg['data']['batch_p']}x{cfg['data']['batch_k']}, {args.batches} batches"
+          + (f" (read under {', '.join(args.readings)}; trained otherwise)" if args.readings else ""))
     print(f"{'layer':<28}" + "".join(f"{c:>14}" for c in COLUMNS))
     for i, row in rows.items():
         print(f"{layer_name(d, i):<28}" + "".join(f"{row[c]:>14.4f}" for c in COLUMNS))

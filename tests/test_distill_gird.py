@@ -558,6 +558,19 @@ def test_the_memory_diagnostic_reads_a_trained_run(tiny_overrides, tmp_path, one
     gm.main([str(folders[True]), "--batches", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert "16/16 slots filled" in lines[0] and lines[1].split()[1:] == list(gm.COLUMNS) and len(lines) == 5
+    gm.main([str(folders[True]), "--batches", "2", "--set", "distill.gird.teacher_temperature=0.01",
+             "--set", "distill.gird.top_k=4"])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "teacher T 0.01, top_k 4" in header and "read under distill.gird.teacher_temperature=0.01" in header
+    _, loaders, student, teacher, sharp = gm.load_run(folders[True], cpu, ("distill.gird.teacher_temperature=0.01",
+                                                                           "distill.gird.top_k=4"))
+    rows = gm.measure(sharp, student, teacher, loaders.train, train_targets(loaders), 2, cpu)
+    assert all(sum(row[k] for k in gm.COLUMNS if k != "memory_share") == pytest.approx(1.0, abs=1e-5)
+               for row in rows.values())
+    with pytest.raises(SystemExit) as stopped:
+        gm.main([str(folders[True]), "--set", "distill.gird.memory_size=8"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and "change what it trained" in err
     with pytest.raises(SystemExit) as stopped:
         gm.main([str(tmp_path)])
     err = capsys.readouterr().err
