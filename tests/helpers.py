@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import signal
 import subprocess
+import sys
 import traceback
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ from reid_kd.models.reid_model import ModelOutput
 from reid_kd.models.weights import imagenet_file
 
 # ---------------------------------------------------------------------------------------- command line
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 @contextmanager
 def within(seconds: int):
@@ -52,6 +57,13 @@ def cli(*args, timeout: int = 300):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def reidkd_process(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`reidkd ARGS` as a user starts it, in its own process from the repository's root (for the tests of the
+    process itself: its entry point, its workers, its exit status)."""
+    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
 
 
 def reidkd(*args, timeout: int = 600) -> subprocess.CompletedProcess:

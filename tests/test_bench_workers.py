@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import reidkd_process
 
 from reid_kd.bench.claims import Claims, read_claim, read_failure
 from reid_kd.bench.suite import RunsFailedError, run_suite
@@ -21,11 +22,6 @@ from reid_kd.utils.lock import HOST
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-
-
-def reidkd(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
 
 
 def write_suite(path: Path, name: str, out: Path, tiny_overrides, seeds, methods, epochs: int) -> Path:
@@ -168,7 +164,7 @@ def test_a_failing_run_is_recorded_and_the_others_train(tmp_path, tiny_overrides
     assert read_claim(out / "s" / "kd" / "seed0") is None  # released
     os.utime(out / "s" / "baseline" / "seed1" / CLAIM, (time.time() - 900,) * 2)  # its worker went silent
     (out / "s" / "kd" / "seed1" / CLAIM).unlink()
-    result = reidkd("bench", "--suite", str(suite_file), "--status")
+    result = reidkd_process("bench", "--suite", str(suite_file), "--status")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in result.stdout.splitlines() if line.startswith("| ")}
@@ -188,7 +184,7 @@ def test_launcher_runs_a_suite_through_submitit_local_executor(tmp_path, tiny_ov
     pytest.importorskip("submitit")
     out = tmp_path / "runs"
     suite_file = write_suite(tmp_path / "s.yaml", "s", out, tiny_overrides, [0, 1], BASELINE_KD[:1], 1)
-    result = reidkd("bench", "--suite", str(suite_file), "--launcher", "local", "--jobs", "2", "--gpus-per-job", "0",
+    result = reidkd_process("bench", "--suite", str(suite_file), "--launcher", "local", "--jobs", "2", "--gpus-per-job", "0",
                     "--time", "10")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "submitted 2 local job(s)" in result.stdout and result.stdout.count("] job") == 2
@@ -202,13 +198,13 @@ def test_launcher_runs_a_suite_through_submitit_local_executor(tmp_path, tiny_ov
 def test_workers_option_runs_worker_processes_and_prefixes_their_lines(tmp_path, tiny_overrides):
     out = tmp_path / "runs"
     suite_file = write_suite(tmp_path / "s.yaml", "s", out, tiny_overrides, [0, 1], BASELINE_KD[:1], 1)
-    result = reidkd("bench", "--suite", str(suite_file), "--workers", "2")
+    result = reidkd_process("bench", "--suite", str(suite_file), "--workers", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_complete(out, "s", [0, 1], BASELINE_KD[:1], 1)
     for seed in (0, 1):
         trained = [line for line in result.stdout.splitlines() if f"baseline seed{seed}: training" in line]
         assert len(trained) == 1 and trained[0].startswith(("[w0] ", "[w1] "))
-    again = reidkd("bench", "--suite", str(suite_file), "--status")
+    again = reidkd_process("bench", "--suite", str(suite_file), "--status")
     assert "2 done, 0 running, 0 stale, 0 failed, 0 pending" in again.stdout
 
 

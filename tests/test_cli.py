@@ -1,25 +1,17 @@
 """`reidkd` end to end on a tiny synthetic config: the first run and a bad key as a user starts them (a real
 subprocess: the entry point, its imports, its exit status), the rest in this process."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import reidkd
+from helpers import reidkd, reidkd_process
 
 pytestmark = pytest.mark.slow  # the CLI in subprocesses
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS_FIELDS = {"method", "dataset", "teacher_backbone", "student_backbone", "seed", "mAP", "mINP", "rank1",
                   "rank5", "rank10", "params", "train_seconds", "epochs", "git_commit", "config_hash",
                   "environment"}
-
-
-def reidkd_process(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "reid_kd.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
 
 
 def sets(overrides):
